@@ -1,0 +1,109 @@
+//! Process wiring: configuration → gateway → bound listeners → server, with signal
+//! handling. `varco serve` and `varco demo` both end up in [`run`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::proxy::Upstreams;
+use crate::server::{self, Server, ShutdownHandle};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamSetupError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+}
+
+/// A gateway whose listeners are bound, ready to run.
+pub struct Running {
+    pub addrs: Vec<SocketAddr>,
+    pub shutdown: ShutdownHandle,
+    server: Server<Gateway>,
+}
+
+/// Builds the gateway and binds its listeners. `/readyz` answers 200 once this returns.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Arc::new(Gateway::new(cfg.clone(), metrics.clone())?);
+    let listeners = server::bind(&cfg.server).await?;
+    let addrs = listeners.iter().map(|l| l.local_addr).collect();
+    for l in &listeners {
+        tracing::info!(
+            address = %l.local_addr,
+            tls = l.is_tls(),
+            "listening"
+        );
+    }
+    gateway.set_ready(true);
+    let server = Server::new(listeners, gateway, cfg.server.clone(), metrics);
+    let shutdown = server.shutdown_handle();
+    Ok(Running {
+        addrs,
+        shutdown,
+        server,
+    })
+}
+
+impl Running {
+    /// Serves until SIGTERM or SIGINT (or [`ShutdownHandle::shutdown`]), then drains.
+    pub async fn run_until_signal(self) {
+        let handle = self.shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received; draining");
+            handle.shutdown();
+        });
+        self.server.run().await;
+    }
+
+    pub async fn run(self) {
+        self.server.run().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Everything `check-config` can find beyond `validate()`: unreadable TLS files and
+/// upstreams that cannot be set up.
+pub fn deep_check(cfg: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, l) in cfg.server.listener.iter().enumerate() {
+        if let Some(tls) = &l.tls
+            && let Err(e) = server::tls::server_config(tls)
+        {
+            problems.push(format!("key `server.listener[{i}].tls`: {e}"));
+        }
+    }
+    if let Err(e) = Upstreams::new(cfg) {
+        problems.push(e.to_string());
+    }
+    problems
+}

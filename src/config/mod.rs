@@ -1,0 +1,537 @@
+//! Typed configuration: one TOML file plus `VARCO__SECTION__KEY` environment overrides,
+//! loaded with the `config` crate, deserialized with `deny_unknown_fields` so that a
+//! misspelt key is an error, and checked by [`Config::validate`], which refuses unsafe
+//! states and names the key of every problem it finds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// What went wrong while loading the configuration. Every variant names the file and,
+/// where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the configuration: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{file}: {} problem(s):\n{}", problems.len(), Problems(problems))]
+    Unsafe {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One problem found by [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `serve` for production; `demo` enables the embedded development pieces (dev IdP,
+/// dev login) which are refused in any other mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Serve,
+    Demo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub upstream: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Prefix of the gateway's own endpoints (login, ACS, metrics, health...).
+    pub reserved_prefix: String,
+    /// Inbound headers whose name starts with this (case-insensitive, `-` or `_`) are
+    /// removed before anything else: only the gateway may speak with this voice.
+    pub identity_header_prefix: String,
+    /// Peers whose `Forwarded`/`X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub listener: Vec<ListenerConfig>,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Time a client has to send a complete request head (HTTP/1): the slowloris guard.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Total time for one request, from its head to the upstream's response head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            reserved_prefix: "/_varco/".into(),
+            identity_header_prefix: "x-varco-".into(),
+            trusted_proxies: Vec::new(),
+            listener: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_header_count: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM bundle of CAs that client certificates are verified against. When set, a client
+    /// certificate is requested but optional; a presented one must verify.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `varco=debug,info`.
+    pub level: String,
+    /// One line per request at `info` with target `varco::access`.
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` or `https://host:port`, optionally with a base path.
+    pub url: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Overrides `server.request_timeout` for this upstream.
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    /// PEM bundle trusted for an `https` upstream instead of the public web roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle_per_host: usize,
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Send the client's `Host` to the upstream instead of the upstream's own authority
+    /// (the original host is always in `X-Forwarded-Host` and `Forwarded`).
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exact host (`app.example.it`), a wildcard for one label (`*.example.it`), or `*`.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Path prefix matched on whole segments: `/app` matches `/app` and `/app/x`, not `/apple`.
+    pub path: String,
+    pub upstream: String,
+    /// Must be said explicitly: a route without login.
+    pub public: Option<bool>,
+    /// Overrides `server.max_body_bytes` for this route.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+fn default_host() -> String {
+    "*".into()
+}
+
+impl Config {
+    /// Loads `file` (TOML) with `VARCO__SECTION__KEY` environment overrides, then validates.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let cfg = Self::load_unvalidated(file)?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Unsafe {
+                file: file.display().to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Parses without the safety checks: `check-config` uses it to list every problem.
+    pub fn load_unvalidated(file: &Path) -> Result<Config, ConfigError> {
+        let name = file.display().to_string();
+        if !file.is_file() {
+            return Err(ConfigError::Read {
+                file: name,
+                reason: "no such file".into(),
+            });
+        }
+        let source = config::File::from(file).format(config::FileFormat::Toml);
+        Self::from_sources(&name, source)
+    }
+
+    /// Parses a TOML text (used for the embedded demo configuration and tests), with the
+    /// same environment overrides.
+    pub fn from_toml(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let source = config::File::from_str(text, config::FileFormat::Toml);
+        let cfg = Self::from_sources(name, source)?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Unsafe {
+                file: name.into(),
+                problems,
+            })
+        }
+    }
+
+    fn from_sources<S>(name: &str, source: S) -> Result<Config, ConfigError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
+        let built = config::Config::builder()
+            .add_source(source)
+            .add_source(
+                config::Environment::with_prefix("VARCO")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("server.trusted_proxies"),
+            )
+            .build()
+            .map_err(|e| ConfigError::Read {
+                file: name.into(),
+                reason: e.to_string(),
+            })?;
+        serde_path_to_error::deserialize(built).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                file: name.into(),
+                key: if key == "." { "(top level)".into() } else { key },
+                reason: e.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Every unsafe or inconsistent state, each with the key that causes it. Empty = valid.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |key: String, message: String| problems.push(Problem { key, message });
+        let s = &self.server;
+        if !s.reserved_prefix.starts_with('/') || !s.reserved_prefix.ends_with('/') {
+            bad(
+                "server.reserved_prefix".into(),
+                "must start and end with `/`, e.g. `/_varco/`".into(),
+            );
+        }
+        if s.reserved_prefix == "/" {
+            bad(
+                "server.reserved_prefix".into(),
+                "cannot be `/`: it would reserve every path".into(),
+            );
+        }
+        let id_prefix = s.identity_header_prefix.as_str();
+        if id_prefix.len() < 3
+            || !id_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bad(
+                "server.identity_header_prefix".into(),
+                "must be at least 3 characters of letters, digits, `-` or `_`".into(),
+            );
+        }
+        if s.listener.is_empty() {
+            bad(
+                "server.listener".into(),
+                "at least one listener is needed".into(),
+            );
+        }
+        for (i, l) in s.listener.iter().enumerate() {
+            if let Some(tls) = &l.tls {
+                for (k, p) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key))]
+                    .into_iter()
+                    .chain([("client_ca", tls.client_ca.as_ref())])
+                {
+                    if let Some(p) = p
+                        && !p.is_file()
+                    {
+                        bad(
+                            format!("server.listener[{i}].tls.{k}"),
+                            format!("file `{}` does not exist", p.display()),
+                        );
+                    }
+                }
+            }
+        }
+        for (key, v) in [
+            ("server.drain_timeout", s.drain_timeout),
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.idle_timeout", s.idle_timeout),
+            ("server.request_timeout", s.request_timeout),
+        ] {
+            if v.is_zero() {
+                bad(key.into(), "must be greater than zero".into());
+            }
+        }
+        if !(1024..=1024 * 1024).contains(&s.max_header_bytes) {
+            bad(
+                "server.max_header_bytes".into(),
+                "must be between 1024 and 1048576".into(),
+            );
+        }
+        if !(8..=1000).contains(&s.max_header_count) {
+            bad(
+                "server.max_header_count".into(),
+                "must be between 8 and 1000".into(),
+            );
+        }
+        if s.max_connections == 0 {
+            bad(
+                "server.max_connections".into(),
+                "must be greater than zero".into(),
+            );
+        }
+        for (name, u) in &self.upstream {
+            let key = format!("upstream.{name}.url");
+            match u.url.parse::<http::Uri>() {
+                Ok(uri) => {
+                    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+                    if !scheme_ok || uri.host().is_none() {
+                        bad(key, "must be an absolute http:// or https:// URL".into());
+                    } else if uri.query().is_some() {
+                        bad(key, "must not carry a query".into());
+                    }
+                }
+                Err(e) => bad(key, format!("not a URL: {e}")),
+            }
+            if u.connect_timeout.is_zero() {
+                bad(
+                    format!("upstream.{name}.connect_timeout"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if let Some(ca) = &u.ca
+                && !ca.is_file()
+            {
+                bad(
+                    format!("upstream.{name}.ca"),
+                    format!("file `{}` does not exist", ca.display()),
+                );
+            }
+        }
+        if self.route.is_empty() {
+            bad("route".into(), "at least one route is needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.route.iter().enumerate() {
+            if !self.upstream.contains_key(&r.upstream) {
+                bad(
+                    format!("route[{i}].upstream"),
+                    format!("no upstream named `{}` in [upstream]", r.upstream),
+                );
+            }
+            if let Err(e) = crate::routes::check_route_path(&r.path) {
+                bad(format!("route[{i}].path"), e);
+            } else if r.path.starts_with(s.reserved_prefix.trim_end_matches('/')) {
+                bad(
+                    format!("route[{i}].path"),
+                    format!("is inside the reserved prefix `{}`", s.reserved_prefix),
+                );
+            }
+            if let Err(e) = crate::routes::check_host_pattern(&r.host) {
+                bad(format!("route[{i}].host"), e);
+            }
+            if r.public.is_none() {
+                bad(
+                    format!("route[{i}].public"),
+                    "must be said explicitly: `public = true` (no login) or `public = false`"
+                        .into(),
+                );
+            }
+            if !seen.insert((r.host.to_ascii_lowercase(), r.path.clone())) {
+                bad(
+                    format!("route[{i}]"),
+                    format!("duplicates host `{}` path `{}`", r.host, r.path),
+                );
+            }
+        }
+        problems
+    }
+
+    /// Effective request timeout for an upstream.
+    pub fn upstream_request_timeout(&self, upstream: &UpstreamConfig) -> Duration {
+        upstream
+            .request_timeout
+            .unwrap_or(self.server.request_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[server.listener]]
+        address = "127.0.0.1:0"
+        [upstream.app]
+        url = "http://127.0.0.1:9000"
+        [[route]]
+        path = "/"
+        upstream = "app"
+        public = true
+    "#;
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let cfg = Config::from_toml("t.toml", MINIMAL).unwrap();
+        assert_eq!(cfg.server.reserved_prefix, "/_varco/");
+        assert_eq!(cfg.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.mode, Mode::Serve);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("public = true", "public = true\npubic = 1");
+        let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("route[0]"), "{err}");
+        assert!(err.contains("pubic"), "{err}");
+        assert!(err.starts_with("t.toml"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = MINIMAL.replace(
+            "[[server.listener]]",
+            "[server]\nidle_timeout = \"soon\"\n[[server.listener]]",
+        );
+        let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("server.idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let text = r#"
+            [server]
+            reserved_prefix = "varco"
+            [upstream.app]
+            url = "ftp://x"
+            [[route]]
+            path = "/a"
+            upstream = "nope"
+        "#;
+        let err = Config::from_toml("t.toml", text).unwrap_err();
+        let ConfigError::Unsafe { problems, .. } = err else {
+            panic!("expected Unsafe, got {err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "server.reserved_prefix",
+            "server.listener",
+            "upstream.app.url",
+            "route[0].upstream",
+            "route[0].public",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn route_inside_reserved_prefix_is_refused() {
+        let text = MINIMAL.replace("path = \"/\"", "path = \"/_varco/x\"");
+        let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("route[0].path"), "{err}");
+    }
+}

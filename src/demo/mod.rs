@@ -1,0 +1,32 @@
+//! The embedded default, `varco demo`: development TLS certificates (generated into
+//! `certs/dev/` on first run), an in-process echo upstream that answers with the request it
+//! received, and the gateway in front of it on `https://localhost:8443`. The demo
+//! configuration says `mode = "demo"`; development-only pieces are refused in any other mode.
+
+pub mod certs;
+pub mod echo;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::config::{Config, ConfigError, Mode};
+
+/// The demo configuration, with the echo upstream's address and the TLS files filled in.
+pub fn demo_config(
+    listen: SocketAddr,
+    echo: SocketAddr,
+    tls: &certs::DevTlsFiles,
+) -> Result<Config, ConfigError> {
+    let text = include_str!("../../config/demo.toml")
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@ECHO@", &echo.to_string())
+        .replace("@CERT@", &toml_path(&tls.cert))
+        .replace("@KEY@", &toml_path(&tls.key));
+    let cfg = Config::from_toml("(embedded demo configuration)", &text)?;
+    debug_assert_eq!(cfg.mode, Mode::Demo);
+    Ok(cfg)
+}
+
+fn toml_path(p: &Path) -> String {
+    p.display().to_string().replace('\\', "/").replace('"', "")
+}

@@ -1,0 +1,140 @@
+//! The one error taxonomy of the request path, mapped to HTTP in one place
+//! ([`GatewayError::status`] and `pages`). Each error says what went wrong and who caused
+//! it; its `Display` never contains a header value, cookie, key or body.
+
+use http::StatusCode;
+
+use crate::routes::PathError;
+
+/// Who caused a failure (pingora's distinction): it decides the status family and whether
+/// the upstream is to blame in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Culprit {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("malformed request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("ambiguous or malformed request framing")]
+    BadFraming,
+    #[error("the request has no usable Host")]
+    MissingHost,
+    #[error("request headers exceed {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("more than {limit} request headers")]
+    TooManyHeaders { limit: usize },
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("this route requires authentication and no login method is available")]
+    AuthenticationRequired,
+    #[error("upstream `{upstream}` could not be reached")]
+    UpstreamConnect { upstream: String },
+    #[error("upstream `{upstream}` did not answer within {seconds:.1} s")]
+    UpstreamTimeout { upstream: String, seconds: f64 },
+    #[error("upstream `{upstream}` answered with a broken response")]
+    UpstreamProtocol { upstream: String },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            BadPath(_) | BadFraming | MissingHost => StatusCode::BAD_REQUEST,
+            HeadersTooLarge { .. } | TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            NoRoute => StatusCode::NOT_FOUND,
+            AuthenticationRequired => StatusCode::UNAUTHORIZED,
+            UpstreamConnect { .. } | UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn culprit(&self) -> Culprit {
+        use GatewayError::*;
+        match self {
+            UpstreamConnect { .. } | UpstreamTimeout { .. } | UpstreamProtocol { .. } => {
+                Culprit::Upstream
+            }
+            ShuttingDown => Culprit::Internal,
+            _ => Culprit::Downstream,
+        }
+    }
+
+    /// Stable machine-readable code for JSON error bodies.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            BadPath(_) => "bad_path",
+            BadFraming => "bad_framing",
+            MissingHost => "missing_host",
+            HeadersTooLarge { .. } => "headers_too_large",
+            TooManyHeaders { .. } => "too_many_headers",
+            BodyTooLarge { .. } => "body_too_large",
+            NoRoute => "not_found",
+            AuthenticationRequired => "authentication_required",
+            UpstreamConnect { .. } => "upstream_unreachable",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            UpstreamProtocol { .. } => "upstream_error",
+            ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Whether the client connection must be closed after the answer (framing errors:
+    /// the rest of the byte stream cannot be trusted).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BadFraming | GatewayError::BodyTooLarge { .. }
+        )
+    }
+
+    /// The user-facing sentence, Italian first, then English.
+    pub fn user_message(&self) -> (&'static str, &'static str) {
+        use GatewayError::*;
+        match self {
+            BadPath(_) | BadFraming | MissingHost => (
+                "La richiesta non è valida.",
+                "The request is not valid.",
+            ),
+            HeadersTooLarge { .. } | TooManyHeaders { .. } => (
+                "Le intestazioni della richiesta sono troppo grandi.",
+                "The request headers are too large.",
+            ),
+            BodyTooLarge { .. } => (
+                "Il contenuto inviato è troppo grande.",
+                "The request body is too large.",
+            ),
+            NoRoute => (
+                "La pagina richiesta non esiste.",
+                "The page you asked for does not exist.",
+            ),
+            AuthenticationRequired => (
+                "Per accedere a questa pagina è necessario autenticarsi.",
+                "You need to log in to see this page.",
+            ),
+            UpstreamConnect { .. } | UpstreamProtocol { .. } => (
+                "Il servizio non è al momento raggiungibile. Riprova più tardi.",
+                "The service cannot be reached right now. Please try again later.",
+            ),
+            UpstreamTimeout { .. } => (
+                "Il servizio non ha risposto in tempo. Riprova più tardi.",
+                "The service did not answer in time. Please try again later.",
+            ),
+            ShuttingDown => (
+                "Il servizio si sta riavviando. Riprova tra poco.",
+                "The service is restarting. Please try again shortly.",
+            ),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! varco — an identity gateway for Italian public-administration backends.
+//!
+//! A reverse proxy that lets a request through only when its user is authenticated at the
+//! level, role and delegation the route demands, and tells the backend who the user is
+//! with a signed header. See `DESIGN.md` for the request path; each module owns one concept.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod pages;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod telemetry;
+
+/// The boxed error type used where errors of several libraries meet (bodies, IO).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,321 @@
+//! Header rewriting between client and upstream: identity-prefix stripping (the first
+//! thing done to every request), hop-by-hop removal (RFC 9110 §7.6.1, including the names
+//! listed in `Connection`), and the `Forwarded` / `X-Forwarded-*` headers, which the gateway
+//! writes itself and believes from a client only when the peer is a trusted proxy.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Matches header names against the identity prefix in both spellings (`x-varco-` and
+/// `x_varco_`), case-insensitively (`HeaderMap` names are already lower-case).
+#[derive(Debug, Clone)]
+pub struct IdentityPrefix {
+    dash: String,
+    underscore: String,
+}
+
+impl IdentityPrefix {
+    pub fn new(prefix: &str) -> IdentityPrefix {
+        let lower = prefix.to_ascii_lowercase();
+        IdentityPrefix {
+            dash: lower.replace('_', "-"),
+            underscore: lower.replace('-', "_"),
+        }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        // Compare with `-` and `_` treated alike, so mixed spellings (`x-varco_sub`) match too.
+        let n = name.as_bytes();
+        let p = self.dash.as_bytes();
+        n.len() >= p.len()
+            && n.iter().zip(p).all(|(a, b)| {
+                let a = if *a == b'_' { b'-' } else { a.to_ascii_lowercase() };
+                a == *b
+            })
+    }
+
+    /// The underscore spelling, for documentation and logs.
+    pub fn underscore(&self) -> &str {
+        &self.underscore
+    }
+
+    /// Removes every header carrying the prefix. Returns how many values were removed.
+    pub fn strip(&self, headers: &mut HeaderMap) -> usize {
+        // Fast path: nothing to remove is the common case and allocates nothing.
+        if !headers.keys().any(|k| self.matches(k.as_str())) {
+            return 0;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.matches(k.as_str()))
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for name in doomed {
+            if let header::Entry::Occupied(e) = headers.entry(name) {
+                removed += e.remove_entry_mult().1.count();
+            }
+        }
+        removed
+    }
+}
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1, plus the
+/// de-facto `Keep-Alive` and `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether a request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade` +
+/// `Upgrade`). Returns the `Upgrade` value to forward.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?.clone();
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then_some(upgrade)
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`. `Upgrade` is removed too;
+/// the caller puts it back for an upgrade it relays.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(named) = connection_tokens(headers) {
+        for name in named {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut values = headers.get_all(header::CONNECTION).iter().peekable();
+    values.peek()?;
+    let mut out = Vec::new();
+    for v in values {
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                out.push(name);
+            }
+        }
+    }
+    Some(out)
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = header::FORWARDED;
+
+/// What the gateway knows of the client hop.
+pub struct ClientHop<'a> {
+    pub peer: IpAddr,
+    pub peer_is_trusted: bool,
+    /// `http` or `https`: the listener's scheme.
+    pub proto: &'static str,
+    /// The `Host` the client asked for.
+    pub host: &'a str,
+}
+
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn forwarded_host(host: &str) -> String {
+    // Quote unless it is a plain token (RFC 7239 §4): a host with `:` or `[` needs quotes.
+    if host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+    {
+        host.to_string()
+    } else {
+        format!("\"{}\"", host.replace(['"', '\\'], ""))
+    }
+}
+
+/// Writes `Forwarded` and `X-Forwarded-For/Proto/Host`. From an untrusted peer every
+/// client-supplied value is dropped; from a trusted proxy the chain is kept and extended.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop<'_>) {
+    if !hop.peer_is_trusted {
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+        headers.remove(&X_REAL_IP);
+        headers.remove(&FORWARDED);
+    }
+    let peer = hop.peer.to_string();
+    let xff = match joined(headers, &X_FORWARDED_FOR) {
+        Some(prev) => format!("{prev}, {peer}"),
+        None => peer,
+    };
+    let forwarded_entry = format!(
+        "for={};proto={};host={}",
+        forwarded_node(hop.peer),
+        hop.proto,
+        forwarded_host(hop.host)
+    );
+    let forwarded = match joined(headers, &FORWARDED) {
+        Some(prev) => format!("{prev}, {forwarded_entry}"),
+        None => forwarded_entry,
+    };
+    put(headers, X_FORWARDED_FOR, &xff);
+    put(headers, FORWARDED, &forwarded);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        put(headers, X_FORWARDED_HOST, hop.host);
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let Ok(v) = v.to_str() else { continue };
+        match &mut out {
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(v);
+            }
+            None => out = Some(v.to_string()),
+        }
+    }
+    out
+}
+
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    // Values built from validated parts; a value that is still not a valid header (it
+    // cannot be, given `Host` came from a parsed request) is dropped rather than forwarded.
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn identity_prefix_matches_both_spellings_and_any_case() {
+        let p = IdentityPrefix::new("x-varco-");
+        for n in [
+            "x-varco-assertion",
+            "x_varco_assertion",
+            "x-varco_fiscal-code",
+            "x-varco-",
+        ] {
+            assert!(p.matches(n), "{n}");
+        }
+        for n in ["x-varc", "x-varcox", "varco-x", "x-forwarded-for"] {
+            assert!(!p.matches(n), "{n}");
+        }
+        let mut h = map(&[
+            ("X-Varco-Assertion", "a"),
+            ("x_varco_roles", "b"),
+            ("x-varco-assertion", "c"),
+            ("accept", "d"),
+        ]);
+        assert_eq!(p.strip(&mut h), 3);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, Upgrade"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "1"),
+        ]);
+        assert!(upgrade_request(&h).is_some());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_forwarded_headers() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        let hop = ClientHop {
+            peer: "127.0.0.9".parse().unwrap(),
+            peer_is_trusted: false,
+            proto: "http",
+            host: "app.example.it",
+        };
+        set_forwarded(&mut h, &hop);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example.it");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.9;proto=http;host=app.example.it"
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        let hop = ClientHop {
+            peer: "::1".parse().unwrap(),
+            peer_is_trusted: true,
+            proto: "http",
+            host: "h:8080",
+        };
+        set_forwarded(&mut h, &hop);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h:8080\""
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Forwarding to upstreams: one pooled hyper-util client per upstream (HTTP, or HTTPS
+//! through rustls), streamed bodies both ways with the route's body limit enforced while
+//! streaming, and the upstream's failures classified as connect / timeout / protocol.
+
+pub mod body;
+pub mod headers;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, UpstreamConfig};
+use crate::server::tls::load_certs;
+
+pub use body::{GatewayBody, LimitedBody};
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    Connect,
+    Timeout,
+    Protocol,
+    /// The client's body went over the route's limit while it was being streamed.
+    BodyTooLarge,
+}
+
+impl UpstreamFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Protocol => "protocol",
+            UpstreamFailure::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+/// An upstream ready to take requests.
+pub struct Upstream {
+    pub name: Arc<str>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The URL's path without its trailing `/` (empty for `/`), prepended to request paths.
+    base_path: String,
+    pub request_timeout: Duration,
+    pub preserve_host: bool,
+    client: Client<HttpsConnector<HttpConnector>, LimitedBody>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream `{name}`: {reason}")]
+pub struct UpstreamSetupError {
+    name: String,
+    reason: String,
+}
+
+impl Upstream {
+    pub fn new(
+        name: &str,
+        cfg: &UpstreamConfig,
+        request_timeout: Duration,
+    ) -> Result<Upstream, UpstreamSetupError> {
+        let fail = |reason: String| UpstreamSetupError {
+            name: name.into(),
+            reason,
+        };
+        let uri: Uri = cfg.url.parse().map_err(|e| fail(format!("url: {e}")))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| fail("url has no scheme".into()))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| fail("url has no host".into()))?;
+        let base_path = uri.path().trim_end_matches('/').to_string();
+
+        let mut roots = rustls::RootCertStore::empty();
+        match &cfg.ca {
+            Some(ca) => {
+                for cert in load_certs(ca).map_err(|e| fail(e.to_string()))? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| fail(format!("ca `{}`: {e}", ca.display())))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .build(connector);
+        Ok(Upstream {
+            name: name.into(),
+            scheme,
+            authority,
+            base_path,
+            request_timeout,
+            preserve_host: cfg.preserve_host,
+            client,
+        })
+    }
+
+    /// The absolute URI for a normalized path and the raw query.
+    pub fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, UpstreamFailure> {
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + 64);
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq).map_err(|_| UpstreamFailure::Protocol)?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| UpstreamFailure::Protocol)
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Sends `req` (already rewritten) and waits for the response head within the
+    /// upstream's request timeout.
+    pub async fn send(
+        &self,
+        req: Request<LimitedBody>,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let over_limit = req.body().over_limit_flag();
+        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamFailure::Timeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) if over_limit.load(Ordering::Acquire) => Err(UpstreamFailure::BodyTooLarge),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect),
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %self.name, error = %e, "upstream exchange failed");
+                Err(UpstreamFailure::Protocol)
+            }
+        }
+    }
+}
+
+/// All configured upstreams by name.
+pub struct Upstreams {
+    map: std::collections::HashMap<Arc<str>, Arc<Upstream>>,
+}
+
+impl Upstreams {
+    pub fn new(cfg: &Config) -> Result<Upstreams, UpstreamSetupError> {
+        let mut map = std::collections::HashMap::new();
+        for (name, u) in &cfg.upstream {
+            let up = Upstream::new(name, u, cfg.upstream_request_timeout(u))?;
+            map.insert(Arc::from(name.as_str()), Arc::new(up));
+        }
+        Ok(Upstreams { map })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.map.get(name)
+    }
+}

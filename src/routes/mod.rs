@@ -1,0 +1,218 @@
+//! The route table: host + path prefix → route (upstream and policy). Lookups take the
+//! already-normalized path (see [`normalize`]); hosts are compared lower-case without port.
+//! Host specificity wins first (exact host, then `*.domain`, then `*`), then the longest
+//! path prefix, matched on whole segments.
+
+pub mod normalize;
+
+use std::sync::Arc;
+
+use crate::config::{Config, RouteConfig};
+
+pub use normalize::{PathError, normalize_path};
+
+/// One configured route, ready for the request path.
+#[derive(Debug)]
+pub struct Route {
+    /// Position in the configuration (`route[N]`), used as the metrics label.
+    pub id: Arc<str>,
+    pub host: String,
+    pub prefix: String,
+    pub upstream: Arc<str>,
+    pub public: bool,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// `*.example.it` stored as `.example.it`.
+    Suffix(String),
+    Any,
+}
+
+impl HostPattern {
+    fn parse(s: &str) -> HostPattern {
+        let s = s.to_ascii_lowercase();
+        if s == "*" {
+            HostPattern::Any
+        } else if let Some(rest) = s.strip_prefix('*') {
+            HostPattern::Suffix(rest.to_string())
+        } else {
+            HostPattern::Exact(s)
+        }
+    }
+
+    /// 0 = no match; higher = more specific.
+    fn rank(&self, host: &str) -> usize {
+        match self {
+            HostPattern::Exact(h) if h == host => 3,
+            HostPattern::Suffix(sfx) if host.len() > sfx.len() && host.ends_with(sfx.as_str()) => 2,
+            HostPattern::Any => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Checks a configured path prefix: absolute and already normal.
+pub fn check_route_path(path: &str) -> Result<(), String> {
+    match normalize_path(path) {
+        Ok(n) if n == path => Ok(()),
+        Ok(n) => Err(format!("is not in normal form; write `{n}`")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Checks a configured host pattern.
+pub fn check_host_pattern(host: &str) -> Result<(), String> {
+    let body = host.strip_prefix("*.").unwrap_or(host);
+    if host == "*" {
+        return Ok(());
+    }
+    if body.is_empty()
+        || body.contains('*')
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err("must be `*`, `*.domain` or a host name (no port)".into());
+    }
+    Ok(())
+}
+
+/// The compiled route table.
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Sorted by (host rank is computed per lookup) path length, longest first.
+    routes: Vec<(HostPattern, Arc<Route>)>,
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let p = prefix.trim_end_matches('/');
+    path == p
+        || (path.len() > p.len() && path.starts_with(p) && path.as_bytes()[p.len()] == b'/')
+}
+
+impl RouteTable {
+    pub fn new(cfg: &Config) -> RouteTable {
+        let mut routes: Vec<(HostPattern, Arc<Route>)> = cfg
+            .route
+            .iter()
+            .enumerate()
+            .map(|(i, r): (usize, &RouteConfig)| {
+                let route = Route {
+                    id: format!("route[{i}]").into(),
+                    host: r.host.to_ascii_lowercase(),
+                    prefix: r.path.clone(),
+                    upstream: r.upstream.as_str().into(),
+                    public: r.public.unwrap_or(false),
+                    max_body_bytes: r.max_body_bytes.unwrap_or(cfg.server.max_body_bytes),
+                };
+                (HostPattern::parse(&r.host), Arc::new(route))
+            })
+            .collect();
+        routes.sort_by(|a, b| b.1.prefix.len().cmp(&a.1.prefix.len()));
+        RouteTable { routes }
+    }
+
+    /// The route for `host` (lower-case, no port) and a normalized `path`, if any.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let mut best: Option<(usize, &Arc<Route>)> = None;
+        for (pattern, route) in &self.routes {
+            let rank = pattern.rank(host);
+            if rank == 0 || best.is_some_and(|(r, _)| r >= rank) {
+                continue;
+            }
+            if prefix_matches(&route.prefix, path) {
+                // Routes are sorted longest prefix first: the first match at a rank is the
+                // longest at that rank; only a more specific host can still win.
+                best = Some((rank, route));
+                if rank == 3 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, r)| r)
+    }
+}
+
+/// Lower-cases a `Host` value and removes the port (IPv6 literals keep their brackets).
+pub fn host_without_port(host: &str) -> String {
+    let h = if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(routes: &[(&str, &str, &str)]) -> RouteTable {
+        let mut text = String::from(
+            "[[server.listener]]\naddress = \"127.0.0.1:0\"\n[upstream.a]\nurl = \"http://127.0.0.1:1\"\n[upstream.b]\nurl = \"http://127.0.0.1:2\"\n[upstream.c]\nurl = \"http://127.0.0.1:3\"\n",
+        );
+        for (host, path, up) in routes {
+            text.push_str(&format!(
+                "[[route]]\nhost = \"{host}\"\npath = \"{path}\"\nupstream = \"{up}\"\npublic = true\n"
+            ));
+        }
+        RouteTable::new(&Config::from_toml("t", &text).unwrap())
+    }
+
+    fn up(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        t.lookup(host, path).map(|r| r.upstream.to_string())
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let t = table(&[("*", "/", "a"), ("*", "/admin", "b"), ("*", "/admin/x/", "c")]);
+        assert_eq!(up(&t, "h", "/"), Some("a".into()));
+        assert_eq!(up(&t, "h", "/admin"), Some("b".into()));
+        assert_eq!(up(&t, "h", "/admin/"), Some("b".into()));
+        assert_eq!(up(&t, "h", "/admin/y"), Some("b".into()));
+        assert_eq!(up(&t, "h", "/administrator"), Some("a".into()));
+        assert_eq!(up(&t, "h", "/admin/x"), Some("c".into()));
+        assert_eq!(up(&t, "h", "/admin/x/1"), Some("c".into()));
+    }
+
+    #[test]
+    fn host_specificity_wins_before_path_length() {
+        let t = table(&[
+            ("*", "/api/v1", "a"),
+            ("*.example.it", "/", "b"),
+            ("app.example.it", "/api", "c"),
+        ]);
+        assert_eq!(up(&t, "app.example.it", "/api/v1"), Some("c".into()));
+        assert_eq!(up(&t, "app.example.it", "/other"), Some("b".into()));
+        assert_eq!(up(&t, "x.example.it", "/api/v1"), Some("b".into()));
+        assert_eq!(up(&t, "example.it", "/api/v1"), Some("a".into()));
+        assert_eq!(up(&t, "example.it", "/other"), None);
+    }
+
+    #[test]
+    fn normalized_dot_segments_cannot_dodge_a_rule() {
+        let t = table(&[("*", "/", "a"), ("*", "/admin", "b")]);
+        let p = normalize_path("/public/../admin/x").unwrap();
+        assert_eq!(up(&t, "h", &p), Some("b".into()));
+        let p = normalize_path("//admin").unwrap();
+        assert_eq!(up(&t, "h", &p), Some("b".into()));
+        let p = normalize_path("/%61dmin").unwrap();
+        assert_eq!(up(&t, "h", &p), Some("b".into()));
+    }
+
+    #[test]
+    fn host_port_is_removed() {
+        assert_eq!(host_without_port("App.Example.it:8443"), "app.example.it");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("example.it."), "example.it");
+    }
+}

@@ -1,0 +1,178 @@
+//! Path normalization, done once per request before routing and policy: percent-encoded
+//! unreserved characters are decoded, other escapes are upper-cased (and never decoded,
+//! so `%2F` stays data, not a separator), runs of `/` are merged, and dot-segments are
+//! resolved (RFC 3986 §5.2.4). The result is what the route table matches and what the
+//! upstream receives, so the gateway and the backend see the same path.
+
+use std::borrow::Cow;
+
+/// Why a request path is refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path does not start with `/`")]
+    NotAbsolute,
+    #[error("the path has a malformed percent-escape")]
+    BadEscape,
+    #[error("the path has a character that is not allowed in a URL path")]
+    BadCharacter,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// True when `path` is already in normal form: the common case costs one scan, no copy.
+fn is_normal(path: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            b'%' | b'\\' => return false,
+            b'/' if prev == b'/' => return false,
+            b'.' if prev == b'/' => {
+                // "/." followed by end, "/" or "." starts a dot-segment.
+                match path.get(i + 1) {
+                    None | Some(b'/') | Some(b'.') => return false,
+                    _ => {}
+                }
+            }
+            0..=0x20 | 0x7f.. => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
+}
+
+/// Normalizes the path part of a request target (no query). See the module docs.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_normal(bytes) {
+        return Ok(Cow::Borrowed(path));
+    }
+    // 1. Decode unreserved escapes, upper-case the others.
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = h * 16 + l;
+                if is_unreserved(v) {
+                    decoded.push(v);
+                } else {
+                    decoded.push(b'%');
+                    decoded.push(bytes[i + 1].to_ascii_uppercase());
+                    decoded.push(bytes[i + 2].to_ascii_uppercase());
+                }
+                i += 3;
+            }
+            b'\\' | 0..=0x20 | 0x7f.. => return Err(PathError::BadCharacter),
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    // 2. Merge slashes and resolve dot-segments.
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in decoded[1..].split(|&b| b == b'/') {
+        match seg {
+            b"" => trailing_slash = true,
+            b"." => trailing_slash = true,
+            b".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        // Only ASCII bytes survive step 1 (escapes stay escaped), so this cannot fail.
+        out.push_str(std::str::from_utf8(s).map_err(|_| PathError::BadCharacter)?);
+    }
+    if segments.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> String {
+        normalize_path(p).unwrap().into_owned()
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed() {
+        for p in ["/", "/a", "/a/b/", "/a.b/c..d", "/.well-known/x"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_resolved() {
+        assert_eq!(n("/a/../admin"), "/admin");
+        assert_eq!(n("/a/./b"), "/a/b");
+        assert_eq!(n("/../../etc"), "/etc");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/a/."), "/a/");
+        assert_eq!(n("/.."), "/");
+    }
+
+    #[test]
+    fn escapes_of_unreserved_characters_are_decoded() {
+        assert_eq!(n("/%61dmin"), "/admin");
+        assert_eq!(n("/x/%2e%2e/admin"), "/admin");
+        assert_eq!(n("/x/%2E%2e/admin"), "/admin");
+        assert_eq!(n("/x/.%2e/admin"), "/admin");
+        assert_eq!(n("/%7euser"), "/~user");
+    }
+
+    #[test]
+    fn encoded_slashes_stay_data() {
+        assert_eq!(n("/a%2fb"), "/a%2Fb");
+        assert_eq!(n("/a%2F..%2Fadmin"), "/a%2F..%2Fadmin");
+        assert_eq!(n("/%20x"), "/%20x");
+    }
+
+    #[test]
+    fn slashes_are_merged() {
+        assert_eq!(n("//admin"), "/admin");
+        assert_eq!(n("/a//b///c"), "/a/b/c");
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize_path("/%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize_path("/%2"), Err(PathError::BadEscape));
+        assert_eq!(normalize_path("/a\\b"), Err(PathError::BadCharacter));
+    }
+}

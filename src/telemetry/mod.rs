@@ -1,0 +1,143 @@
+//! Logs, access log, Prometheus metrics and audit events. Logs go through `tracing`
+//! (JSON by default, pretty on request) on a non-blocking writer so that a slow stdout
+//! never stalls a request. Metrics are registered once at start-up; the request path only
+//! increments them.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Keeps the background log writer alive; dropping it flushes the remaining lines.
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
+/// Returns `None` when a subscriber was already installed (e.g. by a test).
+pub fn init_logging(cfg: &LogConfig, force_pretty: bool) -> Option<LogGuard> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let installed = if force_pretty || cfg.format == LogFormat::Pretty {
+        builder.with_target(true).try_init().is_ok()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+            .is_ok()
+    };
+    installed.then_some(LogGuard(guard))
+}
+
+/// A cheap-to-clone label value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Label,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: Label,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub upstream: Label,
+    pub kind: &'static str,
+}
+
+/// The gateway's metrics, served at `<reserved_prefix>metrics`.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteLabel, Histogram>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub open_connections: Gauge<i64, AtomicI64>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("varco");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let open_connections = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by route",
+            duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed upstream exchanges, by upstream and kind (connect, timeout, protocol)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections currently open",
+            open_connections.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            open_connections,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# metrics encoding failed");
+        }
+        out
+    }
+}
