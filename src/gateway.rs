@@ -205,7 +205,7 @@ impl Gateway {
 
         if path.starts_with(&s.reserved_prefix) {
             ex.route = self.internal_label.clone();
-            return Ok(self.internal(&path));
+            return Ok(self.internal(&path, ex));
         }
 
         let host_value = match req.uri().authority() {
@@ -374,7 +374,7 @@ impl Gateway {
     }
 
     /// The gateway's own endpoints under the reserved prefix.
-    fn internal(&self, path: &str) -> Response<GatewayBody> {
+    fn internal(&self, path: &str, ex: &Exchange) -> Response<GatewayBody> {
         let (status, ctype, body): (StatusCode, &'static str, GatewayBody) =
             if path == self.health_path {
                 (StatusCode::OK, "text/plain", GatewayBody::full("ok\n"))
@@ -395,7 +395,7 @@ impl Gateway {
                     GatewayBody::full(self.metrics.render()),
                 )
             } else {
-                return self.page_response(&GatewayError::NoRoute, "", false);
+                return self.page_response(&GatewayError::NoRoute, &ex.request_id, ex.json);
             };
         let mut resp = Response::new(body);
         *resp.status_mut() = status;

@@ -1,0 +1,35 @@
+# varco — the two commands of the README, and a few more.
+#   make demo   gateway + echo upstream on https://localhost:8443 (development certificates)
+#   make test   fmt check, clippy -D warnings, the whole test suite
+# Both install the Debian packages they need when missing.
+
+DEBS := pkg-config libssl-dev curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO ?= cargo
+
+.PHONY: demo test deps fmt lint unit bench bench-proxy
+
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: deps
+	$(CARGO) run --release --bin varco -- --pretty demo
+
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+unit:
+	$(CARGO) test --lib
+
+bench: deps
+	$(CARGO) bench --bench hot_paths
+
+bench-proxy: deps
+	bench/proxy.sh

@@ -1,0 +1,112 @@
+//! Real upstream servers for the tests, on loopback in the test process.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The echo upstream (the same one the demo uses): answers with what it received.
+pub async fn echo() -> SocketAddr {
+    varco::demo::echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Answers 200 `slow` after `delay`.
+pub async fn slow(delay: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("slow"))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Streams `total` bytes in 64 KiB chunks.
+pub async fn download(total: u64) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| async move {
+                    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                    let n = total / chunk.len() as u64;
+                    let stream = futures_util::stream::iter(
+                        (0..n).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+                    );
+                    Ok::<_, Infallible>(http::Response::new(StreamBody::new(stream)))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A raw upstream that accepts any upgrade with 101 and then echoes bytes back,
+/// upper-cased so the test can tell the echo from its own bytes.
+pub async fn upgrade_echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let up: Vec<u8> = buf[..n].to_ascii_uppercase();
+                            if tcp.write_all(&up).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An address with nothing listening.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}

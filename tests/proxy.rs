@@ -1,0 +1,318 @@
+//! The gateway binary in front of real upstreams: routing on normalized paths,
+//! forwarding, hop-by-hop and forwarded headers, identity-header stripping, upgrades.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Gateway, get_json, raw, raw_status, request, simple_config, upstreams};
+
+fn two_upstreams(main: std::net::SocketAddr, admin: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[upstream.main]
+url = "http://{main}"
+[upstream.admin]
+url = "http://{admin}/base"
+[[route]]
+host = "127.0.0.1"
+path = "/"
+upstream = "main"
+public = true
+[[route]]
+host = "127.0.0.1"
+path = "/admin"
+upstream = "admin"
+public = true
+[[route]]
+host = "other.example.it"
+path = "/"
+upstream = "admin"
+public = true
+[[route]]
+host = "only.example.it"
+path = "/x"
+upstream = "main"
+public = true
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_on_normalized_paths() {
+    let main = upstreams::echo().await;
+    let admin = upstreams::echo().await;
+    let gw = Gateway::start(&two_upstreams(main, admin));
+
+    // Longest prefix wins; the admin upstream's base path is prepended.
+    let r = get_json(&gw.url("/admin/users?id=7"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/base/admin/users");
+    assert_eq!(r.json()["query"], "id=7");
+
+    // Segment boundaries: /administrator is not under /admin.
+    let r = get_json(&gw.url("/administrator"), &[]).await;
+    assert_eq!(r.json()["path"], "/administrator");
+
+    // Dot-segments, encoded dots and doubled slashes cannot dodge the /admin rule, and the
+    // upstream receives the normalized path.
+    for dodge in [
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/.%2E/admin/x",
+        "//admin/x",
+        "/%61dmin/x",
+        "/./admin/./x",
+    ] {
+        let r = get_json(&gw.url(dodge), &[]).await;
+        assert_eq!(r.status, 200, "{dodge}");
+        assert_eq!(r.json()["path"], "/base/admin/x", "{dodge}");
+    }
+
+    // An encoded slash is data, not a separator: no route change, forwarded encoded.
+    let r = get_json(&gw.url("/x%2F..%2Fadmin"), &[]).await;
+    assert_eq!(r.json()["path"], "/x%2F..%2Fadmin");
+
+    // Host routing: a more specific host wins; an unknown host/path answers 404 page.
+    let r = get_json(&gw.url("/anything"), &[("host", "other.example.it")]).await;
+    assert_eq!(r.json()["path"], "/base/anything");
+    let r = request(
+        "GET",
+        &gw.url("/nope"),
+        &[("host", "only.example.it"), ("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("La pagina richiesta non esiste"), "{}", r.text());
+    let r = get_json(&gw.url("/nope"), &[("host", "only.example.it")]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+
+    // A malformed escape is a 400, not a guess.
+    let answer = raw(
+        gw.addr(),
+        b"GET /a%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_under_the_reserved_prefix_are_not_forwarded() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let r = get_json(&gw.url("/_varco/nothing"), &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+    let r = get_json(&gw.url("/x/../_varco/healthz"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_removed() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let r = get_json(
+        &gw.url("/"),
+        &[
+            ("connection", "keep-alive, x-private-hop"),
+            ("x-private-hop", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-connection", "keep-alive"),
+            ("x-end-to-end", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for gone in [
+        "x-private-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(r.echoed(gone).is_empty(), "{gone} reached the upstream");
+    }
+    assert_eq!(r.echoed("x-end-to-end"), vec!["kept"]);
+    // Only the gateway's own connection header (if any) reaches the upstream.
+    assert!(
+        r.echoed("connection").iter().all(|v| !v.contains("x-private-hop")),
+        "{:?}",
+        r.echoed("connection")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_written_by_the_gateway() {
+    let up = upstreams::echo().await;
+    // Untrusted client: every spoofed value is replaced.
+    let gw = Gateway::start(&simple_config(up, ""));
+    let r = get_json(
+        &gw.url("/"),
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-real-ip", "6.6.6.6"),
+            ("host", "app.example.it:8080"),
+        ],
+    )
+    .await;
+    assert_eq!(r.echoed("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(r.echoed("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(r.echoed("x-forwarded-host"), vec!["app.example.it:8080"]);
+    assert_eq!(
+        r.echoed("forwarded"),
+        vec!["for=127.0.0.1;proto=http;host=\"app.example.it:8080\""]
+    );
+    assert!(r.echoed("x-real-ip").is_empty());
+    // The upstream gets its own authority as Host.
+    assert_eq!(r.echoed("host"), vec![up.to_string()]);
+    drop(gw);
+
+    // A trusted proxy's chain is kept and extended.
+    let gw = Gateway::start(&simple_config(
+        up,
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+    ));
+    let r = get_json(
+        &gw.url("/"),
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+        ],
+    )
+    .await;
+    assert_eq!(r.echoed("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(r.echoed("x-forwarded-proto"), vec!["https"]);
+    assert_eq!(
+        r.echoed("forwarded")[0],
+        format!("for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"{}\"", gw.addr())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    // Raw bytes: mixed case, underscores, repeats, mixed separators.
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\
+X-Varco-Assertion: forged1\r\nx-varco-assertion: forged2\r\nX-VARCO-FISCAL-CODE: RSSMRA80A01H501U\r\n\
+X_Varco_Roles: admin\r\nx-varco_level: SpidL3\r\nX-Varco-: empty\r\nX-Other: kept\r\n\
+Connection: close\r\n\r\n";
+    let answer = raw(gw.addr(), req, Duration::from_secs(5));
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(!lower.contains("forged"), "{answer}");
+    assert!(!lower.contains("rssmra80a01h501u"), "{answer}");
+    assert!(!lower.contains("spidl3"), "{answer}");
+    assert!(!lower.contains("\"admin\""), "{answer}");
+    assert!(lower.contains("x-other"), "{answer}");
+
+    // Over HTTP/1 via hyper too, with a custom prefix configured.
+    drop(gw);
+    let gw = Gateway::start(&simple_config(up, "identity_header_prefix = \"x-idp-\""));
+    let r = get_json(
+        &gw.url("/"),
+        &[("x-idp-sub", "forged"), ("x_idp_sub", "forged"), ("x-varco-kept", "1")],
+    )
+    .await;
+    assert!(r.echoed("x-idp-sub").is_empty());
+    assert!(r.echoed("x_idp_sub").is_empty());
+    assert_eq!(r.echoed("x-varco-kept"), vec!["1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obs_fold_and_ambiguous_framing_are_refused() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    // obs-fold: a continuation line could smuggle an identity header past a naive filter.
+    let answer = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Other: a\r\n X-Varco-Assertion: forged\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    assert!(!answer.contains("forged"));
+
+    // Conflicting Content-Length values.
+    let answer = raw(
+        gw.addr(),
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+
+    // Transfer-Encoding that is not chunked.
+    let answer = raw(
+        gw.addr(),
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+
+    // Content-Length together with chunked: hyper drops the length and frames by chunks;
+    // the smuggled second request must never reach the upstream as a request of its own,
+    // and the client connection is closed after the answer.
+    let smuggle = b"POST / HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = raw(gw.addr(), smuggle, Duration::from_secs(5));
+    assert!(!answer.contains("/smuggled"), "{answer}");
+    let statuses = answer.matches("HTTP/1.1 ").count();
+    assert_eq!(statuses, 1, "only one response on this connection: {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_relayed() {
+    let up = upstreams::upgrade_echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let mut s = TcpStream::connect(gw.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the 101");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in ["hello", "ciao mondo"] {
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.to_ascii_uppercase().as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_generated_passed_and_returned() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let r = get_json(&gw.url("/"), &[("x-request-id", "client-chosen")]).await;
+    let returned = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(returned.len(), 32, "{returned}");
+    assert_ne!(returned, "client-chosen", "untrusted clients cannot pick the id");
+    assert_eq!(r.echoed("x-request-id"), vec![returned.clone()]);
+
+    let gw2 = Gateway::start(&simple_config(up, "trusted_proxies = [\"127.0.0.1/32\"]"));
+    let r = get_json(&gw2.url("/"), &[("x-request-id", "edge-42")]).await;
+    assert_eq!(r.headers["x-request-id"], "edge-42");
+    assert_eq!(r.echoed("x-request-id"), vec!["edge-42"]);
+}
