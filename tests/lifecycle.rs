@@ -1,0 +1,209 @@
+//! The gateway as ops see it: configuration errors that name the key, health, readiness,
+//! metrics, the access log, fail-closed protected routes, and graceful shutdown.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, get_json, request, simple_config, upstreams};
+
+fn check_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_file() {
+    let good = simple_config("127.0.0.1:9".parse().unwrap(), "");
+    let (ok, out) = check_config(&good);
+    assert!(ok, "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+
+    // A misspelt key.
+    let (ok, out) = check_config(&good.replace("public = true", "pubic = true"));
+    assert!(!ok);
+    assert!(out.contains("route[0]") && out.contains("pubic"), "{out}");
+    assert!(out.contains("bad.toml"), "{out}");
+
+    // A wrong type.
+    let (ok, out) = check_config(&good.replace("[server]", "[server]\nidle_timeout = 5"));
+    assert!(!ok);
+    assert!(out.contains("server.idle_timeout"), "{out}");
+
+    // Several semantic problems, all listed.
+    let bad = good
+        .replace("url = \"http://127.0.0.1:9\"", "url = \"ftp://x\"")
+        .replace("public = true", "")
+        .replace("[server]", "[server]\nreserved_prefix = \"nope\"");
+    let (ok, out) = check_config(&bad);
+    assert!(!ok);
+    for key in ["upstream.app.url", "route[0].public", "server.reserved_prefix"] {
+        assert!(out.contains(key), "{key} not named in:\n{out}");
+    }
+
+    // A TLS file that is not a certificate: found by the deep check.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let tls = good.replace(
+        "address = \"127.0.0.1:0\"",
+        &format!(
+            "address = \"127.0.0.1:0\"\n[server.listener.tls]\ncert = \"{0}\"\nkey = \"{0}\"",
+            junk.display()
+        ),
+    );
+    let (ok, out) = check_config(&tls);
+    assert!(!ok);
+    assert!(out.contains("server.listener[0].tls"), "{out}");
+
+    // `serve` refuses the same file and exits non-zero without listening.
+    let path = dir.path().join("v.toml");
+    std::fs::write(&path, good.replace("public = true", "pubic = true")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pubic"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.toml");
+    std::fs::write(&path, simple_config("127.0.0.1:9".parse().unwrap(), "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("VARCO__SERVER__IDLE_TIMEOUT", "0s")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.idle_timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_access_log() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let r = request("GET", &gw.url("/_varco/healthz"), &[], "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    let r = request("GET", &gw.url("/_varco/readyz"), &[], "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+
+    let r = get_json(&gw.url("/some/page?q=1"), &[]).await;
+    assert_eq!(r.status, 200);
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
+    let line = gw
+        .wait_log(|l| l.contains("\"access\"") && l.contains(&rid))
+        .expect("no access log line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["target"], "varco::access");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/some/page");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["upstream"], "app");
+    assert_eq!(v["route"], "route[0]");
+    assert!(v["bytes"].as_u64().unwrap() > 0);
+    assert!(v["duration_ms"].as_f64().is_some());
+
+    let _ = get_json(&gw.url("/_varco/none"), &[]).await;
+    let m = request("GET", &gw.url("/_varco/metrics"), &[], "").await;
+    assert_eq!(m.status, 200);
+    let m = m.text();
+    assert!(
+        m.contains("varco_requests_total{route=\"route[0]\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("varco_requests_total{route=\"internal\",status=\"404\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("varco_request_duration_seconds_count{route=\"route[0]\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("varco_open_connections "), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_prefix_is_configurable() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, "reserved_prefix = \"/.gw/\""));
+    let r = request("GET", &gw.url("/.gw/healthz"), &[], "").await;
+    assert_eq!(r.status, 200);
+    // The old prefix is an ordinary path now.
+    let r = get_json(&gw.url("/_varco/healthz"), &[]).await;
+    assert_eq!(r.json()["path"], "/_varco/healthz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_routes_fail_closed_without_a_login_method() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, "").replace("public = true", "public = false"));
+    let r = get_json(&gw.url("/private"), &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "authentication_required");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let up = upstreams::slow(Duration::from_millis(1200)).await;
+    let mut gw = Gateway::start(&simple_config(up, "drain_timeout = \"10s\""));
+    let url = gw.url("/slow");
+    let in_flight = tokio::spawn(async move { request("GET", &url, &[], "").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    gw.signal("TERM");
+    // New connections are refused once the listener is closed.
+    let addr = gw.addr();
+    let mut refused = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(addr).is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow");
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("did not exit");
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() >= Duration::from_millis(700), "exited before the drain");
+    assert!(gw.wait_log(|l| l.contains("all connections drained")).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_cuts_what_is_left() {
+    let up = upstreams::slow(Duration::from_secs(30)).await;
+    let mut gw = Gateway::start(&simple_config(up, "drain_timeout = \"300ms\""));
+    let url = gw.url("/stuck");
+    let _stuck = tokio::spawn(async move { request("GET", &url, &[], "").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    gw.signal("INT");
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("did not exit");
+    assert!(status.success());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(gw.wait_log(|l| l.contains("drain timeout passed")).is_some());
+}
