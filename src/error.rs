@@ -103,10 +103,9 @@ impl GatewayError {
     pub fn user_message(&self) -> (&'static str, &'static str) {
         use GatewayError::*;
         match self {
-            BadPath(_) | BadFraming | MissingHost => (
-                "La richiesta non è valida.",
-                "The request is not valid.",
-            ),
+            BadPath(_) | BadFraming | MissingHost => {
+                ("La richiesta non è valida.", "The request is not valid.")
+            }
             HeadersTooLarge { .. } | TooManyHeaders { .. } => (
                 "Le intestazioni della richiesta sono troppo grandi.",
                 "The request headers are too large.",

@@ -103,6 +103,8 @@ struct Exchange {
     peer: IpAddr,
     version: Version,
     json: bool,
+    /// Whether the peer is a configured trusted proxy.
+    trusted: bool,
     route: Label,
     upstream: Option<Arc<str>>,
 }
@@ -160,10 +162,11 @@ impl Handler for Gateway {
             peer: conn.peer.ip(),
             version: req.version(),
             json: wants_json(req.headers()),
+            trusted,
             route: self.no_route_label.clone(),
             upstream: None,
         };
-        match self.process(req, &conn, trusted, &mut ex).await {
+        match self.process(req, &conn, &mut ex).await {
             Ok(resp) => self.finish(resp, ex),
             Err(err) => self.refuse(err, ex),
         }
@@ -175,7 +178,6 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         conn: &ConnInfo,
-        trusted: bool,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let s = &self.cfg.server;
@@ -239,8 +241,7 @@ impl Gateway {
                 limit: route.max_body_bytes,
             });
         }
-        self.forward(req, &route, &path, host_value, conn, trusted, ex)
-            .await
+        self.forward(req, &route, &path, host_value, conn, ex).await
     }
 
     /// Rewrites the request for the upstream, sends it, and relays an upgrade if one was
@@ -252,7 +253,6 @@ impl Gateway {
         path: &str,
         client_host: String,
         conn: &ConnInfo,
-        trusted: bool,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let upstream = self
@@ -282,7 +282,7 @@ impl Gateway {
             headers,
             &ClientHop {
                 peer: conn.peer.ip(),
-                peer_is_trusted: trusted,
+                peer_is_trusted: ex.trusted,
                 proto: conn.scheme,
                 host: &client_host,
             },
@@ -406,7 +406,12 @@ impl Gateway {
         resp
     }
 
-    fn page_response(&self, err: &GatewayError, request_id: &str, json: bool) -> Response<GatewayBody> {
+    fn page_response(
+        &self,
+        err: &GatewayError,
+        request_id: &str,
+        json: bool,
+    ) -> Response<GatewayBody> {
         let page = error_page(err, request_id, json);
         let mut resp = Response::new(GatewayBody::full(page.body.clone()));
         *resp.status_mut() = page.status;

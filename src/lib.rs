@@ -4,6 +4,10 @@
 //! level, role and delegation the route demands, and tells the backend who the user is
 //! with a signed header. See `DESIGN.md` for the request path; each module owns one concept.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod app;
 pub mod config;

@@ -1,5 +1,9 @@
 //! The `varco` command line: `serve`, `check-config`, `demo`, `echo`.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,7 +85,10 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("varco: cannot start the runtime: {e}");
@@ -142,12 +149,7 @@ fn run(cfg: Config, pretty: bool, banner: Option<String>) -> ExitCode {
     })
 }
 
-fn demo(
-    listen: SocketAddr,
-    certs_dir: PathBuf,
-    config: Option<PathBuf>,
-    pretty: bool,
-) -> ExitCode {
+fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty: bool) -> ExitCode {
     let tls = match varco::demo::certs::ensure_dev_tls(&certs_dir) {
         Ok(t) => t,
         Err(e) => {
@@ -158,7 +160,10 @@ fn demo(
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let echo = rt.block_on(varco::demo::echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let echo = rt.block_on(varco::demo::echo::spawn(SocketAddr::from((
+        [127, 0, 0, 1],
+        0,
+    ))));
     let echo = match echo {
         Ok(a) => a,
         Err(e) => {

@@ -50,7 +50,11 @@ fn config_errors_name_the_key_and_the_file() {
         .replace("[server]", "[server]\nreserved_prefix = \"nope\"");
     let (ok, out) = check_config(&bad);
     assert!(!ok);
-    for key in ["upstream.app.url", "route[0].public", "server.reserved_prefix"] {
+    for key in [
+        "upstream.app.url",
+        "route[0].public",
+        "server.reserved_prefix",
+    ] {
         assert!(out.contains(key), "{key} not named in:\n{out}");
     }
 
@@ -189,8 +193,14 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(r.text(), "slow");
     let status = gw.wait_exit(Duration::from_secs(5)).expect("did not exit");
     assert!(status.success(), "{status:?}");
-    assert!(t.elapsed() >= Duration::from_millis(700), "exited before the drain");
-    assert!(gw.wait_log(|l| l.contains("all connections drained")).is_some());
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "exited before the drain"
+    );
+    assert!(
+        gw.wait_log(|l| l.contains("all connections drained"))
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,5 +215,8 @@ async fn drain_timeout_cuts_what_is_left() {
     let status = gw.wait_exit(Duration::from_secs(5)).expect("did not exit");
     assert!(status.success());
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    assert!(gw.wait_log(|l| l.contains("drain timeout passed")).is_some());
+    assert!(
+        gw.wait_log(|l| l.contains("drain timeout passed"))
+            .is_some()
+    );
 }

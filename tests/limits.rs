@@ -20,7 +20,11 @@ async fn upstream_down_is_502_with_a_page() {
     let gw = Gateway::start(&simple_config(upstreams::closed_port(), ""));
     let r = request("GET", &gw.url("/"), &[("accept", "text/html")], "").await;
     assert_eq!(r.status, 502);
-    assert!(r.text().contains("non è al momento raggiungibile"), "{}", r.text());
+    assert!(
+        r.text().contains("non è al momento raggiungibile"),
+        "{}",
+        r.text()
+    );
     assert!(r.text().contains("cannot be reached"));
     assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
     let r = get_json(&gw.url("/"), &[]).await;
@@ -30,7 +34,9 @@ async fn upstream_down_is_502_with_a_page() {
         r.json()["request_id"].as_str().unwrap(),
         r.headers["x-request-id"].to_str().unwrap()
     );
-    let m = request("GET", &gw.url("/_varco/metrics"), &[], "").await.text();
+    let m = request("GET", &gw.url("/_varco/metrics"), &[], "")
+        .await
+        .text();
     assert!(
         m.contains("varco_upstream_errors_total{upstream=\"app\",kind=\"connect\"} 2"),
         "{m}"
@@ -95,7 +101,13 @@ async fn oversized_bodies_are_413() {
     let cfg = simple_config(up, "max_body_bytes = 1000")
         .replace("public = true", "public = true\nmax_body_bytes = 5000");
     let gw = Gateway::start(&cfg);
-    let r = request("POST", &gw.url("/"), &[("accept", "application/json")], vec![b'a'; 4000]).await;
+    let r = request(
+        "POST",
+        &gw.url("/"),
+        &[("accept", "application/json")],
+        vec![b'a'; 4000],
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 
@@ -160,10 +172,7 @@ async fn a_gigabyte_streams_through_with_flat_memory() {
     let before2 = gw2.peak_rss_kib();
     let client: Client<HttpConnector, http_body_util::Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let resp = client
-        .get(gw2.url("/file").parse().unwrap())
-        .await
-        .unwrap();
+    let resp = client.get(gw2.url("/file").parse().unwrap()).await.unwrap();
     let mut body = resp.into_body();
     let mut got = 0u64;
     while let Some(f) = body.frame().await {
@@ -214,8 +223,15 @@ async fn slowloris_and_idle_clients_are_cut_off() {
             }
         })
     };
-    assert!(closed_within(&mut s, Duration::from_secs(3)), "slowloris kept open");
-    assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)),
+        "slowloris kept open"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
     let _ = writer.join();
 
     // An idle keep-alive connection (after one request): closed after the idle timeout.
@@ -224,9 +240,15 @@ async fn slowloris_and_idle_clients_are_cut_off() {
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    assert!(closed_within(&mut s, Duration::from_secs(4)), "idle connection kept open");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(4)),
+        "idle connection kept open"
+    );
 
     // A connection that never sends anything: closed too.
     let mut s = TcpStream::connect(gw.addr()).unwrap();
-    assert!(closed_within(&mut s, Duration::from_secs(4)), "silent connection kept open");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(4)),
+        "silent connection kept open"
+    );
 }

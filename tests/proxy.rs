@@ -90,7 +90,11 @@ async fn routes_on_normalized_paths() {
     )
     .await;
     assert_eq!(r.status, 404);
-    assert!(r.text().contains("La pagina richiesta non esiste"), "{}", r.text());
+    assert!(
+        r.text().contains("La pagina richiesta non esiste"),
+        "{}",
+        r.text()
+    );
     let r = get_json(&gw.url("/nope"), &[("host", "only.example.it")]).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "not_found");
@@ -146,7 +150,9 @@ async fn hop_by_hop_headers_are_removed() {
     assert_eq!(r.echoed("x-end-to-end"), vec!["kept"]);
     // Only the gateway's own connection header (if any) reaches the upstream.
     assert!(
-        r.echoed("connection").iter().all(|v| !v.contains("x-private-hop")),
+        r.echoed("connection")
+            .iter()
+            .all(|v| !v.contains("x-private-hop")),
         "{:?}",
         r.echoed("connection")
     );
@@ -182,10 +188,7 @@ async fn forwarded_headers_are_written_by_the_gateway() {
     drop(gw);
 
     // A trusted proxy's chain is kept and extended.
-    let gw = Gateway::start(&simple_config(
-        up,
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-    ));
+    let gw = Gateway::start(&simple_config(up, "trusted_proxies = [\"127.0.0.0/8\"]"));
     let r = get_json(
         &gw.url("/"),
         &[
@@ -199,7 +202,10 @@ async fn forwarded_headers_are_written_by_the_gateway() {
     assert_eq!(r.echoed("x-forwarded-proto"), vec!["https"]);
     assert_eq!(
         r.echoed("forwarded")[0],
-        format!("for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"{}\"", gw.addr())
+        format!(
+            "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"{}\"",
+            gw.addr()
+        )
     );
 }
 
@@ -226,7 +232,11 @@ Connection: close\r\n\r\n";
     let gw = Gateway::start(&simple_config(up, "identity_header_prefix = \"x-idp-\""));
     let r = get_json(
         &gw.url("/"),
-        &[("x-idp-sub", "forged"), ("x_idp_sub", "forged"), ("x-varco-kept", "1")],
+        &[
+            ("x-idp-sub", "forged"),
+            ("x_idp_sub", "forged"),
+            ("x-varco-kept", "1"),
+        ],
     )
     .await;
     assert!(r.echoed("x-idp-sub").is_empty());
@@ -270,7 +280,10 @@ async fn obs_fold_and_ambiguous_framing_are_refused() {
     let answer = raw(gw.addr(), smuggle, Duration::from_secs(5));
     assert!(!answer.contains("/smuggled"), "{answer}");
     let statuses = answer.matches("HTTP/1.1 ").count();
-    assert_eq!(statuses, 1, "only one response on this connection: {answer}");
+    assert_eq!(
+        statuses, 1,
+        "only one response on this connection: {answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +321,10 @@ async fn request_ids_are_generated_passed_and_returned() {
     let r = get_json(&gw.url("/"), &[("x-request-id", "client-chosen")]).await;
     let returned = r.headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(returned.len(), 32, "{returned}");
-    assert_ne!(returned, "client-chosen", "untrusted clients cannot pick the id");
+    assert_ne!(
+        returned, "client-chosen",
+        "untrusted clients cannot pick the id"
+    );
     assert_eq!(r.echoed("x-request-id"), vec![returned.clone()]);
 
     let gw2 = Gateway::start(&simple_config(up, "trusted_proxies = [\"127.0.0.1/32\"]"));

@@ -299,7 +299,11 @@ impl Config {
             let key = e.path().to_string();
             ConfigError::Invalid {
                 file: name.into(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 reason: e.into_inner().to_string(),
             }
         })

@@ -36,7 +36,10 @@ impl DevCa {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
-        dn.push(DnType::OrganizationName, "varco development (NOT FOR PRODUCTION)");
+        dn.push(
+            DnType::OrganizationName,
+            "varco development (NOT FOR PRODUCTION)",
+        );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -52,9 +55,10 @@ impl DevCa {
     pub fn server(&self, names: &[&str]) -> Result<Issued, DevCertError> {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("localhost"),
+        );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(params)
     }
@@ -110,7 +114,10 @@ pub fn ensure_dev_tls(dir: &Path) -> Result<DevTlsFiles, DevCertError> {
     let ca = DevCa::new("varco development CA")?;
     let server = ca.server(&["localhost", "127.0.0.1", "::1"])?;
     write(&files.ca, &ca.cert_pem())?;
-    write(&files.cert, &format!("{}{}", server.cert_pem, ca.cert_pem()))?;
+    write(
+        &files.cert,
+        &format!("{}{}", server.cert_pem, ca.cert_pem()),
+    )?;
     write(&files.key, &server.key_pem)?;
     Ok(files)
 }

@@ -30,7 +30,11 @@ impl IdentityPrefix {
         let p = self.dash.as_bytes();
         n.len() >= p.len()
             && n.iter().zip(p).all(|(a, b)| {
-                let a = if *a == b'_' { b'-' } else { a.to_ascii_lowercase() };
+                let a = if *a == b'_' {
+                    b'-'
+                } else {
+                    a.to_ascii_lowercase()
+                };
                 a == *b
             })
     }

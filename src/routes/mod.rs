@@ -92,8 +92,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         return true;
     }
     let p = prefix.trim_end_matches('/');
-    path == p
-        || (path.len() > p.len() && path.starts_with(p) && path.as_bytes()[p.len()] == b'/')
+    path == p || (path.len() > p.len() && path.starts_with(p) && path.as_bytes()[p.len()] == b'/')
 }
 
 impl RouteTable {
@@ -114,7 +113,7 @@ impl RouteTable {
                 (HostPattern::parse(&r.host), Arc::new(route))
             })
             .collect();
-        routes.sort_by(|a, b| b.1.prefix.len().cmp(&a.1.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
         RouteTable { routes }
     }
 
@@ -174,7 +173,11 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_on_segment_boundaries() {
-        let t = table(&[("*", "/", "a"), ("*", "/admin", "b"), ("*", "/admin/x/", "c")]);
+        let t = table(&[
+            ("*", "/", "a"),
+            ("*", "/admin", "b"),
+            ("*", "/admin/x/", "c"),
+        ]);
         assert_eq!(up(&t, "h", "/"), Some("a".into()));
         assert_eq!(up(&t, "h", "/admin"), Some("b".into()));
         assert_eq!(up(&t, "h", "/admin/"), Some("b".into()));

@@ -88,12 +88,12 @@ pub async fn bind(cfg: &ServerConfig) -> Result<Vec<BoundListener>, ServerError>
     let mut out = Vec::with_capacity(cfg.listener.len());
     for l in &cfg.listener {
         let tls = match &l.tls {
-            Some(t) => Some(TlsAcceptor::from(tls::server_config(t).map_err(|source| {
-                ServerError::Tls {
+            Some(t) => Some(TlsAcceptor::from(tls::server_config(t).map_err(
+                |source| ServerError::Tls {
                     addr: l.address,
                     source,
-                }
-            })?)),
+                },
+            )?)),
             None => None,
         };
         let tcp = TcpListener::bind(l.address)
@@ -188,7 +188,11 @@ impl<H: Handler> Server<H> {
         let permits = Arc::new(Semaphore::new(shared.cfg.max_connections));
         let mut accept_tasks = Vec::new();
         for l in listeners {
-            accept_tasks.push(tokio::spawn(accept_loop(l, shared.clone(), permits.clone())));
+            accept_tasks.push(tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                permits.clone(),
+            )));
         }
         let mut rx = shared.shutdown.clone();
         let _ = rx.wait_for(|&v| v).await;

@@ -26,13 +26,17 @@ pub async fn slow(delay: Duration) -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = l.accept().await else { continue };
+            let Ok((tcp, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("slow"))))
-                });
+                let svc = service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("slow"))))
+                    },
+                );
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
@@ -48,7 +52,9 @@ pub async fn download(total: u64) -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = l.accept().await else { continue };
+            let Ok((tcp, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = service_fn(move |_req| async move {
                     let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -74,7 +80,9 @@ pub async fn upgrade_echo() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = l.accept().await else { continue };
+            let Ok((mut tcp, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut b = [0u8; 1];
