@@ -29,7 +29,10 @@ pub struct Running {
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
-    let gateway = Arc::new(Gateway::new(cfg.clone(), metrics.clone())?);
+    // One gateway per worker thread: each owns its upstream connection pools.
+    let gateways = (0..cfg.worker_count())
+        .map(|_| Gateway::new(cfg.clone(), metrics.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
     let listeners = server::bind(&cfg.server).await?;
     let addrs = listeners.iter().map(|l| l.local_addr).collect();
     for l in &listeners {
@@ -39,8 +42,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             "listening"
         );
     }
-    gateway.set_ready(true);
-    let server = Server::new(listeners, gateway, cfg.server.clone(), metrics);
+    for g in &gateways {
+        g.set_ready(true);
+    }
+    let server = Server::new(listeners, gateways, cfg.server.clone(), metrics);
     let shutdown = server.shutdown_handle();
     Ok(Running {
         addrs,

@@ -24,6 +24,7 @@ use crate::proxy::headers::{
 use crate::proxy::{GatewayBody, LimitedBody, UpstreamFailure, UpstreamSetupError, Upstreams};
 use crate::routes::{Route, RouteTable, host_without_port, normalize_path};
 use crate::server::{ConnInfo, Handler};
+use crate::telemetry::access;
 use crate::telemetry::{Label, Metrics, RequestLabels, RouteLabel, UpstreamErrorLabels};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -118,21 +119,19 @@ struct AccessRecord {
 impl OnBodyEnd for AccessRecord {
     fn finished(&mut self, bytes: u64, complete: bool) {
         let ex = &self.ex;
-        tracing::info!(
-            target: "varco::access",
-            event = "access",
-            method = %ex.method,
-            path = %ex.path,
-            status = self.status,
+        access::emit(&access::AccessLine {
+            method: ex.method.as_str(),
+            path: &ex.path,
+            status: self.status,
             bytes,
             complete,
-            duration_ms = ex.start.elapsed().as_secs_f64() * 1000.0,
-            route = %ex.route.0,
-            upstream = ex.upstream.as_deref().unwrap_or("-"),
-            request_id = %ex.request_id,
-            peer = %ex.peer,
-            version = ?ex.version,
-        );
+            duration: ex.start.elapsed(),
+            route: &ex.route.0,
+            upstream: ex.upstream.as_deref().unwrap_or("-"),
+            request_id: &ex.request_id,
+            peer: ex.peer,
+            version: ex.version,
+        });
     }
 }
 

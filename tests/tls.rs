@@ -197,7 +197,7 @@ async fn start_report_server(pki: &Pki) -> (std::net::SocketAddr, varco::server:
     let addr = listeners[0].local_addr;
     let server = varco::server::Server::new(
         listeners,
-        Arc::new(ReportChain),
+        vec![Arc::new(ReportChain)],
         cfg.server.clone(),
         Arc::new(varco::telemetry::Metrics::new()),
     );

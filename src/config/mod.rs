@@ -109,6 +109,8 @@ pub struct ServerConfig {
     pub max_header_count: usize,
     pub max_body_bytes: u64,
     pub max_connections: usize,
+    /// Worker threads (each with its own event loop); 0 = one per CPU.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +128,7 @@ impl Default for ServerConfig {
             max_header_count: 100,
             max_body_bytes: 10 * 1024 * 1024,
             max_connections: 10_000,
+            workers: 0,
         }
     }
 }
@@ -382,6 +385,12 @@ impl Config {
                 "must be between 8 and 1000".into(),
             );
         }
+        if s.workers > 1024 {
+            bad(
+                "server.workers".into(),
+                "must be at most 1024 (0 = one per CPU)".into(),
+            );
+        }
         if s.max_connections == 0 {
             bad(
                 "server.max_connections".into(),
@@ -453,6 +462,14 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// Number of worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Effective request timeout for an upstream.

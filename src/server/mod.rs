@@ -4,6 +4,11 @@
 //! the listeners stop accepting, every connection finishes its in-flight requests, and
 //! whatever is still open when the drain timeout passes is cut.
 //!
+//! Threading: one OS thread per worker, each with its own single-threaded tokio runtime
+//! accepting on a clone of every listening socket (nginx's model). A request, its upstream
+//! connection and its response stay on one thread, so the hot path has no cross-thread
+//! wake-ups; each worker gets its own [`Handler`] (and so its own upstream pools).
+//!
 //! The server knows nothing of routes or identity: it hands each request with its
 //! [`ConnInfo`] (peer address, scheme, the verified client certificate chain) to a
 //! [`Handler`].
@@ -72,7 +77,7 @@ pub enum ServerError {
 
 /// A listening socket, ready to accept.
 pub struct BoundListener {
-    tcp: TcpListener,
+    tcp: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     pub local_addr: SocketAddr,
 }
@@ -96,16 +101,15 @@ pub async fn bind(cfg: &ServerConfig) -> Result<Vec<BoundListener>, ServerError>
             )?)),
             None => None,
         };
-        let tcp = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: l.address,
-                source,
-            })?;
-        let local_addr = tcp.local_addr().map_err(|source| ServerError::Bind {
+        let bind_err = |source| ServerError::Bind {
             addr: l.address,
             source,
-        })?;
+        };
+        let tcp = TcpListener::bind(l.address)
+            .await
+            .and_then(|t| t.into_std())
+            .map_err(bind_err)?;
+        let local_addr = tcp.local_addr().map_err(bind_err)?;
         out.push(BoundListener {
             tcp,
             tls,
@@ -130,47 +134,50 @@ struct Shared<H> {
     builder: auto::Builder<TokioExecutor>,
     cfg: ServerConfig,
     metrics: Arc<Metrics>,
+    /// Connections open on this worker.
     open: AtomicUsize,
     shutdown: watch::Receiver<bool>,
 }
 
 /// A server ready to run on bound listeners.
 pub struct Server<H> {
-    shared: Arc<Shared<H>>,
+    handlers: Vec<Arc<H>>,
     listeners: Vec<BoundListener>,
+    cfg: ServerConfig,
+    metrics: Arc<Metrics>,
     shutdown_tx: Arc<watch::Sender<bool>>,
 }
 
+fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_headers(cfg.max_header_count)
+        .max_buf_size((cfg.max_header_bytes + 1024).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
 impl<H: Handler> Server<H> {
+    /// One worker thread per handler.
     pub fn new(
         listeners: Vec<BoundListener>,
-        handler: Arc<H>,
+        handlers: Vec<Arc<H>>,
         cfg: ServerConfig,
         metrics: Arc<Metrics>,
     ) -> Server<H> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
-            .max_headers(cfg.max_header_count)
-            .max_buf_size((cfg.max_header_bytes + 1024).max(8192));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256);
-        let (tx, rx) = watch::channel(false);
+        let (tx, _rx) = watch::channel(false);
         Server {
-            shared: Arc::new(Shared {
-                handler,
-                builder,
-                cfg,
-                metrics,
-                open: AtomicUsize::new(0),
-                shutdown: rx,
-            }),
+            handlers,
             listeners,
+            cfg,
+            metrics,
             shutdown_tx: Arc::new(tx),
         }
     }
@@ -179,31 +186,62 @@ impl<H: Handler> Server<H> {
         ShutdownHandle(self.shutdown_tx.clone())
     }
 
-    /// Accepts until the shutdown signal, then drains. Returns how many connections were
-    /// still open (and cut) when the drain timeout passed.
+    /// Starts the workers, accepts until the shutdown signal, then drains. Returns how
+    /// many connections were still open (and cut) when the drain timeout passed.
     pub async fn run(self) -> usize {
         let Server {
-            shared, listeners, ..
+            handlers,
+            listeners,
+            cfg,
+            metrics,
+            shutdown_tx,
         } = self;
-        let permits = Arc::new(Semaphore::new(shared.cfg.max_connections));
-        let mut accept_tasks = Vec::new();
-        for l in listeners {
-            accept_tasks.push(tokio::spawn(accept_loop(
-                l,
-                shared.clone(),
-                permits.clone(),
-            )));
+        // One budget of connections for the whole process.
+        let permits = Arc::new(Semaphore::new(cfg.max_connections));
+        let mut done = Vec::new();
+        for (w, handler) in handlers.into_iter().enumerate() {
+            let mut socks = Vec::new();
+            for l in &listeners {
+                match l.tcp.try_clone() {
+                    Ok(tcp) => socks.push((tcp, l.tls.clone(), l.local_addr)),
+                    Err(e) => tracing::error!(error = %e, "cannot share a listening socket"),
+                }
+            }
+            let shared = Arc::new(Shared {
+                handler,
+                builder: connection_builder(&cfg),
+                cfg: cfg.clone(),
+                metrics: metrics.clone(),
+                open: AtomicUsize::new(0),
+                shutdown: shutdown_tx.subscribe(),
+            });
+            let permits = permits.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel::<usize>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("varco-worker-{w}"))
+                .spawn(move || {
+                    let left = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(worker(socks, shared, permits)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a worker runtime");
+                            0
+                        }
+                    };
+                    let _ = tx.send(left);
+                });
+            match spawned {
+                Ok(_) => done.push(rx),
+                Err(e) => tracing::error!(error = %e, "cannot start a worker thread"),
+            }
         }
-        let mut rx = shared.shutdown.clone();
-        let _ = rx.wait_for(|&v| v).await;
-        for t in accept_tasks {
-            let _ = t.await;
+        drop(listeners);
+        let mut left = 0;
+        for rx in done {
+            left += rx.await.unwrap_or(0);
         }
-        let deadline = tokio::time::Instant::now() + shared.cfg.drain_timeout;
-        while shared.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = shared.open.load(Ordering::Acquire);
         if left > 0 {
             tracing::warn!(
                 connections = left,
@@ -216,8 +254,55 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// One worker: accept on every listener until shutdown, then drain this worker's
+/// connections. Returns how many were cut at the drain deadline.
+async fn worker<H: Handler>(
+    socks: Vec<(std::net::TcpListener, Option<TlsAcceptor>, SocketAddr)>,
+    shared: Arc<Shared<H>>,
+    permits: Arc<Semaphore>,
+) -> usize {
+    crate::telemetry::access::buffer_this_thread();
+    let flusher = tokio::spawn(crate::telemetry::access::flusher());
+    let mut accept_tasks = Vec::new();
+    for (tcp, tls, local_addr) in socks {
+        let listener = tcp
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(tcp));
+        match listener {
+            Ok(tcp) => accept_tasks.push(tokio::spawn(accept_loop(
+                BoundWorkerListener {
+                    tcp,
+                    tls,
+                    local_addr,
+                },
+                shared.clone(),
+                permits.clone(),
+            ))),
+            Err(e) => tracing::error!(error = %e, "cannot register a listening socket"),
+        }
+    }
+    let mut rx = shared.shutdown.clone();
+    let _ = rx.wait_for(|&v| v).await;
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    let deadline = tokio::time::Instant::now() + shared.cfg.drain_timeout;
+    while shared.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flusher.abort();
+    crate::telemetry::access::flush();
+    shared.open.load(Ordering::Acquire)
+}
+
+struct BoundWorkerListener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+    local_addr: SocketAddr,
+}
+
 async fn accept_loop<H: Handler>(
-    listener: BoundListener,
+    listener: BoundWorkerListener,
     shared: Arc<Shared<H>>,
     permits: Arc<Semaphore>,
 ) {

@@ -3,6 +3,8 @@
 //! never stalls a request. Metrics are registered once at start-up; the request path only
 //! increments them.
 
+pub mod access;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -23,12 +25,21 @@ pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGu
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
 /// Returns `None` when a subscriber was already installed (e.g. by a test).
 pub fn init_logging(cfg: &LogConfig, force_pretty: bool) -> Option<LogGuard> {
+    access::set_format(if force_pretty {
+        LogFormat::Pretty
+    } else {
+        cfg.format
+    });
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        // Buffered: the writer thread flushes once per batch of lines, not per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Whole-proxy load benchmark: nginx (plain reverse proxy) and varco (public route) in front
+# of the same upstream (`varco echo`), loaded in ONE run by the same generator (wrk,
+# keep-alive, 64 connections, 10 s each by default), reported as varco/nginx ratios.
+#
+#   bench/proxy.sh                 # defaults
+#   DURATION=20s CONNS=128 bench/proxy.sh
+#
+# Everything runs on loopback on this machine; the script starts and stops its own
+# processes and installs nginx and wrk (Debian packages) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+UP_PORT=${UP_PORT:-19000}
+NGINX_PORT=${NGINX_PORT:-19080}
+VARCO_PORT=${VARCO_PORT:-19081}
+PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/small}
+
+need=""
+command -v nginx >/dev/null || need="$need nginx-light"
+command -v wrk >/dev/null || need="$need wrk"
+if [ -n "$need" ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
+fi
+
+cargo build --release --bin varco >/dev/null 2>&1 || cargo build --release --bin varco
+VARCO=target/release/varco
+OUT=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+"$VARCO" echo --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
+pids+=($!)
+
+cat > "$OUT/nginx.conf" <<NGINX
+worker_processes auto;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $OUT/nginx-access.log combined buffer=64k;
+  upstream echo { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$proxy_host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+NGINX
+nginx -c "$OUT/nginx.conf" -p "$OUT" -e "$OUT/nginx-error.log"
+
+cat > "$OUT/varco.toml" <<TOML
+[[server.listener]]
+address = "127.0.0.1:$VARCO_PORT"
+[log]
+format = "json"
+access_log = ${ACCESS_LOG:-true}
+[upstream.echo]
+url = "http://127.0.0.1:$UP_PORT"
+[[route]]
+path = "/"
+upstream = "echo"
+public = true
+TOML
+"$VARCO" serve --config "$OUT/varco.toml" > "$OUT/varco.log" 2>&1 &
+pids+=($!)
+
+for port in $UP_PORT $NGINX_PORT $VARCO_PORT; do
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port$PATH_UNDER_TEST" 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+# wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+
+run() { # name port
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$2$PATH_UNDER_TEST" > "$OUT/$1.wrk"
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$1.wrk")
+  p50=$(awk '$1=="50%" {print $2}' "$OUT/$1.wrk" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' "$OUT/$1.wrk" | to_ms)
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$OUT/$1.wrk" | tr '\n' ' ')
+  printf "%-6s %12s req/s   p50 %8s ms   p99 %8s ms   %s\n" "$1" "$rps" "$p50" "$p99" "$errs"
+  eval "${1}_rps=$rps; ${1}_p50=$p50; ${1}_p99=$p99"
+}
+
+echo "== whole-proxy benchmark: wrk -t$THREADS -c$CONNS -d$DURATION, GET $PATH_UNDER_TEST, $(nproc) cores"
+run nginx "$NGINX_PORT"
+run varco "$VARCO_PORT"
+awk -v vr="$varco_rps" -v nr="$nginx_rps" -v v99="$varco_p99" -v n99="$nginx_p99" -v v50="$varco_p50" -v n50="$nginx_p50" 'BEGIN {
+  printf "ratio varco/nginx: throughput %.2fx   p50 %.2fx   p99 %.2fx\n", vr/nr, v50/n50, v99/n99
+}'

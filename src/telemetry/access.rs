@@ -1,0 +1,231 @@
+//! The access log: one line per request, written without a trip through another thread.
+//! On a worker thread lines collect in a thread-local buffer that is written to stdout when
+//! it passes 32 KiB and at least every 500 ms (nginx's `buffer=` model); elsewhere a line is
+//! written at once. A buffer is written whole under stdout's lock, so lines never
+//! interleave with the other log output. The line carries no header values or bodies.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::LogFormat;
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+const FLUSH_BYTES: usize = 32 * 1024;
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+thread_local! {
+    static BUFFER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Sets the line format (once, at start-up; JSON otherwise).
+pub fn set_format(format: LogFormat) {
+    let _ = FORMAT.set(format);
+}
+
+/// Makes this thread buffer its access lines; the caller must run [`flusher`] on it.
+pub fn buffer_this_thread() {
+    BUFFER.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.is_none() {
+            *b = Some(Vec::with_capacity(FLUSH_BYTES * 2));
+        }
+    });
+}
+
+/// Writes out this thread's buffered lines.
+pub fn flush() {
+    BUFFER.with(|b| {
+        if let Some(buf) = b.borrow_mut().as_mut()
+            && !buf.is_empty()
+        {
+            write_out(buf);
+            buf.clear();
+        }
+    });
+}
+
+/// Flushes this thread's buffer periodically; runs for the life of the worker.
+pub async fn flusher() {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        flush();
+    }
+}
+
+fn write_out(bytes: &[u8]) {
+    let out = std::io::stdout();
+    let mut lock = out.lock();
+    // A failing stdout cannot be reported anywhere better; the request is not affected.
+    let _ = lock.write_all(bytes);
+    let _ = lock.flush();
+}
+
+/// One request, as logged.
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub complete: bool,
+    pub duration: Duration,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub request_id: &'a str,
+    pub peer: IpAddr,
+    pub version: http::Version,
+}
+
+/// Appends the line to this thread's buffer (or writes it at once off the workers).
+pub fn emit(line: &AccessLine<'_>) {
+    let format = FORMAT.get().copied().unwrap_or_default();
+    BUFFER.with(|b| {
+        let mut b = b.borrow_mut();
+        match b.as_mut() {
+            Some(buf) => {
+                render(buf, line, format);
+                if buf.len() >= FLUSH_BYTES {
+                    write_out(buf);
+                    buf.clear();
+                }
+            }
+            None => {
+                let mut buf = Vec::with_capacity(512);
+                render(&mut buf, line, format);
+                write_out(&buf);
+            }
+        }
+    });
+}
+
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    // serde_json escapes control characters and quotes; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+fn render(buf: &mut Vec<u8>, l: &AccessLine<'_>, format: LogFormat) {
+    let ts = rfc3339_utc(SystemTime::now());
+    let ms = l.duration.as_secs_f64() * 1000.0;
+    match format {
+        LogFormat::Json => {
+            let _ = write!(
+                buf,
+                "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"event\":\"access\",\"method\":"
+            );
+            json_str(buf, l.method);
+            buf.extend_from_slice(b",\"path\":");
+            json_str(buf, l.path);
+            let _ = write!(
+                buf,
+                ",\"status\":{},\"bytes\":{},\"complete\":{},\"duration_ms\":{:.3},\"route\":",
+                l.status, l.bytes, l.complete, ms
+            );
+            json_str(buf, l.route);
+            buf.extend_from_slice(b",\"upstream\":");
+            json_str(buf, l.upstream);
+            buf.extend_from_slice(b",\"request_id\":");
+            json_str(buf, l.request_id);
+            let _ = writeln!(
+                buf,
+                ",\"peer\":\"{}\",\"version\":\"{}\",\"target\":\"varco::access\"}}",
+                l.peer,
+                version_str(l.version)
+            );
+        }
+        LogFormat::Pretty => {
+            let _ = writeln!(
+                buf,
+                "{ts}  INFO varco::access: {} {} {} {}B {:.3}ms route={} upstream={} request_id={} peer={} {}{}",
+                l.method,
+                l.path.escape_debug(),
+                l.status,
+                l.bytes,
+                ms,
+                l.route,
+                l.upstream,
+                l.request_id,
+                l.peer,
+                version_str(l.version),
+                if l.complete { "" } else { " (incomplete)" }
+            );
+        }
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss.uuuuuuZ` without a date library (days-to-civil, H. Hinnant).
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_837_464_718_452);
+        assert_eq!(rfc3339_utc(t), "2026-11-28T03:44:24.718452Z");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_utc(leap), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn json_lines_escape_untrusted_text() {
+        let mut buf = Vec::new();
+        let line = AccessLine {
+            method: "GET",
+            path: "/a\"b\n",
+            status: 200,
+            bytes: 5,
+            complete: true,
+            duration: Duration::from_micros(1500),
+            route: "route[0]",
+            upstream: "app",
+            request_id: "r1",
+            peer: "127.0.0.1".parse().unwrap(),
+            version: http::Version::HTTP_11,
+        };
+        render(&mut buf, &line, LogFormat::Json);
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["path"], "/a\"b\n");
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["target"], "varco::access");
+    }
+}
