@@ -556,3 +556,16 @@ mod tests {
         assert!(err.contains("route[0].path"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/varco.example.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.server.max_header_bytes, 16384);
+        assert_eq!(cfg.route.len(), 1);
+    }
+}
