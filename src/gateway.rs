@@ -191,6 +191,9 @@ impl Gateway {
                 limit: s.max_header_bytes,
             });
         }
+        if conn.framing_violation() {
+            return Err(GatewayError::BadFraming);
+        }
         check_framing(req.headers())?;
 
         // One normalization, used for routing, policy and the upstream request.

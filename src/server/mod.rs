@@ -13,6 +13,7 @@
 //! [`ConnInfo`] (peer address, scheme, the verified client certificate chain) to a
 //! [`Handler`].
 
+pub mod framing;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -52,6 +53,18 @@ pub struct ConnInfo {
     /// listener's client CA bundle; `None` when no certificate was presented.
     pub client_chain: Option<Arc<[CertificateDer<'static>]>>,
     pub alpn: Option<Vec<u8>>,
+    /// Raised by the framing watch (see [`framing`]) when the connection's byte stream
+    /// carried ambiguous HTTP/1 framing.
+    framing_violation: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    /// Whether this connection has sent ambiguous framing (`Content-Length` with
+    /// `Transfer-Encoding`, a repeated `Content-Length`): its requests must be refused and
+    /// the connection closed.
+    pub fn framing_violation(&self) -> bool {
+        self.framing_violation.load(Ordering::Acquire)
+    }
 }
 
 /// Answers requests. Implemented by the gateway, and by tests that look at what the
@@ -343,6 +356,7 @@ async fn accept_loop<H: Handler>(
                         scheme: "http",
                         client_chain: None,
                         alpn: None,
+                        framing_violation: Arc::default(),
                     };
                     serve_connection(tcp, Arc::new(info), &shared).await;
                 }
@@ -362,6 +376,7 @@ async fn accept_loop<H: Handler>(
                                 scheme: "https",
                                 client_chain,
                                 alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+                                framing_violation: Arc::default(),
                             };
                             serve_connection(stream, Arc::new(info), &shared).await;
                         }
@@ -411,6 +426,8 @@ where
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
+        framing: Some(framing::FramingWatch::new()),
+        framing_violation: info.framing_violation.clone(),
     });
     let handler = shared.handler.clone();
     let svc_activity = activity.clone();
@@ -464,11 +481,14 @@ where
 }
 
 pin_project! {
-    /// A stream that records that bytes moved, for the idle watchdog.
+    /// A stream that records that bytes moved (for the idle watchdog) and shows what it
+    /// reads to the framing watch.
     struct Tracked<S> {
         #[pin]
         inner: S,
         activity: Arc<Activity>,
+        framing: Option<framing::FramingWatch>,
+        framing_violation: Arc<AtomicBool>,
     }
 }
 
@@ -483,6 +503,14 @@ impl<S: AsyncRead> AsyncRead for Tracked<S> {
         let r = this.inner.poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touched.store(true, Ordering::Relaxed);
+            if let Some(watch) = this.framing.as_mut() {
+                if watch.feed(&buf.filled()[before..]) {
+                    this.framing_violation.store(true, Ordering::Release);
+                }
+                if !watch.active() {
+                    *this.framing = None;
+                }
+            }
         }
         r
     }
