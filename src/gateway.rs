@@ -21,11 +21,13 @@ use crate::proxy::body::OnBodyEnd;
 use crate::proxy::headers::{
     ClientHop, IdentityPrefix, remove_hop_by_hop, set_forwarded, upgrade_request,
 };
-use crate::proxy::{GatewayBody, LimitedBody, UpstreamFailure, UpstreamSetupError, Upstreams};
+use crate::proxy::{
+    GatewayBody, LimitedBody, Upstream, UpstreamFailure, UpstreamSetupError, Upstreams,
+};
 use crate::routes::{Route, RouteTable, host_without_port, normalize_path};
 use crate::server::{ConnInfo, Handler};
 use crate::telemetry::access;
-use crate::telemetry::{Label, Metrics, RequestLabels, RouteLabel, UpstreamErrorLabels};
+use crate::telemetry::{Label, Metrics, RouteMetrics, UpstreamErrorLabels};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -33,7 +35,6 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct Gateway {
     cfg: Arc<Config>,
     routes: RouteTable,
-    upstreams: Upstreams,
     identity_prefix: IdentityPrefix,
     trusted_proxies: Vec<IpNet>,
     metrics: Arc<Metrics>,
@@ -41,16 +42,35 @@ pub struct Gateway {
     health_path: String,
     ready_path: String,
     metrics_path: String,
-    no_route_label: Label,
-    internal_label: Label,
+    /// By route index: the route's upstream and metrics, resolved at start-up.
+    route_upstreams: Vec<Arc<Upstream>>,
+    route_metrics: Vec<RouteMetrics>,
+    no_route_metrics: RouteMetrics,
+    internal_metrics: RouteMetrics,
 }
 
 impl Gateway {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<Gateway, UpstreamSetupError> {
         let prefix = cfg.server.reserved_prefix.clone();
+        let routes = RouteTable::new(&cfg);
+        let upstreams = Upstreams::new(&cfg)?;
+        let mut route_upstreams = Vec::with_capacity(cfg.route.len());
+        let mut route_metrics = Vec::with_capacity(cfg.route.len());
+        for (i, r) in cfg.route.iter().enumerate() {
+            // `validate()` guarantees every route names a configured upstream.
+            let up = upstreams
+                .get(&r.upstream)
+                .cloned()
+                .ok_or_else(|| UpstreamSetupError::unknown(&r.upstream))?;
+            route_upstreams.push(up);
+            route_metrics.push(metrics.route(&Arc::from(format!("route[{i}]"))));
+        }
         Ok(Gateway {
-            routes: RouteTable::new(&cfg),
-            upstreams: Upstreams::new(&cfg)?,
+            no_route_metrics: metrics.route(&Arc::from("none")),
+            internal_metrics: metrics.route(&Arc::from("internal")),
+            route_upstreams,
+            route_metrics,
+            routes,
             identity_prefix: IdentityPrefix::new(&cfg.server.identity_header_prefix),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
             metrics,
@@ -58,10 +78,16 @@ impl Gateway {
             health_path: format!("{prefix}healthz"),
             ready_path: format!("{prefix}readyz"),
             metrics_path: format!("{prefix}metrics"),
-            no_route_label: Label("none".into()),
-            internal_label: Label("internal".into()),
             cfg,
         })
+    }
+
+    fn route_metrics(&self, slot: RouteSlot) -> &RouteMetrics {
+        match slot {
+            RouteSlot::None => &self.no_route_metrics,
+            RouteSlot::Internal => &self.internal_metrics,
+            RouteSlot::Route(i) => self.route_metrics.get(i).unwrap_or(&self.no_route_metrics),
+        }
     }
 
     /// Called once the listeners are up: `/readyz` answers 200 from then on.
@@ -80,19 +106,29 @@ impl Gateway {
 
     /// The request id: the client's `X-Request-Id` when a trusted proxy sent a sane one,
     /// otherwise a fresh random one (clients cannot choose the id that audit logs carry).
-    fn request_id(&self, headers: &http::HeaderMap, trusted: bool) -> String {
+    fn request_id(&self, headers: &http::HeaderMap, trusted: bool) -> HeaderValue {
         if trusted
             && let Some(v) = headers.get(&X_REQUEST_ID)
             && (1..=128).contains(&v.len())
             && v.as_bytes()
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && let Ok(s) = v.to_str()
         {
-            return s.to_string();
+            return v.clone();
         }
-        format!("{:032x}", rand::random::<u128>())
+        // Built once; the upstream request, the response and the log share the bytes.
+        let id = format!("{:032x}", rand::random::<u128>());
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
+}
+
+/// Which route a request was counted on.
+#[derive(Debug, Clone, Copy)]
+enum RouteSlot {
+    None,
+    Internal,
+    Route(usize),
 }
 
 /// Per-request facts carried to the response (metrics and the access log).
@@ -100,20 +136,29 @@ struct Exchange {
     start: Instant,
     method: Method,
     path: String,
-    request_id: String,
-    peer: IpAddr,
+    /// Validated to be visible ASCII (see `Gateway::request_id`).
+    request_id: HeaderValue,
+    peer: Arc<str>,
     version: Version,
     json: bool,
     /// Whether the peer is a configured trusted proxy.
     trusted: bool,
-    route: Label,
+    /// Which metrics the request counts in.
+    route: RouteSlot,
     upstream: Option<Arc<str>>,
 }
 
 /// Logged when the response body ends: one access-log line per request.
+impl Exchange {
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+}
+
 struct AccessRecord {
     ex: Exchange,
     status: u16,
+    route: Label,
 }
 
 impl OnBodyEnd for AccessRecord {
@@ -126,10 +171,10 @@ impl OnBodyEnd for AccessRecord {
             bytes,
             complete,
             duration: ex.start.elapsed(),
-            route: &ex.route.0,
+            route: &self.route.0,
             upstream: ex.upstream.as_deref().unwrap_or("-"),
-            request_id: &ex.request_id,
-            peer: ex.peer,
+            request_id: ex.request_id(),
+            peer: &ex.peer,
             version: ex.version,
         });
     }
@@ -158,11 +203,11 @@ impl Handler for Gateway {
             method: req.method().clone(),
             path: String::new(),
             request_id,
-            peer: conn.peer.ip(),
+            peer: conn.peer_ip.clone(),
             version: req.version(),
             json: wants_json(req.headers()),
             trusted,
-            route: self.no_route_label.clone(),
+            route: RouteSlot::None,
             upstream: None,
         };
         match self.process(req, &conn, &mut ex).await {
@@ -208,7 +253,7 @@ impl Gateway {
         ex.path.clone_from(&path);
 
         if path.starts_with(&s.reserved_prefix) {
-            ex.route = self.internal_label.clone();
+            ex.route = RouteSlot::Internal;
             return Ok(self.internal(&path, ex));
         }
 
@@ -227,7 +272,7 @@ impl Gateway {
             .lookup(&host, &path)
             .ok_or(GatewayError::NoRoute)?
             .clone();
-        ex.route = Label(route.id.clone());
+        ex.route = RouteSlot::Route(route.index);
         if !route.public {
             // Fail closed: login arrives with the identity capability; until a route can be
             // authenticated, a protected route lets nobody through.
@@ -258,8 +303,8 @@ impl Gateway {
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let upstream = self
-            .upstreams
-            .get(&route.upstream)
+            .route_upstreams
+            .get(route.index)
             .ok_or(GatewayError::NoRoute)?
             .clone();
         ex.upstream = Some(upstream.name.clone());
@@ -283,7 +328,7 @@ impl Gateway {
         set_forwarded(
             headers,
             &ClientHop {
-                peer: conn.peer.ip(),
+                peer: &conn.peer_ip,
                 peer_is_trusted: ex.trusted,
                 proto: conn.scheme,
                 host: &client_host,
@@ -300,9 +345,7 @@ impl Gateway {
             }
             Err(_) => return Err(GatewayError::MissingHost),
         }
-        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
-            headers.insert(X_REQUEST_ID, v);
-        }
+        headers.insert(X_REQUEST_ID, ex.request_id.clone());
         if let Some(up) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, up.clone());
@@ -353,7 +396,7 @@ impl Gateway {
                 });
             };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let request_id = ex.request_id.clone();
+            let request_id = ex.request_id().to_string();
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
@@ -397,7 +440,7 @@ impl Gateway {
                     GatewayBody::full(self.metrics.render()),
                 )
             } else {
-                return self.page_response(&GatewayError::NoRoute, &ex.request_id, ex.json);
+                return self.page_response(&GatewayError::NoRoute, ex.request_id(), ex.json);
             };
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
@@ -424,8 +467,8 @@ impl Gateway {
     }
 
     fn refuse(&self, err: GatewayError, ex: Exchange) -> Response<GatewayBody> {
-        tracing::debug!(request_id = %ex.request_id, error = %err, "request refused");
-        let mut resp = self.page_response(&err, &ex.request_id, ex.json);
+        tracing::debug!(request_id = ex.request_id(), error = %err, "request refused");
+        let mut resp = self.page_response(&err, ex.request_id(), ex.json);
         if err.closes_connection() && ex.version < Version::HTTP_2 {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -435,25 +478,14 @@ impl Gateway {
 
     /// Stamps the request id, records metrics, and attaches the access record.
     fn finish(&self, mut resp: Response<GatewayBody>, ex: Exchange) -> Response<GatewayBody> {
-        if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
-            resp.headers_mut().insert(X_REQUEST_ID, v);
-        }
+        resp.headers_mut()
+            .insert(X_REQUEST_ID, ex.request_id.clone());
         let status = resp.status().as_u16();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: ex.route.clone(),
-                status,
-            })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&RouteLabel {
-                route: ex.route.clone(),
-            })
-            .observe(ex.start.elapsed().as_secs_f64());
+        self.route_metrics(ex.route)
+            .record(status, ex.start.elapsed().as_secs_f64());
         if self.cfg.log.access_log {
-            resp.map(|b| b.with_on_end(Box::new(AccessRecord { ex, status })))
+            let route = self.route_metrics(ex.route).label.clone();
+            resp.map(|b| b.with_on_end(Box::new(AccessRecord { ex, status, route })))
         } else {
             resp
         }

@@ -3,8 +3,6 @@
 //! listed in `Connection`), and the `Forwarded` / `X-Forwarded-*` headers, which the gateway
 //! writes itself and believes from a client only when the peer is a trusted proxy.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Matches header names against the identity prefix in both spellings (`x-varco-` and
@@ -94,6 +92,12 @@ pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers and those named in `Connection`. `Upgrade` is removed too;
 /// the caller puts it back for an upgrade it relays.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let present = headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE);
+    if !present {
+        return;
+    }
     if let Some(named) = connection_tokens(headers) {
         for name in named {
             headers.remove(&name);
@@ -132,7 +136,8 @@ const FORWARDED: HeaderName = header::FORWARDED;
 
 /// What the gateway knows of the client hop.
 pub struct ClientHop<'a> {
-    pub peer: IpAddr,
+    /// The peer's IP address as text.
+    pub peer: &'a str,
     pub peer_is_trusted: bool,
     /// `http` or `https`: the listener's scheme.
     pub proto: &'static str,
@@ -140,22 +145,28 @@ pub struct ClientHop<'a> {
     pub host: &'a str,
 }
 
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+/// Appends an RFC 7239 node: IPv6 addresses are bracketed and quoted.
+fn push_forwarded_node(out: &mut String, ip: &str) {
+    if ip.contains(':') {
+        out.push_str("\"[");
+        out.push_str(ip);
+        out.push_str("]\"");
+    } else {
+        out.push_str(ip);
     }
 }
 
-fn forwarded_host(host: &str) -> String {
-    // Quote unless it is a plain token (RFC 7239 §4): a host with `:` or `[` needs quotes.
+/// Appends a host, quoted unless it is a plain token (RFC 7239 §4).
+fn push_forwarded_host(out: &mut String, host: &str) {
     if host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
     {
-        host.to_string()
+        out.push_str(host);
     } else {
-        format!("\"{}\"", host.replace(['"', '\\'], ""))
+        out.push('"');
+        out.extend(host.chars().filter(|c| *c != '"' && *c != '\\'));
+        out.push('"');
     }
 }
 
@@ -163,34 +174,47 @@ fn forwarded_host(host: &str) -> String {
 /// client-supplied value is dropped; from a trusted proxy the chain is kept and extended.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop<'_>) {
     if !hop.peer_is_trusted {
-        headers.remove(&X_FORWARDED_FOR);
-        headers.remove(&X_FORWARDED_PROTO);
-        headers.remove(&X_FORWARDED_HOST);
-        headers.remove(&X_REAL_IP);
-        headers.remove(&FORWARDED);
+        // Only pay for removals when a client actually sent one of these.
+        let spoofed = headers.keys().any(|k| {
+            k == X_FORWARDED_FOR
+                || k == X_FORWARDED_PROTO
+                || k == X_FORWARDED_HOST
+                || k == X_REAL_IP
+                || k == FORWARDED
+        });
+        if spoofed {
+            headers.remove(&X_FORWARDED_FOR);
+            headers.remove(&X_FORWARDED_PROTO);
+            headers.remove(&X_FORWARDED_HOST);
+            headers.remove(&X_REAL_IP);
+            headers.remove(&FORWARDED);
+        }
     }
-    let peer = hop.peer.to_string();
-    let xff = match joined(headers, &X_FORWARDED_FOR) {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer,
-    };
-    let forwarded_entry = format!(
-        "for={};proto={};host={}",
-        forwarded_node(hop.peer),
-        hop.proto,
-        forwarded_host(hop.host)
-    );
-    let forwarded = match joined(headers, &FORWARDED) {
-        Some(prev) => format!("{prev}, {forwarded_entry}"),
-        None => forwarded_entry,
-    };
-    put(headers, X_FORWARDED_FOR, &xff);
-    put(headers, FORWARDED, &forwarded);
+    let mut xff = joined(headers, &X_FORWARDED_FOR).unwrap_or_default();
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    xff.push_str(hop.peer);
+
+    let mut forwarded = joined(headers, &FORWARDED).unwrap_or_default();
+    if !forwarded.is_empty() {
+        forwarded.push_str(", ");
+    }
+    forwarded.reserve(32 + hop.host.len());
+    forwarded.push_str("for=");
+    push_forwarded_node(&mut forwarded, hop.peer);
+    forwarded.push_str(";proto=");
+    forwarded.push_str(hop.proto);
+    forwarded.push_str(";host=");
+    push_forwarded_host(&mut forwarded, hop.host);
+
+    put(headers, X_FORWARDED_FOR, xff);
+    put(headers, FORWARDED, forwarded);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
-        put(headers, X_FORWARDED_HOST, hop.host);
+        put(headers, X_FORWARDED_HOST, hop.host.to_string());
     }
 }
 
@@ -209,10 +233,10 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     out
 }
 
-fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+fn put(headers: &mut HeaderMap, name: HeaderName, value: String) {
     // Values built from validated parts; a value that is still not a valid header (it
     // cannot be, given `Host` came from a parsed request) is dropped rather than forwarded.
-    match HeaderValue::from_str(value) {
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         Ok(v) => {
             headers.insert(name, v);
         }
@@ -286,7 +310,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
         ]);
         let hop = ClientHop {
-            peer: "127.0.0.9".parse().unwrap(),
+            peer: "127.0.0.9",
             peer_is_trusted: false,
             proto: "http",
             host: "app.example.it",
@@ -309,7 +333,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
         ]);
         let hop = ClientHop {
-            peer: "::1".parse().unwrap(),
+            peer: "::1",
             peer_is_trusted: true,
             proto: "http",
             host: "h:8080",

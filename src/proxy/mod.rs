@@ -1,9 +1,10 @@
-//! Forwarding to upstreams: one pooled hyper-util client per upstream (HTTP, or HTTPS
-//! through rustls), streamed bodies both ways with the route's body limit enforced while
+//! Forwarding to upstreams: a connection pool per upstream and worker (HTTP, or HTTPS
+//! through rustls; see [`pool`]), streamed bodies both ways with the route's body limit enforced while
 //! streaming, and the upstream's failures classified as connect / timeout / protocol.
 
 pub mod body;
 pub mod headers;
+pub mod pool;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,10 +13,7 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use crate::config::{Config, UpstreamConfig};
 use crate::server::tls::load_certs;
@@ -46,13 +44,12 @@ impl UpstreamFailure {
 /// An upstream ready to take requests.
 pub struct Upstream {
     pub name: Arc<str>,
-    scheme: Scheme,
     authority: Authority,
     /// The URL's path without its trailing `/` (empty for `/`), prepended to request paths.
     base_path: String,
     pub request_timeout: Duration,
     pub preserve_host: bool,
-    client: Client<HttpsConnector<HttpConnector>, LimitedBody>,
+    pool: pool::Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +57,15 @@ pub struct Upstream {
 pub struct UpstreamSetupError {
     name: String,
     reason: String,
+}
+
+impl UpstreamSetupError {
+    pub fn unknown(name: &str) -> UpstreamSetupError {
+        UpstreamSetupError {
+            name: name.into(),
+            reason: "no such upstream".into(),
+        }
+    }
 }
 
 impl Upstream {
@@ -102,33 +108,43 @@ impl Upstream {
         .with_root_certificates(roots)
         .with_no_client_auth();
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .build(connector);
+        let host = uri
+            .host()
+            .ok_or_else(|| fail("url has no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let https = scheme == Scheme::HTTPS;
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| fail(format!("url host: {e}")))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
+        } else {
+            None
+        };
+        let pool = pool::Pool::new(
+            pool::Target {
+                host,
+                port,
+                tls,
+                connect_timeout: cfg.connect_timeout,
+            },
+            cfg.pool_max_idle_per_host,
+            cfg.pool_idle_timeout,
+        );
         Ok(Upstream {
             name: name.into(),
-            scheme,
             authority,
             base_path,
             request_timeout,
             preserve_host: cfg.preserve_host,
-            client,
+            pool,
         })
     }
 
-    /// The absolute URI for a normalized path and the raw query.
+    /// The origin-form request target (`/base/path?query`) for a normalized path and the
+    /// raw query: what an HTTP/1.1 request to an origin server carries.
     pub fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, UpstreamFailure> {
         let mut pq = String::with_capacity(self.base_path.len() + path.len() + 64);
         pq.push_str(&self.base_path);
@@ -138,12 +154,7 @@ impl Upstream {
             pq.push_str(q);
         }
         let pq = PathAndQuery::try_from(pq).map_err(|_| UpstreamFailure::Protocol)?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| UpstreamFailure::Protocol)
+        Ok(Uri::from(pq))
     }
 
     pub fn authority(&self) -> &Authority {
@@ -157,12 +168,15 @@ impl Upstream {
         req: Request<LimitedBody>,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         let over_limit = req.body().over_limit_flag();
-        match tokio::time::timeout(self.request_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.request_timeout, self.pool.send(req)).await {
             Err(_) => Err(UpstreamFailure::Timeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) if over_limit.load(Ordering::Acquire) => Err(UpstreamFailure::BodyTooLarge),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamFailure::Connect),
-            Ok(Err(e)) => {
+            Ok(Err(pool::SendError::Connect(pool::ConnectFailure::TimedOut))) => {
+                Err(UpstreamFailure::Timeout)
+            }
+            Ok(Err(pool::SendError::Connect(_))) => Err(UpstreamFailure::Connect),
+            Ok(Err(pool::SendError::Exchange(e))) => {
                 tracing::debug!(upstream = %self.name, error = %e, "upstream exchange failed");
                 Err(UpstreamFailure::Protocol)
             }

@@ -14,7 +14,9 @@ pub use normalize::{PathError, normalize_path};
 /// One configured route, ready for the request path.
 #[derive(Debug)]
 pub struct Route {
-    /// Position in the configuration (`route[N]`), used as the metrics label.
+    /// Position in the configuration.
+    pub index: usize,
+    /// `route[N]`, used as the metrics label.
     pub id: Arc<str>,
     pub host: String,
     pub prefix: String,
@@ -103,6 +105,7 @@ impl RouteTable {
             .enumerate()
             .map(|(i, r): (usize, &RouteConfig)| {
                 let route = Route {
+                    index: i,
                     id: format!("route[{i}]").into(),
                     host: r.host.to_ascii_lowercase(),
                     prefix: r.path.clone(),

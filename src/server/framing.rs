@@ -180,9 +180,17 @@ impl FramingWatch {
 
     /// Parses the buffered head; `added` bytes at `start` came from the tail of `bytes`.
     fn parse_head<'a>(&mut self, start: usize, added: usize, bytes: &'a [u8]) -> &'a [u8] {
-        let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.line) {
+        // Most heads fit the stack array; only a head with more headers pays for the heap.
+        let mut small = [httparse::EMPTY_HEADER; 64];
+        let mut large;
+        let mut req = httparse::Request::new(&mut small);
+        let mut parsed = req.parse(&self.line);
+        if matches!(parsed, Err(httparse::Error::TooManyHeaders)) {
+            large = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+            req = httparse::Request::new(&mut large);
+            parsed = req.parse(&self.line);
+        }
+        match parsed {
             Ok(httparse::Status::Complete(len)) => {
                 let verdict = inspect_head(&req);
                 // Bytes of this read that belong after the head.

@@ -46,6 +46,9 @@ use crate::telemetry::Metrics;
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's IP address as text (IPv4-mapped IPv6 shown as IPv4), formatted once per
+    /// connection for the forwarded headers and the access log.
+    pub peer_ip: Arc<str>,
     pub local: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
@@ -59,6 +62,24 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        scheme: &'static str,
+        client_chain: Option<Arc<[CertificateDer<'static>]>>,
+        alpn: Option<Vec<u8>>,
+    ) -> ConnInfo {
+        ConnInfo {
+            peer,
+            peer_ip: peer.ip().to_canonical().to_string().into(),
+            local,
+            scheme,
+            client_chain,
+            alpn,
+            framing_violation: Arc::default(),
+        }
+    }
+
     /// Whether this connection has sent ambiguous framing (`Content-Length` with
     /// `Transfer-Encoding`, a repeated `Content-Length`): its requests must be refused and
     /// the connection closed.
@@ -350,14 +371,7 @@ async fn accept_loop<H: Handler>(
             shared.metrics.open_connections.inc();
             match tls {
                 None => {
-                    let info = ConnInfo {
-                        peer,
-                        local,
-                        scheme: "http",
-                        client_chain: None,
-                        alpn: None,
-                        framing_violation: Arc::default(),
-                    };
+                    let info = ConnInfo::new(peer, local, "http", None, None);
                     serve_connection(tcp, Arc::new(info), &shared).await;
                 }
                 Some(acceptor) => {
@@ -370,14 +384,8 @@ async fn accept_loop<H: Handler>(
                             let client_chain = conn
                                 .peer_certificates()
                                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
-                            let info = ConnInfo {
-                                peer,
-                                local,
-                                scheme: "https",
-                                client_chain,
-                                alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-                                framing_violation: Arc::default(),
-                            };
+                            let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+                            let info = ConnInfo::new(peer, local, "https", client_chain, alpn);
                             serve_connection(stream, Arc::new(info), &shared).await;
                         }
                         Ok(Err(e)) => {

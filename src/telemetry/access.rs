@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +18,26 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 thread_local! {
     static BUFFER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// The formatted `YYYY-MM-DDThh:mm:ss` of the last second seen on this thread.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `YYYY-MM-DDThh:mm:ss.uuuuuuZ` for now, formatting the date part once a second.
+fn push_timestamp(buf: &mut Vec<u8>) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    SECOND.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let full = rfc3339_utc(UNIX_EPOCH + Duration::from_secs(secs));
+            c.1 = full[..19].to_string();
+            c.0 = secs;
+        }
+        buf.extend_from_slice(c.1.as_bytes());
+    });
+    let _ = write!(buf, ".{:06}Z", d.subsec_micros());
 }
 
 /// Sets the line format (once, at start-up; JSON otherwise).
@@ -76,7 +95,7 @@ pub struct AccessLine<'a> {
     pub route: &'a str,
     pub upstream: &'a str,
     pub request_id: &'a str,
-    pub peer: IpAddr,
+    pub peer: &'a str,
     pub version: http::Version,
 }
 
@@ -119,21 +138,21 @@ fn version_str(v: http::Version) -> &'static str {
 }
 
 fn render(buf: &mut Vec<u8>, l: &AccessLine<'_>, format: LogFormat) {
-    let ts = rfc3339_utc(SystemTime::now());
-    let ms = l.duration.as_secs_f64() * 1000.0;
+    // Milliseconds with three decimals, from integer microseconds (no float formatting).
+    let micros = l.duration.as_micros();
+    let (ms, frac) = (micros / 1000, micros % 1000);
     match format {
         LogFormat::Json => {
-            let _ = write!(
-                buf,
-                "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"event\":\"access\",\"method\":"
-            );
+            buf.extend_from_slice(b"{\"timestamp\":\"");
+            push_timestamp(buf);
+            buf.extend_from_slice(b"\",\"level\":\"INFO\",\"event\":\"access\",\"method\":");
             json_str(buf, l.method);
             buf.extend_from_slice(b",\"path\":");
             json_str(buf, l.path);
             let _ = write!(
                 buf,
-                ",\"status\":{},\"bytes\":{},\"complete\":{},\"duration_ms\":{:.3},\"route\":",
-                l.status, l.bytes, l.complete, ms
+                ",\"status\":{},\"bytes\":{},\"complete\":{},\"duration_ms\":{ms}.{frac:03},\"route\":",
+                l.status, l.bytes, l.complete
             );
             json_str(buf, l.route);
             buf.extend_from_slice(b",\"upstream\":");
@@ -148,14 +167,14 @@ fn render(buf: &mut Vec<u8>, l: &AccessLine<'_>, format: LogFormat) {
             );
         }
         LogFormat::Pretty => {
+            push_timestamp(buf);
             let _ = writeln!(
                 buf,
-                "{ts}  INFO varco::access: {} {} {} {}B {:.3}ms route={} upstream={} request_id={} peer={} {}{}",
+                "  INFO varco::access: {} {} {} {}B {ms}.{frac:03}ms route={} upstream={} request_id={} peer={} {}{}",
                 l.method,
                 l.path.escape_debug(),
                 l.status,
                 l.bytes,
-                ms,
                 l.route,
                 l.upstream,
                 l.request_id,
@@ -217,7 +236,7 @@ mod tests {
             route: "route[0]",
             upstream: "app",
             request_id: "r1",
-            peer: "127.0.0.1".parse().unwrap(),
+            peer: "127.0.0.1",
             version: http::Version::HTTP_11,
         };
         render(&mut buf, &line, LogFormat::Json);

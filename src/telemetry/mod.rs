@@ -83,6 +83,43 @@ pub struct UpstreamErrorLabels {
     pub kind: &'static str,
 }
 
+/// One route's metrics, resolved once so the request path does no label hashing.
+pub struct RouteMetrics {
+    pub label: Label,
+    duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    /// Counters by status seen so far on this route (a handful), found by a linear scan.
+    by_status: std::sync::Mutex<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, status: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        let counter = match self.by_status.lock() {
+            Ok(mut cache) => match cache.iter().find(|(s, _)| *s == status) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c = self.requests_for(status);
+                    cache.push((status, c.clone()));
+                    c
+                }
+            },
+            // A poisoned cache only costs the fast path.
+            Err(_) => self.requests_for(status),
+        };
+        counter.inc();
+    }
+
+    fn requests_for(&self, status: u16) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: self.label.clone(),
+                status,
+            })
+            .clone()
+    }
+}
+
 /// The gateway's metrics, served at `<reserved_prefix>metrics`.
 pub struct Metrics {
     registry: Registry,
@@ -139,6 +176,23 @@ impl Metrics {
             duration,
             upstream_errors,
             open_connections,
+        }
+    }
+
+    /// The per-route metrics handle for `route` (a route id, `internal` or `none`).
+    pub fn route(&self, route: &Arc<str>) -> RouteMetrics {
+        let label = Label(route.clone());
+        let duration = self
+            .duration
+            .get_or_create(&RouteLabel {
+                route: label.clone(),
+            })
+            .clone();
+        RouteMetrics {
+            label,
+            duration,
+            requests: self.requests.clone(),
+            by_status: std::sync::Mutex::new(Vec::new()),
         }
     }
 
