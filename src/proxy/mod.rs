@@ -117,8 +117,8 @@ impl Upstream {
         let https = scheme == Scheme::HTTPS;
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| fail(format!("url host: {e}")))?;
+            let name =
+                ServerName::try_from(host.clone()).map_err(|e| fail(format!("url host: {e}")))?;
             Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
         } else {
             None
