@@ -176,3 +176,32 @@ mod tests {
         assert_eq!(normalize_path("/a\\b"), Err(PathError::BadCharacter));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Normal form is a fixed point, has no dot-segments and no empty segments.
+        #[test]
+        fn normalization_is_idempotent(s in "/[a-zA-Z0-9./%_~-]{0,40}") {
+            if let Ok(n) = normalize_path(&s) {
+                let again = normalize_path(&n).unwrap();
+                prop_assert_eq!(&again, &n);
+                prop_assert!(!n.contains("//"));
+                prop_assert!(!n.split('/').any(|seg| seg == "." || seg == ".."));
+            }
+        }
+
+        /// Anything that normalizes to a path under /admin was under /admin all along, or
+        /// reached it through dot-segments that normalization resolved — never through an
+        /// encoded slash.
+        #[test]
+        fn encoded_slashes_never_become_separators(a in "[a-z]{1,5}", b in "[a-z]{1,5}") {
+            let p = format!("/{a}%2F..%2F{b}");
+            let n = normalize_path(&p).unwrap();
+            prop_assert_eq!(n.matches('/').count(), 1);
+        }
+    }
+}

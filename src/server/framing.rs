@@ -358,3 +358,54 @@ POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The verdict does not depend on how the bytes arrive.
+        #[test]
+        fn verdict_is_independent_of_read_boundaries(
+            data in proptest::collection::vec(any::<u8>(), 0..400),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut whole = FramingWatch::new();
+            whole.feed(&data);
+            let mut pieces = FramingWatch::new();
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+            points.sort_unstable();
+            let mut at = 0;
+            for p in points {
+                pieces.feed(&data[at..p]);
+                at = p;
+            }
+            pieces.feed(&data[at..]);
+            prop_assert_eq!(whole.violation(), pieces.violation());
+        }
+
+        /// Generated pipelines of well-framed requests never raise the flag, and ones with
+        /// a smuggling head always do.
+        #[test]
+        fn generated_pipelines(bodies in proptest::collection::vec("[a-z]{0,20}", 1..5), bad in any::<bool>()) {
+            let mut wire = Vec::new();
+            for (i, b) in bodies.iter().enumerate() {
+                if i % 2 == 0 {
+                    wire.extend_from_slice(format!("POST /{i} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{b}", b.len()).as_bytes());
+                } else if b.is_empty() {
+                    // An empty body is just the last chunk.
+                    wire.extend_from_slice(format!("POST /{i} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes());
+                } else {
+                    wire.extend_from_slice(format!("POST /{i} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{b}\r\n0\r\n\r\n", b.len()).as_bytes());
+                }
+            }
+            if bad {
+                wire.extend_from_slice(b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+            }
+            let mut w = FramingWatch::new();
+            w.feed(&wire);
+            prop_assert_eq!(w.violation(), bad);
+        }
+    }
+}
