@@ -3,6 +3,9 @@
 #   make test   fmt check, clippy -D warnings, the whole test suite
 # Both install the Debian packages they need when missing.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
 DEBS := pkg-config libssl-dev curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
@@ -23,7 +26,9 @@ demo: deps
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test
+	@mkdir -p target
+	$(CARGO) test --lib --bins --tests 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "summary: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
 
 unit:
 	$(CARGO) test --lib
