@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::assertion::{KeySet, Minter};
+use crate::config::{Config, Mode};
 use crate::gateway::Gateway;
 use crate::proxy::Upstreams;
 use crate::server::{self, Server, ShutdownHandle};
@@ -16,6 +17,8 @@ pub enum StartError {
     Upstream(#[from] crate::proxy::UpstreamSetupError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error("assertion: {0}")]
+    Assertion(#[from] crate::assertion::AssertionError),
 }
 
 /// A gateway whose listeners are bound, ready to run.
@@ -29,9 +32,10 @@ pub struct Running {
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
+    let minter = minter(&cfg)?;
     // One gateway per worker thread: each owns its upstream connection pools.
     let gateways = (0..cfg.worker_count())
-        .map(|_| Gateway::new(cfg.clone(), metrics.clone()).map(Arc::new))
+        .map(|_| Gateway::new(cfg.clone(), metrics.clone(), minter.clone()).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let listeners = server::bind(&cfg.server).await?;
     let addrs = listeners.iter().map(|l| l.local_addr).collect();
@@ -96,6 +100,20 @@ async fn wait_for_signal() {
     }
 }
 
+/// The identity-header minter: the configured keys, or in demo mode without keys a fresh
+/// development key (tokens from it verify only against this process's JWKS).
+fn minter(cfg: &Config) -> Result<Option<Arc<Minter>>, StartError> {
+    let a = &cfg.assertion;
+    let keys = if !a.key.is_empty() {
+        KeySet::load(a)?
+    } else if cfg.mode == Mode::Demo {
+        KeySet::ephemeral("demo-ephemeral")?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(Minter::new(Arc::new(keys), a.ttl))))
+}
+
 /// Everything `check-config` can find beyond `validate()`: unreadable TLS files and
 /// upstreams that cannot be set up.
 pub fn deep_check(cfg: &Config) -> Vec<String> {
@@ -109,6 +127,11 @@ pub fn deep_check(cfg: &Config) -> Vec<String> {
     }
     if let Err(e) = Upstreams::new(cfg) {
         problems.push(e.to_string());
+    }
+    if !cfg.assertion.key.is_empty()
+        && let Err(e) = KeySet::load(&cfg.assertion)
+    {
+        problems.push(format!("key `assertion.key`: {e}"));
     }
     problems
 }

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
+use crate::assertion::Minter;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::pages::{error_page, wants_json};
@@ -42,6 +43,10 @@ pub struct Gateway {
     health_path: String,
     ready_path: String,
     metrics_path: String,
+    jwks_path: String,
+    /// Mints the identity header; `None` when no key is configured (then no route is
+    /// protected: `Config::validate` guarantees it outside demo mode).
+    minter: Option<Arc<Minter>>,
     /// By route index: the route's upstream and metrics, resolved at start-up.
     route_upstreams: Vec<Arc<Upstream>>,
     route_metrics: Vec<RouteMetrics>,
@@ -50,7 +55,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<Gateway, UpstreamSetupError> {
+    pub fn new(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        minter: Option<Arc<Minter>>,
+    ) -> Result<Gateway, UpstreamSetupError> {
         let prefix = cfg.server.reserved_prefix.clone();
         let routes = RouteTable::new(&cfg);
         let upstreams = Upstreams::new(&cfg)?;
@@ -78,6 +87,8 @@ impl Gateway {
             health_path: format!("{prefix}healthz"),
             ready_path: format!("{prefix}readyz"),
             metrics_path: format!("{prefix}metrics"),
+            jwks_path: format!("{prefix}jwks.json"),
+            minter,
             cfg,
         })
     }
@@ -252,6 +263,10 @@ impl Gateway {
         };
         ex.path.clone_from(&path);
 
+        if self.cfg.assertion.well_known_jwks && path == "/.well-known/jwks.json" {
+            ex.route = RouteSlot::Internal;
+            return Ok(self.jwks_response());
+        }
         if path.starts_with(&s.reserved_prefix) {
             ex.route = RouteSlot::Internal;
             return Ok(self.internal(&path, ex));
@@ -433,6 +448,8 @@ impl Gateway {
                         GatewayBody::full("not ready\n"),
                     )
                 }
+            } else if path == self.jwks_path {
+                return self.jwks_response();
             } else if path == self.metrics_path {
                 (
                     StatusCode::OK,
@@ -448,6 +465,26 @@ impl Gateway {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    /// The public keys backends verify the identity header with. Cached briefly: during a
+    /// rotation the new key is published before it signs.
+    fn jwks_response(&self) -> Response<GatewayBody> {
+        let body = match &self.minter {
+            Some(m) => m.keys().jwks_json(),
+            None => bytes::Bytes::from_static(b"{\"keys\":[]}"),
+        };
+        let mut resp = Response::new(GatewayBody::full(body));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
         resp
     }
 

@@ -10,10 +10,12 @@
 )]
 
 pub mod app;
+pub mod assertion;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod pages;
 pub mod proxy;
 pub mod routes;

@@ -46,6 +46,34 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Verify an identity header the way a backend must: signature against the gateway's
+    /// JWKS, expiry, audience, issuer and (optionally) the request binding. Prints the
+    /// claims, or the reason it is refused (exit 1).
+    Verify {
+        /// JWKS location: an http(s) URL (e.g. https://gw/_varco/jwks.json) or a file.
+        #[arg(long)]
+        jwks: String,
+        /// The upstream id the header must be addressed to (`aud`).
+        #[arg(long)]
+        aud: String,
+        /// The gateway's issuer (`iss`); any issuer when omitted.
+        #[arg(long)]
+        iss: Option<String>,
+        /// The HTTP method the request used (`htm`).
+        #[arg(long)]
+        method: Option<String>,
+        /// The URL the request was for, scheme://host/path?query (`htu`).
+        #[arg(long)]
+        url: Option<String>,
+        /// CA bundle for an https JWKS URL (default: public web roots).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Allowed clock difference in seconds.
+        #[arg(long, default_value_t = 5)]
+        leeway: u64,
+        /// The header value; read from standard input when omitted.
+        token: Option<String>,
+    },
     /// Run only the echo upstream (for benchmarks and experiments).
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -66,6 +94,25 @@ fn main() -> ExitCode {
             certs_dir,
             config,
         } => demo(listen, certs_dir, config, cli.pretty),
+        Command::Verify {
+            jwks,
+            aud,
+            iss,
+            method,
+            url,
+            ca,
+            leeway,
+            token,
+        } => verify(VerifyArgs {
+            jwks,
+            aud,
+            iss,
+            method,
+            url,
+            ca,
+            leeway,
+            token,
+        }),
         Command::Echo { listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
             rt.block_on(async {
                 match varco::demo::echo::spawn(listen).await {
@@ -203,4 +250,81 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             }
         }
     })
+}
+
+struct VerifyArgs {
+    jwks: String,
+    aud: String,
+    iss: Option<String>,
+    method: Option<String>,
+    url: Option<String>,
+    ca: Option<PathBuf>,
+    leeway: u64,
+    token: Option<String>,
+}
+
+fn verify(a: VerifyArgs) -> ExitCode {
+    use std::io::Read as _;
+    use varco::assertion::verify::{Expected, parse_jwks, verify};
+    let token = match a.token {
+        Some(t) => t,
+        None => {
+            let mut s = String::new();
+            if std::io::stdin().read_to_string(&mut s).is_err() {
+                eprintln!("varco verify: cannot read the header from standard input");
+                return ExitCode::FAILURE;
+            }
+            s
+        }
+    };
+    // Accept the value alone or a whole `X-Varco-Assertion: ...` line.
+    let token = token.trim();
+    let token = token.rsplit_once(':').map_or(token, |(_, v)| v).trim();
+    let jwks_bytes = if a.jwks.starts_with("http://") || a.jwks.starts_with("https://") {
+        let Some(rt) = runtime() else {
+            return ExitCode::FAILURE;
+        };
+        match rt.block_on(varco::assertion::fetch::get(&a.jwks, a.ca.as_deref())) {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                eprintln!("varco verify: JWKS {}: {e}", a.jwks);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match std::fs::read(&a.jwks) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("varco verify: JWKS file {}: {e}", a.jwks);
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let jwks = match parse_jwks(&jwks_bytes) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("varco verify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let expected = Expected {
+        audience: &a.aud,
+        issuer: a.iss.as_deref(),
+        method: a.method.as_deref(),
+        url: a.url.as_deref(),
+        leeway: a.leeway,
+    };
+    match verify(token, &jwks, &expected) {
+        Ok(claims) => {
+            match serde_json::to_string_pretty(&claims) {
+                Ok(text) => println!("{text}"),
+                Err(_) => println!("valid"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -162,7 +162,10 @@ async fn reserved_prefix_is_configurable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_routes_fail_closed_without_a_login_method() {
     let up = upstreams::echo().await;
-    let gw = Gateway::start(&simple_config(up, "").replace("public = true", "public = false"));
+    let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let cfg = simple_config(up, "").replace("public = true", "public = false")
+        + "[assertion]\nissuer = \"https://gw.test/\"\n[[assertion.key]]\nkid = \"k1\"\nprivate_key = \"@DIR@/k1.pem\"\n";
+    let gw = Gateway::start_with(&cfg, &[("k1.pem", &key)]);
     let r = get_json(&gw.url("/private"), &[]).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "authentication_required");

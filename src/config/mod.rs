@@ -77,6 +77,9 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// The signed identity header (see `assertion`).
+    #[serde(default)]
+    pub assertion: crate::assertion::AssertionConfig,
     #[serde(default)]
     pub upstream: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -425,6 +428,54 @@ impl Config {
                 );
             }
         }
+        let a = &self.assertion;
+        if a.ttl.is_zero() || a.ttl > Duration::from_secs(300) {
+            bad("assertion.ttl".into(), "must be between 1s and 300s".into());
+        }
+        let header = self.assertion_header();
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            bad("assertion.header".into(), "not a valid header name".into());
+        } else if !crate::proxy::headers::IdentityPrefix::new(id_prefix).matches(&header) {
+            bad(
+                "assertion.header".into(),
+                format!(
+                    "must start with server.identity_header_prefix `{id_prefix}`, so that a client can never send it"
+                ),
+            );
+        }
+        let mut kids = std::collections::HashSet::new();
+        for (i, k) in a.key.iter().enumerate() {
+            if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+                bad(
+                    format!("assertion.key[{i}].kid"),
+                    "must be present and unique".into(),
+                );
+            }
+            if !k.private_key.is_file() {
+                bad(
+                    format!("assertion.key[{i}].private_key"),
+                    format!("file `{}` does not exist", k.private_key.display()),
+                );
+            }
+        }
+        match &a.active_kid {
+            Some(kid) if !a.key.iter().any(|k| &k.kid == kid) => bad(
+                "assertion.active_kid".into(),
+                format!("no key with kid `{kid}` in assertion.key"),
+            ),
+            None if a.key.len() > 1 => bad(
+                "assertion.active_kid".into(),
+                "must name the signing key when several keys are configured".into(),
+            ),
+            _ => {}
+        }
+        let protected = self.route.iter().any(|r| r.public == Some(false));
+        if protected && a.key.is_empty() && self.mode != Mode::Demo {
+            bad(
+                "assertion.key".into(),
+                "protected routes need a signing key for the identity header".into(),
+            );
+        }
         if self.route.is_empty() {
             bad("route".into(), "at least one route is needed".into());
         }
@@ -462,6 +513,17 @@ impl Config {
             }
         }
         problems
+    }
+
+    /// The identity header's name (lower case).
+    pub fn assertion_header(&self) -> String {
+        match &self.assertion.header {
+            Some(h) => h.to_ascii_lowercase(),
+            None => format!(
+                "{}assertion",
+                self.server.identity_header_prefix.to_ascii_lowercase()
+            ),
+        }
     }
 
     /// Number of worker threads to run.

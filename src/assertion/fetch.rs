@@ -1,0 +1,115 @@
+//! Fetching a JWKS over HTTP(S) for `varco verify` (the backend developer's tool): one GET,
+//! a size cap, a timeout, certificates verified against the public web roots or a given CA.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("not an http(s) URL")]
+    Url,
+    #[error("cannot reach {0}")]
+    Connect(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("the server answered {0}")]
+    Status(u16),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// GETs `url` and returns the body (at most 1 MiB).
+pub async fn get(url: &str, ca: Option<&Path>) -> Result<Bytes, FetchError> {
+    tokio::time::timeout(Duration::from_secs(10), get_inner(url, ca))
+        .await
+        .map_err(|_| FetchError::Timeout)?
+}
+
+async fn get_inner(url: &str, ca: Option<&Path>) -> Result<Bytes, FetchError> {
+    let uri: http::Uri = url.parse().map_err(|_| FetchError::Url)?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(FetchError::Url),
+    };
+    let host = uri.host().ok_or(FetchError::Url)?.to_string();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tcp = TcpStream::connect((bare_host.as_str(), port))
+        .await
+        .map_err(|e| FetchError::Connect(e.to_string()))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+    if https {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca {
+            Some(p) => {
+                for c in
+                    crate::server::tls::load_certs(p).map_err(|e| FetchError::Tls(e.to_string()))?
+                {
+                    roots.add(c).map_err(|e| FetchError::Tls(e.to_string()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FetchError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from(bare_host).map_err(|_| FetchError::Url)?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| FetchError::Tls(e.to_string()))?;
+        exchange(tls, &authority, &path).await
+    } else {
+        exchange(tcp, &authority, &path).await
+    }
+}
+
+async fn exchange<S>(io: S, authority: &str, path: &str) -> Result<Bytes, FetchError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(
+            http::header::ACCEPT,
+            "application/jwk-set+json, application/json",
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(FetchError::Status(resp.status().as_u16()));
+    }
+    Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| FetchError::Http(e.to_string()))
+}

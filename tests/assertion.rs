@@ -1,0 +1,197 @@
+//! The identity-header contract as a backend sees it: the gateway publishes its keys at
+//! `/_varco/jwks.json`, and `varco verify` checks a header against them (signature, expiry,
+//! audience, issuer, request binding), printing the claims or the precise reason.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{Gateway, request, simple_config, upstreams};
+use varco::assertion::{KeySet, Minter, RequestBinding, SessionClaims, SigningAlgorithm};
+use varco::identity::{FiscalCode, Identity, Level, Method, Role};
+
+fn identity() -> Identity {
+    Identity {
+        subject: FiscalCode::parse("RSSMRA80A01H501U").unwrap(),
+        given_name: "Mario".into(),
+        family_name: "Rossi".into(),
+        level: Level::SpidL2,
+        method: Method::Spid,
+        idp: "https://idp.example/".into(),
+        roles: vec![Role("operatore".into())],
+        auth_time: 0,
+        extra: Default::default(),
+    }
+}
+
+fn config_with_keys(up: std::net::SocketAddr, keys: &[&str], active: &str) -> String {
+    let mut cfg = simple_config(up, "").replace("public = true", "public = false");
+    cfg.push_str(&format!(
+        "[assertion]\nissuer = \"https://gw.test/\"\nactive_kid = \"{active}\"\nwell_known_jwks = true\n"
+    ));
+    for k in keys {
+        cfg.push_str(&format!(
+            "[[assertion.key]]\nkid = \"{k}\"\nprivate_key = \"@DIR@/{k}.pem\"\n"
+        ));
+    }
+    cfg
+}
+
+fn verify_cli(args: &[&str], token: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .arg("verify")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("X-Varco-Assertion: {token}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_verify_headers_against_the_published_jwks() {
+    let up = upstreams::echo().await;
+    let k1 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let k2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    let gw = Gateway::start_with(
+        &config_with_keys(up, &["k1", "k2"], "k1")
+            .replace("kid = \"k2\"", "kid = \"k2\"\nalg = \"EdDSA\""),
+        &[("k1.pem", &k1), ("k2.pem", &k2)],
+    );
+
+    let jwks = request("GET", &gw.url("/_varco/jwks.json"), &[], "").await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.headers["content-type"], "application/jwk-set+json");
+    assert!(
+        jwks.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let v = jwks.json();
+    let kids: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, vec!["k1", "k2"]);
+    let well_known = request("GET", &gw.url("/.well-known/jwks.json"), &[], "").await;
+    assert_eq!(well_known.body, jwks.body);
+
+    // A header minted with the gateway's active key (the same files) verifies via the URL.
+    let keys = Arc::new(
+        KeySet::from_pems(
+            vec![(
+                "k1".into(),
+                SigningAlgorithm::ES256,
+                k1.clone().into_bytes(),
+            )],
+            Some("k1"),
+        )
+        .unwrap(),
+    );
+    let minter = Minter::new(keys, Duration::from_secs(60));
+    let session = SessionClaims::new("https://gw.test/", &identity(), "sid").unwrap();
+    let url = "https://app.example.it/fascicolo/x?y=1";
+    let token = minter
+        .mint(
+            &session,
+            &RequestBinding {
+                audience: "app",
+                method: "GET",
+                url,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+    let jwks_url = gw.url("/_varco/jwks.json");
+    let base = [
+        "--jwks",
+        jwks_url.as_str(),
+        "--aud",
+        "app",
+        "--iss",
+        "https://gw.test/",
+        "--method",
+        "GET",
+        "--url",
+        url,
+    ];
+    let (ok, out, err) = verify_cli(&base, &token);
+    assert!(ok, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["sub"], "RSSMRA80A01H501U");
+    assert_eq!(claims["roles"][0], "operatore");
+
+    // Replayed for another URL: refused with the reason.
+    let mut other = base.to_vec();
+    other[9] = "https://app.example.it/fascicolo/other";
+    let (ok, _, err) = verify_cli(&other, &token);
+    assert!(!ok);
+    assert!(err.contains("minted for URL"), "{err}");
+
+    // Wrong audience, and a JWKS file without the signing key.
+    let mut wrong_aud = base.to_vec();
+    wrong_aud[3] = "domande";
+    let (ok, _, err) = verify_cli(&wrong_aud, &token);
+    assert!(!ok && err.contains("audience"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    let mut only_k2 = v.clone();
+    only_k2["keys"].as_array_mut().unwrap().remove(0);
+    std::fs::write(&file, only_k2.to_string()).unwrap();
+    let mut from_file = base.to_vec();
+    let file_arg = file.display().to_string();
+    from_file[1] = &file_arg;
+    let (ok, _, err) = verify_cli(&from_file, &token);
+    assert!(!ok && err.contains("no key `k1`"), "{err}");
+}
+
+#[test]
+fn identity_header_configuration_is_checked() {
+    let check = |extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        let cfg = simple_config("127.0.0.1:9".parse().unwrap(), "")
+            .replace("public = true", "public = false")
+            + extra;
+        std::fs::write(&path, cfg).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A protected route without a signing key.
+    let (ok, err) = check("");
+    assert!(!ok && err.contains("assertion.key"), "{err}");
+    // A header name clients could send (outside the stripped prefix).
+    let (ok, err) = check("[assertion]\nheader = \"X-User\"\n");
+    assert!(!ok && err.contains("assertion.header"), "{err}");
+    // An active kid that is not configured; a lifetime over 300 s.
+    let (ok, err) = check("[assertion]\nactive_kid = \"nope\"\nttl = \"10m\"\n");
+    assert!(!ok && err.contains("assertion.active_kid"), "{err}");
+    assert!(err.contains("assertion.ttl"), "{err}");
+}
