@@ -20,6 +20,7 @@ pub mod pages;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 
 /// The boxed error type used where errors of several libraries meet (bodies, IO).

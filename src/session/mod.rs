@@ -1,0 +1,279 @@
+//! Sessions: an opaque 256-bit random id in a cookie, the session itself server-side
+//! behind [`SessionStore`]. The embedded store ([`MemoryStore`]) uses moka; a Redis store
+//! can implement the same trait (scale-out). Besides sessions the store keeps short-lived
+//! pending-login state (request ids, PKCE verifiers, nonces, return URL), consumed once,
+//! and the replay cache.
+//!
+//! Timeouts (idle, absolute) are decided here from the session's own timestamps and an
+//! injected [`Clock`], so they are exact and testable; the cache's own expiry only bounds
+//! memory. Every store error is "unavailable": callers fail closed on it.
+
+pub mod cookie;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::assertion::SessionClaims;
+use crate::identity::Identity;
+
+/// A session id: 32 random bytes. Its text form is 43 base64url characters.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; 32]);
+
+impl SessionId {
+    pub fn random() -> SessionId {
+        SessionId(rand::random())
+    }
+
+    /// Parses the cookie form; anything else is no session.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        if text.len() != 43 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        Some(SessionId(bytes.try_into().ok()?))
+    }
+
+    pub fn to_cookie_value(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// A one-way handle for logs and the `sid` claim: never the id itself.
+    pub fn hash(&self) -> String {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
+        URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the id: it is a bearer credential.
+        write!(f, "SessionId({})", self.hash())
+    }
+}
+
+/// Seconds since the Unix epoch, from a clock tests can move.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> u64;
+}
+
+/// The real clock, with an offset tests can move forward.
+#[derive(Default)]
+pub struct SystemClock {
+    offset: AtomicI64,
+}
+
+impl SystemClock {
+    pub fn advance(&self, by: Duration) {
+        self.offset.fetch_add(by.as_secs() as i64, Ordering::AcqRel);
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as i64;
+        (real + self.offset.load(Ordering::Acquire)).max(0) as u64
+    }
+}
+
+/// A logged-in user's session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub identity: Identity,
+    /// When the login happened (seconds since the epoch).
+    pub created: u64,
+    /// Last request seen (seconds since the epoch).
+    pub last_seen: u64,
+    /// `sid` claim: hash of the session id.
+    pub sid: String,
+    /// Claims constant for the session, encoded once (rebuilt after a store round trip).
+    #[serde(skip)]
+    pub claims: Option<SessionClaims>,
+}
+
+/// Login state kept between sending the user to an IdP and the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// Where to send the user afterwards (a validated relative URL).
+    pub return_to: String,
+    /// Protocol-specific state (request id, PKCE verifier, nonce...).
+    pub data: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot answer (Redis down, ...). Callers refuse the request.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Timeouts and bounds of a store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub idle: Duration,
+    pub absolute: Duration,
+    pub capacity: u64,
+}
+
+/// Where sessions, pending logins and the replay cache live. All methods are async so
+/// a networked store fits; "absent" is `Ok(None)`/`Ok(false)`, never an error.
+pub trait SessionStore: Send + Sync + 'static {
+    /// The session if it exists and has neither idled out nor passed its absolute
+    /// lifetime; refreshes its idle timer.
+    fn get(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+    fn put(
+        &self,
+        id: &SessionId,
+        session: Session,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Keeps pending-login state under `key` for `ttl`.
+    fn put_pending(
+        &self,
+        key: &str,
+        pending: PendingLogin,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Returns and removes the pending state: a second call gets `None`.
+    fn take_pending(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<PendingLogin>, StoreError>> + Send;
+    /// Remembers `key` for `ttl`; `true` if it was not there (first use), `false` on replay.
+    fn insert_if_absent(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+#[derive(Clone)]
+struct Expiring<T> {
+    value: T,
+    expires: u64,
+}
+
+/// The embedded store: moka caches bounded by capacity, timeouts from the clock.
+pub struct MemoryStore {
+    sessions: moka::sync::Cache<SessionId, Session>,
+    pending: moka::sync::Cache<String, Expiring<PendingLogin>>,
+    replay: moka::sync::Cache<String, u64>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStore {
+    pub fn new(limits: Limits, clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore {
+            // The cache's own expiry only frees memory; validity is decided in `get`.
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(limits.capacity)
+                .time_to_idle(limits.idle + Duration::from_secs(60))
+                .time_to_live(limits.absolute + Duration::from_secs(60))
+                .build(),
+            pending: moka::sync::Cache::builder()
+                .max_capacity(limits.capacity)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            replay: moka::sync::Cache::builder()
+                .max_capacity(limits.capacity.saturating_mul(4))
+                .time_to_live(Duration::from_secs(24 * 3600))
+                .build(),
+            limits,
+            clock,
+        }
+    }
+
+    fn valid(&self, s: &Session, now: u64) -> bool {
+        now < s.created.saturating_add(self.limits.absolute.as_secs())
+            && now < s.last_seen.saturating_add(self.limits.idle.as_secs())
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let now = self.clock.now();
+        let Some(mut s) = self.sessions.get(id) else {
+            return Ok(None);
+        };
+        if !self.valid(&s, now) {
+            self.sessions.invalidate(id);
+            return Ok(None);
+        }
+        // Refresh the idle timer at most once a second per session.
+        if s.last_seen != now {
+            s.last_seen = now;
+            self.sessions.insert(id.clone(), s.clone());
+        }
+        Ok(Some(s))
+    }
+
+    async fn put(&self, id: &SessionId, session: Session) -> Result<(), StoreError> {
+        self.sessions.insert(id.clone(), session);
+        Ok(())
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.sessions.invalidate(id);
+        Ok(())
+    }
+
+    async fn put_pending(
+        &self,
+        key: &str,
+        pending: PendingLogin,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let expires = self.clock.now().saturating_add(ttl.as_secs());
+        self.pending.insert(
+            key.to_string(),
+            Expiring {
+                value: pending,
+                expires,
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_pending(&self, key: &str) -> Result<Option<PendingLogin>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .pending
+            .remove(key)
+            .filter(|e| now < e.expires)
+            .map(|e| e.value))
+    }
+
+    async fn insert_if_absent(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let expires = now.saturating_add(ttl.as_secs());
+        // `entry().or_insert_with` is atomic per key: two racing inserts cannot both win.
+        let entry = self
+            .replay
+            .entry(key.to_string())
+            .or_insert_with(|| expires);
+        if entry.is_fresh() {
+            return Ok(true);
+        }
+        if *entry.value() <= now {
+            // The remembered key has expired: this use is a first use again.
+            self.replay.insert(key.to_string(), expires);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests;
