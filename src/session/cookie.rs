@@ -91,10 +91,10 @@ mod tests {
         assert_eq!(spec().read(&h), Some(id.clone()));
         // Tampered: one character changed, too short, junk, duplicated.
         let mut v = id.to_cookie_value();
-        let last = v.pop().unwrap();
+        v.pop();
         for bad in [
             format!("__Host-varco={v}"),
-            format!("__Host-varco={v}{}", if last == 'A' { '!' } else { '!' }),
+            format!("__Host-varco={v}!"),
             "__Host-varco=../../etc".to_string(),
             format!("__Host-varco={0}; __Host-varco={0}", id.to_cookie_value()),
         ] {
