@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::assertion::{KeySet, Minter};
 use crate::config::{Config, Mode};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Services};
 use crate::proxy::Upstreams;
 use crate::server::{self, Server, ShutdownHandle};
 use crate::telemetry::Metrics;
@@ -33,9 +33,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let minter = minter(&cfg)?;
+    let services = Arc::new(Services::new(&cfg, metrics.clone(), minter));
     // One gateway per worker thread: each owns its upstream connection pools.
     let gateways = (0..cfg.worker_count())
-        .map(|_| Gateway::new(cfg.clone(), metrics.clone(), minter.clone()).map(Arc::new))
+        .map(|_| Gateway::new(cfg.clone(), services.clone()).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let listeners = server::bind(&cfg.server).await?;
     let addrs = listeners.iter().map(|l| l.local_addr).collect();

@@ -41,6 +41,16 @@ pub enum GatewayError {
     UpstreamProtocol { upstream: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("login required")]
+    LoginRequired { login_url: String },
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("malformed form submission")]
+    BadForm,
+    #[error("the identity header could not be minted")]
+    Minting,
 }
 
 impl GatewayError {
@@ -56,7 +66,11 @@ impl GatewayError {
             AuthenticationRequired => StatusCode::UNAUTHORIZED,
             UpstreamConnect { .. } | UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            LoginRequired { .. } => StatusCode::UNAUTHORIZED,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            BadForm => StatusCode::BAD_REQUEST,
+            Minting => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -66,7 +80,7 @@ impl GatewayError {
             UpstreamConnect { .. } | UpstreamTimeout { .. } | UpstreamProtocol { .. } => {
                 Culprit::Upstream
             }
-            ShuttingDown => Culprit::Internal,
+            ShuttingDown | StoreUnavailable | Minting => Culprit::Internal,
             _ => Culprit::Downstream,
         }
     }
@@ -87,6 +101,11 @@ impl GatewayError {
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamProtocol { .. } => "upstream_error",
             ShuttingDown => "shutting_down",
+            LoginRequired { .. } => "login_required",
+            StoreUnavailable => "session_store_unavailable",
+            MethodNotAllowed => "method_not_allowed",
+            BadForm => "bad_form",
+            Minting => "internal_error",
         }
     }
 
@@ -133,6 +152,22 @@ impl GatewayError {
             ShuttingDown => (
                 "Il servizio si sta riavviando. Riprova tra poco.",
                 "The service is restarting. Please try again shortly.",
+            ),
+            LoginRequired { .. } => (
+                "Per continuare accedi con SPID, CIE o CNS.",
+                "Please log in with SPID, CIE or CNS to continue.",
+            ),
+            StoreUnavailable | Minting => (
+                "Il servizio di accesso non è al momento disponibile. Riprova più tardi.",
+                "The login service is not available right now. Please try again later.",
+            ),
+            MethodNotAllowed => (
+                "Operazione non consentita.",
+                "This operation is not allowed here.",
+            ),
+            BadForm => (
+                "I dati inviati non sono validi.",
+                "The submitted data is not valid.",
             ),
         }
     }

@@ -99,6 +99,82 @@ h1{{font-size:1.5rem}}.en{{color:#555}}code{{background:#eee;padding:0 .2rem}}</
     }
 }
 
+fn page_shell(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
+h1{{font-size:1.5rem}}.en{{color:#555}}button{{font:inherit;padding:.6rem 1rem;margin:.3rem 0;\
+border:2px solid #06c;background:#06c;color:#fff;border-radius:4px;cursor:pointer;min-width:18rem;text-align:left}}\
+button:focus{{outline:3px solid #fc0;outline-offset:2px}}ul{{list-style:none;padding:0}}</style></head>\
+<body><main>{body}</main></body></html>\n",
+        title = escape_html(title),
+    )
+}
+
+/// One choice on the login page: a button that POSTs hidden fields to `action`.
+pub struct LoginChoice<'a> {
+    pub action: &'a str,
+    pub fields: Vec<(&'a str, &'a str)>,
+    pub label_it: &'a str,
+    pub label_en: &'a str,
+}
+
+/// The login chooser. Works without JavaScript: every choice is a form with a button,
+/// reachable with the keyboard.
+pub fn login_page(choices: &[LoginChoice<'_>], development: bool) -> String {
+    let mut body = String::from(
+        "<h1>Accedi al servizio</h1><p class=\"en\" lang=\"en\">Log in to the service</p>",
+    );
+    if development {
+        body.push_str(
+            "<p><strong>Ambiente di sviluppo:</strong> utenti di prova, nessuna verifica reale. \
+<span class=\"en\" lang=\"en\">Development only: test users, no real authentication.</span></p>",
+        );
+    }
+    if choices.is_empty() {
+        body.push_str(
+            "<p>Nessun metodo di accesso è configurato.</p>\
+<p class=\"en\" lang=\"en\">No login method is configured.</p>",
+        );
+    } else {
+        body.push_str("<ul>");
+        for c in choices {
+            body.push_str(&format!(
+                "<li><form method=\"post\" action=\"{}\">",
+                escape_html(c.action)
+            ));
+            for (k, v) in &c.fields {
+                body.push_str(&format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    escape_html(k),
+                    escape_html(v)
+                ));
+            }
+            body.push_str(&format!(
+                "<button type=\"submit\">{} <span lang=\"en\">({})</span></button></form></li>",
+                escape_html(c.label_it),
+                escape_html(c.label_en)
+            ));
+        }
+        body.push_str("</ul>");
+    }
+    page_shell("Accedi / Log in", &body)
+}
+
+/// Shown after logout when there is nowhere to return to.
+pub fn logged_out_page(login_url: &str) -> String {
+    page_shell(
+        "Uscita / Logged out",
+        &format!(
+            "<h1>Sei uscito dal servizio</h1><p class=\"en\" lang=\"en\">You are logged out.</p>\
+<p><a href=\"{}\">Accedi di nuovo</a> · <a lang=\"en\" href=\"{0}\">Log in again</a></p>",
+            escape_html(login_url)
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

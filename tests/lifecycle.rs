@@ -160,7 +160,7 @@ async fn reserved_prefix_is_configurable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protected_routes_fail_closed_without_a_login_method() {
+async fn protected_routes_refuse_requests_without_a_session() {
     let up = upstreams::echo().await;
     let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let cfg = simple_config(up, "").replace("public = true", "public = false")
@@ -168,7 +168,13 @@ async fn protected_routes_fail_closed_without_a_login_method() {
     let gw = Gateway::start_with(&cfg, &[("k1.pem", &key)]);
     let r = get_json(&gw.url("/private"), &[]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.json()["error"], "authentication_required");
+    assert_eq!(r.json()["error"], "login_required");
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("/_varco/login?return=%2Fprivate")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

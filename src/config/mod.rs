@@ -77,6 +77,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
     /// The signed identity header (see `assertion`).
     #[serde(default)]
     pub assertion: crate::assertion::AssertionConfig,
@@ -157,6 +159,40 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `[session]`: the session cookie and lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// `__Host-` cookies are bound to this exact host, path `/`, and need `Secure`.
+    pub cookie_name: String,
+    /// Send the cookie only over HTTPS. Only a local plain-HTTP setup turns this off.
+    pub secure: bool,
+    /// A session with no request for this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, active or not.
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// Sessions kept at most (the oldest unused are evicted first).
+    pub capacity: u64,
+    /// How long a login may take between leaving for the IdP and coming back.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            cookie_name: "__Host-varco".into(),
+            secure: true,
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(8 * 3600),
+            capacity: 100_000,
+            login_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -232,6 +268,10 @@ pub struct RouteConfig {
     /// Overrides `server.max_body_bytes` for this route.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Also send plain identity headers (`X-Varco-Fiscal-Code`, ...) for backends that
+    /// cannot verify the signed header. Only on protected routes.
+    #[serde(default)]
+    pub identity_headers: bool,
 }
 
 fn default_host() -> String {
@@ -425,6 +465,44 @@ impl Config {
                 bad(
                     format!("upstream.{name}.ca"),
                     format!("file `{}` does not exist", ca.display()),
+                );
+            }
+        }
+        let se = &self.session;
+        let cookie_ok = !se.cookie_name.is_empty()
+            && se
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !cookie_ok {
+            bad(
+                "session.cookie_name".into(),
+                "letters, digits, `-` and `_` only".into(),
+            );
+        }
+        if se.cookie_name.starts_with("__Host-") && !se.secure {
+            bad(
+                "session.secure".into(),
+                "a `__Host-` cookie must be Secure; rename the cookie for plain HTTP".into(),
+            );
+        }
+        if se.idle_timeout.is_zero() || se.absolute_timeout < se.idle_timeout {
+            bad(
+                "session.absolute_timeout".into(),
+                "must be at least session.idle_timeout, which must be above zero".into(),
+            );
+        }
+        if se.capacity == 0 || se.login_timeout.is_zero() {
+            bad(
+                "session".into(),
+                "capacity and login_timeout must be above zero".into(),
+            );
+        }
+        for (i, r) in self.route.iter().enumerate() {
+            if r.identity_headers && r.public == Some(true) {
+                bad(
+                    format!("route[{i}].identity_headers"),
+                    "only protected routes have an identity to send".into(),
                 );
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod echo;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::path::Path;

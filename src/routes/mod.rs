@@ -23,6 +23,7 @@ pub struct Route {
     pub upstream: Arc<str>,
     pub public: bool,
     pub max_body_bytes: u64,
+    pub identity_headers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +113,7 @@ impl RouteTable {
                     upstream: r.upstream.as_str().into(),
                     public: r.public.unwrap_or(false),
                     max_body_bytes: r.max_body_bytes.unwrap_or(cfg.server.max_body_bytes),
+                    identity_headers: r.identity_headers,
                 };
                 (HostPattern::parse(&r.host), Arc::new(route))
             })

@@ -9,6 +9,7 @@
 //! memory. Every store error is "unavailable": callers fail closed on it.
 
 pub mod cookie;
+pub mod return_url;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,14 +85,13 @@ impl Clock for SystemClock {
     }
 }
 
-/// A logged-in user's session.
+/// A logged-in user's session. Immutable once created (a new login makes a new session
+/// under a new id); the store tracks when it was last used.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
     pub identity: Identity,
     /// When the login happened (seconds since the epoch).
     pub created: u64,
-    /// Last request seen (seconds since the epoch).
-    pub last_seen: u64,
     /// `sid` claim: hash of the session id.
     pub sid: String,
     /// Claims constant for the session, encoded once (rebuilt after a store round trip).
@@ -131,7 +131,7 @@ pub trait SessionStore: Send + Sync + 'static {
     fn get(
         &self,
         id: &SessionId,
-    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<Session>>, StoreError>> + Send;
     fn put(
         &self,
         id: &SessionId,
@@ -164,9 +164,14 @@ struct Expiring<T> {
     expires: u64,
 }
 
+struct SessionEntry {
+    session: Arc<Session>,
+    last_seen: std::sync::atomic::AtomicU64,
+}
+
 /// The embedded store: moka caches bounded by capacity, timeouts from the clock.
 pub struct MemoryStore {
-    sessions: moka::sync::Cache<SessionId, Session>,
+    sessions: moka::sync::Cache<SessionId, Arc<SessionEntry>>,
     pending: moka::sync::Cache<String, Expiring<PendingLogin>>,
     replay: moka::sync::Cache<String, u64>,
     limits: Limits,
@@ -195,32 +200,39 @@ impl MemoryStore {
         }
     }
 
-    fn valid(&self, s: &Session, now: u64) -> bool {
-        now < s.created.saturating_add(self.limits.absolute.as_secs())
-            && now < s.last_seen.saturating_add(self.limits.idle.as_secs())
+    fn valid(&self, e: &SessionEntry, now: u64) -> bool {
+        let last_seen = e.last_seen.load(Ordering::Acquire);
+        now < e
+            .session
+            .created
+            .saturating_add(self.limits.absolute.as_secs())
+            && now < last_seen.saturating_add(self.limits.idle.as_secs())
     }
 }
 
 impl SessionStore for MemoryStore {
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let now = self.clock.now();
-        let Some(mut s) = self.sessions.get(id) else {
+        let Some(e) = self.sessions.get(id) else {
             return Ok(None);
         };
-        if !self.valid(&s, now) {
+        if !self.valid(&e, now) {
             self.sessions.invalidate(id);
             return Ok(None);
         }
-        // Refresh the idle timer at most once a second per session.
-        if s.last_seen != now {
-            s.last_seen = now;
-            self.sessions.insert(id.clone(), s.clone());
-        }
-        Ok(Some(s))
+        e.last_seen.fetch_max(now, Ordering::AcqRel);
+        Ok(Some(e.session.clone()))
     }
 
     async fn put(&self, id: &SessionId, session: Session) -> Result<(), StoreError> {
-        self.sessions.insert(id.clone(), session);
+        let last_seen = std::sync::atomic::AtomicU64::new(session.created.max(self.clock.now()));
+        self.sessions.insert(
+            id.clone(),
+            Arc::new(SessionEntry {
+                session: Arc::new(session),
+                last_seen,
+            }),
+        );
         Ok(())
     }
 

@@ -44,7 +44,6 @@ fn session(now: u64) -> Session {
             extra: Default::default(),
         },
         created: now,
-        last_seen: now,
         sid: "h".into(),
         claims: None,
     }

@@ -14,8 +14,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
-use crate::assertion::Minter;
-use crate::config::Config;
+use crate::assertion::{Minter, RequestBinding, SessionClaims};
+use crate::config::{Config, Mode};
+use crate::demo::users::{TestUser, test_users};
 use crate::error::GatewayError;
 use crate::pages::{error_page, wants_json};
 use crate::proxy::body::OnBodyEnd;
@@ -27,26 +28,89 @@ use crate::proxy::{
 };
 use crate::routes::{Route, RouteTable, host_without_port, normalize_path};
 use crate::server::{ConnInfo, Handler};
+use crate::session::cookie::CookieSpec;
+use crate::session::{Limits, MemoryStore, Session, SessionStore, SystemClock};
 use crate::telemetry::access;
 use crate::telemetry::{Label, Metrics, RouteMetrics, UpstreamErrorLabels};
 
+/// Characters percent-encoded in plain identity header values: everything but unreserved.
+const HEADER_VALUE_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+mod endpoints;
+
+/// What every worker's gateway shares: metrics, the identity-header minter, the session
+/// store and the clock.
+pub struct Services {
+    pub metrics: Arc<Metrics>,
+    /// Mints the identity header; `None` when no key is configured (then no route is
+    /// protected: `Config::validate` guarantees it outside demo mode).
+    pub minter: Option<Arc<Minter>>,
+    pub store: Arc<MemoryStore>,
+    pub clock: Arc<SystemClock>,
+}
+
+impl Services {
+    /// Services for `cfg` with the given minter and a fresh in-memory session store.
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>, minter: Option<Arc<Minter>>) -> Services {
+        let clock = Arc::new(SystemClock::default());
+        let store = Arc::new(MemoryStore::new(
+            Limits {
+                idle: cfg.session.idle_timeout,
+                absolute: cfg.session.absolute_timeout,
+                capacity: cfg.session.capacity,
+            },
+            clock.clone(),
+        ));
+        Services {
+            metrics,
+            minter,
+            store,
+            clock,
+        }
+    }
+}
+
+/// The gateway's own paths under the reserved prefix.
+struct Paths {
+    health: String,
+    ready: String,
+    metrics: String,
+    jwks: String,
+    login: String,
+    logout: String,
+    dev_login: String,
+}
+
+/// Names of the plain identity headers (opt-in per route).
+struct PlainHeaders {
+    fiscal_code: HeaderName,
+    given_name: HeaderName,
+    family_name: HeaderName,
+    level: HeaderName,
+    method: HeaderName,
+    roles: HeaderName,
+}
 
 /// The gateway: configuration compiled into what the request path needs.
 pub struct Gateway {
     cfg: Arc<Config>,
+    services: Arc<Services>,
     routes: RouteTable,
     identity_prefix: IdentityPrefix,
     trusted_proxies: Vec<IpNet>,
-    metrics: Arc<Metrics>,
     ready: AtomicBool,
-    health_path: String,
-    ready_path: String,
-    metrics_path: String,
-    jwks_path: String,
-    /// Mints the identity header; `None` when no key is configured (then no route is
-    /// protected: `Config::validate` guarantees it outside demo mode).
-    minter: Option<Arc<Minter>>,
+    paths: Paths,
+    cookie: CookieSpec,
+    assertion_header: HeaderName,
+    plain: PlainHeaders,
+    /// The development login's users; `Some` only in demo mode.
+    demo_users: Option<Vec<TestUser>>,
     /// By route index: the route's upstream and metrics, resolved at start-up.
     route_upstreams: Vec<Arc<Upstream>>,
     route_metrics: Vec<RouteMetrics>,
@@ -54,13 +118,15 @@ pub struct Gateway {
     internal_metrics: RouteMetrics,
 }
 
+fn header_name(text: &str) -> Result<HeaderName, UpstreamSetupError> {
+    HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| UpstreamSetupError::unknown(&format!("header {text}")))
+}
+
 impl Gateway {
-    pub fn new(
-        cfg: Arc<Config>,
-        metrics: Arc<Metrics>,
-        minter: Option<Arc<Minter>>,
-    ) -> Result<Gateway, UpstreamSetupError> {
+    pub fn new(cfg: Arc<Config>, services: Arc<Services>) -> Result<Gateway, UpstreamSetupError> {
         let prefix = cfg.server.reserved_prefix.clone();
+        let metrics = &services.metrics;
         let routes = RouteTable::new(&cfg);
         let upstreams = Upstreams::new(&cfg)?;
         let mut route_upstreams = Vec::with_capacity(cfg.route.len());
@@ -74,6 +140,15 @@ impl Gateway {
             route_upstreams.push(up);
             route_metrics.push(metrics.route(&Arc::from(format!("route[{i}]"))));
         }
+        let id = cfg.server.identity_header_prefix.to_ascii_lowercase();
+        let plain = PlainHeaders {
+            fiscal_code: header_name(&format!("{id}fiscal-code"))?,
+            given_name: header_name(&format!("{id}given-name"))?,
+            family_name: header_name(&format!("{id}family-name"))?,
+            level: header_name(&format!("{id}level"))?,
+            method: header_name(&format!("{id}method"))?,
+            roles: header_name(&format!("{id}roles"))?,
+        };
         Ok(Gateway {
             no_route_metrics: metrics.route(&Arc::from("none")),
             internal_metrics: metrics.route(&Arc::from("internal")),
@@ -82,13 +157,24 @@ impl Gateway {
             routes,
             identity_prefix: IdentityPrefix::new(&cfg.server.identity_header_prefix),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
-            metrics,
             ready: AtomicBool::new(false),
-            health_path: format!("{prefix}healthz"),
-            ready_path: format!("{prefix}readyz"),
-            metrics_path: format!("{prefix}metrics"),
-            jwks_path: format!("{prefix}jwks.json"),
-            minter,
+            paths: Paths {
+                health: format!("{prefix}healthz"),
+                ready: format!("{prefix}readyz"),
+                metrics: format!("{prefix}metrics"),
+                jwks: format!("{prefix}jwks.json"),
+                login: format!("{prefix}login"),
+                logout: format!("{prefix}logout"),
+                dev_login: format!("{prefix}dev-login"),
+            },
+            cookie: CookieSpec {
+                name: cfg.session.cookie_name.clone(),
+                secure: cfg.session.secure,
+            },
+            assertion_header: header_name(&cfg.assertion_header())?,
+            plain,
+            demo_users: (cfg.mode == Mode::Demo).then(test_users),
+            services,
             cfg,
         })
     }
@@ -152,6 +238,10 @@ struct Exchange {
     peer: Arc<str>,
     version: Version,
     json: bool,
+    /// The `Host` (or `:authority`) the client addressed.
+    host: String,
+    /// An `Accept` that names `text/html`: a browser navigating.
+    browser: bool,
     /// Whether the peer is a configured trusted proxy.
     trusted: bool,
     /// Which metrics the request counts in.
@@ -217,6 +307,8 @@ impl Handler for Gateway {
             peer: conn.peer_ip.clone(),
             version: req.version(),
             json: wants_json(req.headers()),
+            browser: accepts_html(req.headers()),
+            host: String::new(),
             trusted,
             route: RouteSlot::None,
             upstream: None,
@@ -269,7 +361,7 @@ impl Gateway {
         }
         if path.starts_with(&s.reserved_prefix) {
             ex.route = RouteSlot::Internal;
-            return Ok(self.internal(&path, ex));
+            return self.internal(req, &path, ex).await;
         }
 
         let host_value = match req.uri().authority() {
@@ -288,11 +380,11 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)?
             .clone();
         ex.route = RouteSlot::Route(route.index);
-        if !route.public {
-            // Fail closed: login arrives with the identity capability; until a route can be
-            // authenticated, a protected route lets nobody through.
-            return Err(GatewayError::AuthenticationRequired);
-        }
+        let session = if route.public {
+            None
+        } else {
+            Some(self.authenticate(&req, &path).await?)
+        };
         let declared_len = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -303,7 +395,100 @@ impl Gateway {
                 limit: route.max_body_bytes,
             });
         }
-        self.forward(req, &route, &path, host_value, conn, ex).await
+        ex.host = host_value;
+        self.forward(req, &route, &path, conn, session, ex).await
+    }
+
+    /// The session of a request on a protected route, or why there is none. Fails closed:
+    /// no minter, an unreadable cookie, a store that does not answer — no entry.
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+    ) -> Result<Arc<Session>, GatewayError> {
+        if self.services.minter.is_none() {
+            return Err(GatewayError::AuthenticationRequired);
+        }
+        let session = match self.cookie.read(req.headers()) {
+            Some(id) => self
+                .services
+                .store
+                .get(&id)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?,
+            None => None,
+        };
+        session.ok_or_else(|| {
+            let mut return_to = path.to_string();
+            if let Some(q) = req.uri().query() {
+                return_to.push('?');
+                return_to.push_str(q);
+            }
+            let encoded: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+            GatewayError::LoginRequired {
+                login_url: format!("{}?return={encoded}", self.paths.login),
+            }
+        })
+    }
+
+    /// Adds the signed identity header (and the plain ones when the route asks) for
+    /// `session` to the upstream request.
+    fn identify(
+        &self,
+        headers: &mut http::HeaderMap,
+        session: &Session,
+        route: &Route,
+        upstream: &str,
+        method: &Method,
+        htu: &str,
+    ) -> Result<(), GatewayError> {
+        let minter = self
+            .services
+            .minter
+            .as_ref()
+            .ok_or(GatewayError::AuthenticationRequired)?;
+        let rebuilt;
+        let claims = match &session.claims {
+            Some(c) => c,
+            None => {
+                rebuilt =
+                    SessionClaims::new(&self.cfg.assertion.issuer, &session.identity, &session.sid)
+                        .map_err(|_| GatewayError::Minting)?;
+                &rebuilt
+            }
+        };
+        let jwt = minter
+            .mint(
+                claims,
+                &RequestBinding {
+                    audience: upstream,
+                    method: method.as_str(),
+                    url: htu,
+                },
+                std::time::SystemTime::now(),
+            )
+            .map_err(|_| GatewayError::Minting)?;
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(jwt))
+            .map_err(|_| GatewayError::Minting)?;
+        headers.insert(self.assertion_header.clone(), value);
+        if route.identity_headers {
+            let id = &session.identity;
+            let enc = |s: &str| {
+                let text =
+                    percent_encoding::utf8_percent_encode(s, HEADER_VALUE_ESCAPE).to_string();
+                HeaderValue::from_str(&text).map_err(|_| GatewayError::Minting)
+            };
+            let roles: Vec<&str> = id.roles.iter().map(|r| r.0.as_str()).collect();
+            let p = &self.plain;
+            headers.insert(p.fiscal_code.clone(), enc(id.subject.as_str())?);
+            headers.insert(p.given_name.clone(), enc(&id.given_name)?);
+            headers.insert(p.family_name.clone(), enc(&id.family_name)?);
+            headers.insert(p.level.clone(), enc(&id.level.to_string())?);
+            headers.insert(p.method.clone(), enc(id.method.as_str())?);
+            let roles = roles.join(",");
+            headers.insert(p.roles.clone(), enc(&roles).or_else(|_| enc(""))?);
+        }
+        Ok(())
     }
 
     /// Rewrites the request for the upstream, sends it, and relays an upgrade if one was
@@ -313,8 +498,8 @@ impl Gateway {
         req: Request<Incoming>,
         route: &Route,
         path: &str,
-        client_host: String,
         conn: &ConnInfo,
+        session: Option<Arc<Session>>,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let upstream = self
@@ -346,11 +531,11 @@ impl Gateway {
                 peer: &conn.peer_ip,
                 peer_is_trusted: ex.trusted,
                 proto: conn.scheme,
-                host: &client_host,
+                host: &ex.host,
             },
         );
         let host = if upstream.preserve_host {
-            HeaderValue::from_str(&client_host)
+            HeaderValue::from_str(&ex.host)
         } else {
             HeaderValue::from_str(upstream.authority().as_str())
         };
@@ -361,6 +546,24 @@ impl Gateway {
             Err(_) => return Err(GatewayError::MissingHost),
         }
         headers.insert(X_REQUEST_ID, ex.request_id.clone());
+        if let Some(session) = &session {
+            // htu: the URL as the client addressed it (scheme and host as received).
+            let scheme = if ex.trusted {
+                headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| *v == "https" || *v == "http")
+                    .unwrap_or(conn.scheme)
+            } else {
+                conn.scheme
+            };
+            let mut htu = format!("{scheme}://{}{path}", ex.host);
+            if let Some(q) = parts.uri.query() {
+                htu.push('?');
+                htu.push_str(q);
+            }
+            self.identify(headers, session, route, &upstream.name, &parts.method, &htu)?;
+        }
         if let Some(up) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, up.clone());
@@ -380,7 +583,8 @@ impl Gateway {
                 });
             }
             Err(f) => {
-                self.metrics
+                self.services
+                    .metrics
                     .upstream_errors
                     .get_or_create(&UpstreamErrorLabels {
                         upstream: Label(upstream.name.clone()),
@@ -433,45 +637,10 @@ impl Gateway {
         Ok(resp.map(GatewayBody::upstream))
     }
 
-    /// The gateway's own endpoints under the reserved prefix.
-    fn internal(&self, path: &str, ex: &Exchange) -> Response<GatewayBody> {
-        let (status, ctype, body): (StatusCode, &'static str, GatewayBody) =
-            if path == self.health_path {
-                (StatusCode::OK, "text/plain", GatewayBody::full("ok\n"))
-            } else if path == self.ready_path {
-                if self.ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "text/plain", GatewayBody::full("ready\n"))
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        GatewayBody::full("not ready\n"),
-                    )
-                }
-            } else if path == self.jwks_path {
-                return self.jwks_response();
-            } else if path == self.metrics_path {
-                (
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    GatewayBody::full(self.metrics.render()),
-                )
-            } else {
-                return self.page_response(&GatewayError::NoRoute, ex.request_id(), ex.json);
-            };
-        let mut resp = Response::new(body);
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
-    }
-
     /// The public keys backends verify the identity header with. Cached briefly: during a
     /// rotation the new key is published before it signs.
     fn jwks_response(&self) -> Response<GatewayBody> {
-        let body = match &self.minter {
+        let body = match &self.services.minter {
             Some(m) => m.keys().jwks_json(),
             None => bytes::Bytes::from_static(b"{\"keys\":[]}"),
         };
@@ -505,12 +674,43 @@ impl Gateway {
 
     fn refuse(&self, err: GatewayError, ex: Exchange) -> Response<GatewayBody> {
         tracing::debug!(request_id = ex.request_id(), error = %err, "request refused");
+        if let GatewayError::LoginRequired { login_url } = &err {
+            return self.finish(self.login_required(login_url, &ex), ex);
+        }
         let mut resp = self.page_response(&err, ex.request_id(), ex.json);
         if err.closes_connection() && ex.version < Version::HTTP_2 {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.finish(resp, ex)
+    }
+
+    /// No session on a protected route: browsers are sent to the login chooser; API
+    /// clients get 401 with the login URL in `WWW-Authenticate`.
+    fn login_required(&self, login_url: &str, ex: &Exchange) -> Response<GatewayBody> {
+        let err = GatewayError::LoginRequired {
+            login_url: login_url.to_string(),
+        };
+        let browser = ex.browser && matches!(ex.method, Method::GET | Method::HEAD);
+        let mut resp = if browser {
+            let mut r = Response::new(GatewayBody::empty());
+            *r.status_mut() = StatusCode::FOUND;
+            r
+        } else {
+            self.page_response(&err, ex.request_id(), ex.json)
+        };
+        let h = resp.headers_mut();
+        if browser && let Ok(loc) = HeaderValue::from_str(login_url) {
+            h.insert(header::LOCATION, loc);
+        }
+        if !browser
+            && let Ok(v) =
+                HeaderValue::from_str(&format!("Varco realm=\"varco\", login=\"{login_url}\""))
+        {
+            h.insert(header::WWW_AUTHENTICATE, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
     }
 
     /// Stamps the request id, records metrics, and attaches the access record.
@@ -527,6 +727,14 @@ impl Gateway {
             resp
         }
     }
+}
+
+fn accepts_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
 }
 
 /// Framing checks beyond hyper's own (which already refuses a non-chunked

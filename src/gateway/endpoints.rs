@@ -1,0 +1,225 @@
+//! The gateway's own endpoints under the reserved prefix: health, readiness, metrics,
+//! JWKS, the login chooser, the development login (demo mode only) and logout.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{Exchange, Gateway};
+use crate::assertion::SessionClaims;
+use crate::error::GatewayError;
+use crate::pages::{LoginChoice, logged_out_page, login_page};
+use crate::proxy::GatewayBody;
+use crate::session::return_url::safe_return;
+use crate::session::{Clock, Session, SessionId, SessionStore};
+
+/// Largest form body the login endpoints read.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+
+fn respond(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body.into()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn see_other(location: &str) -> Result<Response<GatewayBody>, GatewayError> {
+    let mut resp = respond(StatusCode::SEE_OTHER, "text/plain", Bytes::new());
+    let loc = HeaderValue::from_str(location).map_err(|_| GatewayError::BadForm)?;
+    resp.headers_mut().insert(header::LOCATION, loc);
+    Ok(resp)
+}
+
+/// The `return` query parameter, validated (or `None`).
+fn return_param(query: Option<&str>, reserved: &str) -> Option<String> {
+    let q = query?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "return")
+        .and_then(|(_, v)| safe_return(&v, reserved))
+}
+
+impl Gateway {
+    pub(super) async fn internal(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+        ex: &Exchange,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let p = &self.paths;
+        if path == p.health {
+            Ok(respond(StatusCode::OK, "text/plain", "ok\n"))
+        } else if path == p.ready {
+            Ok(if self.ready.load(Ordering::Acquire) {
+                respond(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            })
+        } else if path == p.metrics {
+            Ok(respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.services.metrics.render(),
+            ))
+        } else if path == p.jwks {
+            Ok(self.jwks_response())
+        } else if path == p.login {
+            self.login(&req)
+        } else if path == p.dev_login && self.demo_users.is_some() {
+            self.dev_login(req).await
+        } else if path == p.logout {
+            self.logout(&req).await
+        } else {
+            let _ = ex;
+            Err(GatewayError::NoRoute)
+        }
+    }
+
+    /// The chooser: today the development users in demo mode; SPID, CIE and CNS join here.
+    fn login(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let reserved = &self.cfg.server.reserved_prefix;
+        let return_to = return_param(req.uri().query(), reserved).unwrap_or_else(|| "/".into());
+        let choices: Vec<LoginChoice<'_>> = self
+            .demo_users
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|u| LoginChoice {
+                action: &self.paths.dev_login,
+                fields: vec![("user", u.key), ("return", &return_to)],
+                label_it: u.label_it,
+                label_en: u.label_en,
+            })
+            .collect();
+        let status = if choices.is_empty() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        let mut resp = respond(
+            status,
+            "text/html; charset=utf-8",
+            login_page(&choices, self.demo_users.is_some()),
+        );
+        resp.headers_mut().insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        );
+        Ok(resp)
+    }
+
+    /// Demo mode only: log in as a test user. A new session id every time (no fixation);
+    /// an existing session of this browser is ended first.
+    async fn dev_login(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        if req.method() != Method::POST {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let old = self.cookie.read(req.headers());
+        let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
+            .collect()
+            .await
+            .map_err(|_| GatewayError::BadForm)?
+            .to_bytes();
+        let mut user_key = None;
+        let mut return_raw = None;
+        for (k, v) in form_urlencoded::parse(&body) {
+            match &*k {
+                "user" => user_key = Some(v.into_owned()),
+                "return" => return_raw = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let users = self.demo_users.as_deref().unwrap_or(&[]);
+        let user = users
+            .iter()
+            .find(|u| Some(u.key) == user_key.as_deref())
+            .ok_or(GatewayError::BadForm)?;
+        let reserved = &self.cfg.server.reserved_prefix;
+        let return_to = return_raw
+            .and_then(|r| safe_return(&r, reserved))
+            .unwrap_or_else(|| "/".into());
+
+        let store = &self.services.store;
+        if let Some(old) = old {
+            store
+                .delete(&old)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+        }
+        let now = self.services.clock.now();
+        let id = SessionId::random();
+        let sid = id.hash();
+        let mut identity = user.identity.clone();
+        identity.auth_time = now;
+        let claims = SessionClaims::new(&self.cfg.assertion.issuer, &identity, &sid)
+            .map_err(|_| GatewayError::Minting)?;
+        tracing::info!(
+            target: "varco::audit",
+            event = "login",
+            method = "dev",
+            subject = identity.subject.as_str(),
+            sid = %sid,
+            "development login"
+        );
+        store
+            .put(
+                &id,
+                Session {
+                    identity,
+                    created: now,
+                    sid,
+                    claims: Some(claims),
+                },
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        let mut resp = see_other(&return_to)?;
+        let cookie =
+            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    /// Ends the local session (protocol logouts hook in here later) and clears the cookie.
+    async fn logout(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        if !matches!(*req.method(), Method::GET | Method::POST) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        if let Some(id) = self.cookie.read(req.headers()) {
+            self.services
+                .store
+                .delete(&id)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            tracing::info!(target: "varco::audit", event = "logout", sid = %id.hash(), "logout");
+        }
+        let reserved = &self.cfg.server.reserved_prefix;
+        let mut resp = match return_param(req.uri().query(), reserved) {
+            Some(r) => see_other(&r)?,
+            None => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                logged_out_page(&self.paths.login),
+            ),
+        };
+        let clear =
+            HeaderValue::from_str(&self.cookie.clear()).map_err(|_| GatewayError::Minting)?;
+        resp.headers_mut().insert(header::SET_COOKIE, clear);
+        Ok(resp)
+    }
+}
