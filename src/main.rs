@@ -207,10 +207,13 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let echo = rt.block_on(varco::demo::echo::spawn(SocketAddr::from((
-        [127, 0, 0, 1],
-        0,
-    ))));
+    // The echo upstream checks identity headers like a backend: against the gateway's JWKS.
+    let echo = rt.block_on(varco::demo::spawn_verifying_echo(
+        listen,
+        &tls,
+        "x-varco-assertion",
+        "https://localhost/varco-demo",
+    ));
     let echo = match echo {
         Ok(a) => a,
         Err(e) => {
@@ -233,7 +236,9 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
     let _log = varco::telemetry::init_logging(&cfg.log, pretty);
     let banner = format!(
         "\nvarco demo is running: open https://localhost:{}/ (development certificate: {})\n\
-         echo upstream on http://{echo}; metrics at /_varco/metrics. Ctrl-C to stop.\n",
+         Pick a test user on the login page; the echo upstream shows the identity header it\n\
+         verified. Public page: /pubblico. Echo upstream on http://{echo}; metrics at\n\
+         /_varco/metrics. Ctrl-C to stop.\n",
         listen.port(),
         tls.ca.display()
     );

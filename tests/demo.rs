@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -87,18 +87,55 @@ async fn demo_serves_the_echo_upstream_over_tls() {
             .await
             .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(format!("https://localhost:{port}/hello?x=1"))
-        .header("accept", "application/json")
-        .header("x-varco-assertion", "forged")
-        .body(Empty::<Bytes>::new())
+    let base = format!("https://localhost:{port}");
+
+    // Protected: an API client without a session gets 401; the public page is open.
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut b =
+            http::Request::get(format!("{base}{path}")).header("accept", "application/json");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        b.header("x-varco-assertion", "forged")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let resp = send.send_request(get("/hello", None)).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = send.send_request(get("/pubblico", None)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // The development login, then the echo upstream verifies the header it received
+    // against the gateway's JWKS (fetched over HTTPS with the development CA).
+    let login = http::Request::post(format!("{base}/_varco/dev-login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(Bytes::from(
+            "user=operatore&return=%2Fhello",
+        )))
         .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let resp = send.send_request(login).await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = send
+        .send_request(get("/hello?x=1", Some(&cookie)))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["path"], "/hello");
     assert_eq!(v["query"], "x=1");
+    assert_eq!(v["identity"]["verified"], true, "{}", v["identity"]);
+    assert_eq!(v["identity"]["claims"]["roles"][0], "operatore");
     assert!(!String::from_utf8_lossy(&body).contains("forged"));
+    // The session cookie is not passed to the upstream.
+    assert!(!String::from_utf8_lossy(&body).contains("__Host-varco"));
 }
 
 #[test]

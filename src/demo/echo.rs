@@ -1,9 +1,20 @@
 //! The echo upstream: answers every request with what it received (method, path, query,
 //! headers, body size) as HTML, or JSON when asked. Used by the demo, the tests and the
 //! load benchmark. The body is counted while streaming, never buffered.
+//!
+//! With a [`Verifier`] it also behaves like a well-written backend: it verifies the
+//! gateway's identity header against the gateway's JWKS (fetched over HTTPS, refreshed when
+//! an unknown key appears) and the request binding, and shows the verified claims or the
+//! precise reason the header is refused.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::assertion::verify::{Expected, VerifyError, parse_jwks, verify};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -17,16 +28,103 @@ use tokio::net::TcpListener;
 
 use crate::pages::{escape_html, wants_json};
 
+/// How the echo upstream checks the identity header, like a backend would.
+pub struct Verifier {
+    pub jwks_url: String,
+    /// CA for an https JWKS URL (the demo's development CA).
+    pub ca: Option<PathBuf>,
+    /// This upstream's id (`aud`).
+    pub audience: String,
+    pub header: String,
+    pub issuer: Option<String>,
+    jwks: tokio::sync::Mutex<Option<JwkSet>>,
+}
+
+impl Verifier {
+    pub fn new(
+        jwks_url: String,
+        ca: Option<PathBuf>,
+        audience: String,
+        header: String,
+        issuer: Option<String>,
+    ) -> Verifier {
+        Verifier {
+            jwks_url,
+            ca,
+            audience,
+            header,
+            issuer,
+            jwks: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn jwks(&self, refresh: bool) -> Result<JwkSet, String> {
+        let mut cached = self.jwks.lock().await;
+        if let (Some(j), false) = (cached.as_ref(), refresh) {
+            return Ok(j.clone());
+        }
+        let bytes = crate::assertion::fetch::get(&self.jwks_url, self.ca.as_deref())
+            .await
+            .map_err(|e| format!("JWKS {}: {e}", self.jwks_url))?;
+        let j = parse_jwks(&bytes).map_err(|e| e.to_string())?;
+        *cached = Some(j.clone());
+        Ok(j)
+    }
+
+    /// Verifies the header of `req` and returns the claims as JSON, or the reason.
+    async fn check(&self, req: &Request<Incoming>) -> Result<serde_json::Value, String> {
+        let token = req
+            .headers()
+            .get(self.header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| "no identity header (a public route?)".to_string())?;
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut url = format!(
+            "{}://{}{}",
+            h("x-forwarded-proto"),
+            h("x-forwarded-host"),
+            req.uri().path()
+        );
+        if let Some(q) = req.uri().query() {
+            url.push('?');
+            url.push_str(q);
+        }
+        let expected = Expected {
+            audience: &self.audience,
+            issuer: self.issuer.as_deref(),
+            method: Some(req.method().as_str()),
+            url: Some(&url),
+            leeway: 5,
+        };
+        let mut jwks = self.jwks(false).await?;
+        let mut result = verify(token, &jwks, &expected);
+        if matches!(result, Err(VerifyError::UnknownKid(_))) {
+            jwks = self.jwks(true).await?;
+            result = verify(token, &jwks, &expected);
+        }
+        let claims = result.map_err(|e| e.to_string())?;
+        serde_json::to_value(claims).map_err(|e| e.to_string())
+    }
+}
+
 /// Serves the echo upstream on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener) {
+pub async fn serve(listener: TcpListener, verifier: Option<Arc<Verifier>>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let verifier = verifier.clone();
         tokio::spawn(async move {
+            let svc = service_fn(move |req| echo(req, verifier.clone()));
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service_fn(echo))
+                .serve_connection(TokioIo::new(tcp), svc)
                 .with_upgrades()
                 .await;
         });
@@ -37,12 +135,19 @@ pub async fn serve(listener: TcpListener) {
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(serve(listener));
+    tokio::spawn(serve(listener, None));
     Ok(local)
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(
+    req: Request<Incoming>,
+    verifier: Option<Arc<Verifier>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let json = wants_json(req.headers());
+    let identity = match &verifier {
+        Some(v) => Some(v.check(&req).await),
+        None => None,
+    };
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -74,12 +179,30 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
             .iter()
             .map(|(k, v)| serde_json::json!([k, v]))
             .collect();
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "method": method, "path": path, "query": query, "version": version,
             "headers": headers, "body_bytes": body_bytes,
         });
+        match &identity {
+            Some(Ok(claims)) => {
+                v["identity"] = serde_json::json!({"verified": true, "claims": claims})
+            }
+            Some(Err(e)) => v["identity"] = serde_json::json!({"verified": false, "error": e}),
+            None => {}
+        }
         ("application/json", v.to_string())
     } else {
+        let identity_html = match &identity {
+            Some(Ok(claims)) => format!(
+                "<section><h2>Identità verificata / Verified identity</h2><pre>{}</pre></section>",
+                escape_html(&serde_json::to_string_pretty(claims).unwrap_or_default())
+            ),
+            Some(Err(e)) => format!(
+                "<section><h2>Identità non verificata / Identity not verified</h2><p>{}</p></section>",
+                escape_html(e)
+            ),
+            None => String::new(),
+        };
         let mut rows = String::new();
         for (k, v) in &headers {
             rows.push_str(&format!(
@@ -93,13 +216,14 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
             format!(
                 "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>varco echo</title></head>\
 <body><h1>varco echo upstream</h1><p><code>{} {}{}{}</code> ({}), body {} bytes</p>\
-<table>{}</table></body></html>\n",
+{}<p><a href=\"/_varco/logout\">Esci / Log out</a></p><table>{}</table></body></html>\n",
                 escape_html(&method),
                 escape_html(&path),
                 if query.is_empty() { "" } else { "?" },
                 escape_html(&query),
                 escape_html(&version),
                 body_bytes,
+                identity_html,
                 rows
             ),
         )

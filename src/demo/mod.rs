@@ -12,6 +12,27 @@ use std::path::Path;
 
 use crate::config::{Config, ConfigError, Mode};
 
+/// Starts the echo upstream for the demo, verifying identity headers against the gateway
+/// that will listen on `gateway`.
+pub async fn spawn_verifying_echo(
+    gateway: SocketAddr,
+    tls: &certs::DevTlsFiles,
+    header: &str,
+    issuer: &str,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let local = listener.local_addr()?;
+    let verifier = echo::Verifier::new(
+        format!("https://localhost:{}/_varco/jwks.json", gateway.port()),
+        Some(tls.ca.clone()),
+        "echo".into(),
+        header.into(),
+        Some(issuer.into()),
+    );
+    tokio::spawn(echo::serve(listener, Some(std::sync::Arc::new(verifier))));
+    Ok(local)
+}
+
 /// The demo configuration, with the echo upstream's address and the TLS files filled in.
 pub fn demo_config(
     listen: SocketAddr,

@@ -525,6 +525,7 @@ impl Gateway {
 
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
+        self.cookie.strip(headers);
         set_forwarded(
             headers,
             &ClientHop {

@@ -56,6 +56,47 @@ impl CookieSpec {
     }
 }
 
+impl CookieSpec {
+    /// Removes the session cookie from `Cookie` headers before a request goes upstream:
+    /// the session id is a bearer credential the backend has no use for. Other cookies stay.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let values: Vec<http::HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+        if values.is_empty() {
+            return;
+        }
+        let prefix = format!("{}=", self.name);
+        let mut kept: Vec<String> = Vec::new();
+        let mut changed = false;
+        for v in &values {
+            let Ok(text) = v.to_str() else {
+                // Not text: cannot be rewritten safely, so it is not forwarded.
+                changed = true;
+                continue;
+            };
+            for pair in text.split(';') {
+                let pair = pair.trim();
+                if pair.is_empty() {
+                    continue;
+                }
+                if pair.starts_with(&prefix) {
+                    changed = true;
+                } else {
+                    kept.push(pair.to_string());
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        headers.remove(COOKIE);
+        if !kept.is_empty()
+            && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
+        {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +107,31 @@ mod tests {
             name: "__Host-varco".into(),
             secure: true,
         }
+    }
+
+    #[test]
+    fn the_session_cookie_is_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; __Host-varco=secret; b=2"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("c=3"));
+        spec().strip(&mut h);
+        let all: Vec<&str> = h
+            .get_all(COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(all, vec!["a=1; b=2; c=3"]);
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("__Host-varco=secret"));
+        spec().strip(&mut h);
+        assert!(h.get(COOKIE).is_none());
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        spec().strip(&mut h);
+        assert_eq!(h[COOKIE], "a=1");
     }
 
     #[test]
