@@ -29,7 +29,7 @@ use crate::proxy::{
 use crate::routes::{Route, RouteTable, host_without_port, normalize_path};
 use crate::server::{ConnInfo, Handler};
 use crate::session::cookie::CookieSpec;
-use crate::session::{Limits, MemoryStore, Session, SessionStore, SystemClock};
+use crate::session::{Limits, MemoryStore, Session, SessionStore, Store, SystemClock};
 use crate::telemetry::access;
 use crate::telemetry::{Label, Metrics, RouteMetrics, UpstreamErrorLabels};
 
@@ -51,7 +51,7 @@ pub struct Services {
     /// Mints the identity header; `None` when no key is configured (then no route is
     /// protected: `Config::validate` guarantees it outside demo mode).
     pub minter: Option<Arc<Minter>>,
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<Store>,
     pub clock: Arc<SystemClock>,
 }
 
@@ -59,14 +59,14 @@ impl Services {
     /// Services for `cfg` with the given minter and a fresh in-memory session store.
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, minter: Option<Arc<Minter>>) -> Services {
         let clock = Arc::new(SystemClock::default());
-        let store = Arc::new(MemoryStore::new(
+        let store = Arc::new(Store::Memory(MemoryStore::new(
             Limits {
                 idle: cfg.session.idle_timeout,
                 absolute: cfg.session.absolute_timeout,
                 capacity: cfg.session.capacity,
             },
             clock.clone(),
-        ));
+        )));
         Services {
             metrics,
             minter,

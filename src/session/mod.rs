@@ -287,5 +287,54 @@ impl SessionStore for MemoryStore {
     }
 }
 
+/// The configured store. Callers hold this type; a Redis variant joins here for
+/// scale-out without changing them.
+pub enum Store {
+    Memory(MemoryStore),
+}
+
+impl SessionStore for Store {
+    async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
+        match self {
+            Store::Memory(m) => m.get(id).await,
+        }
+    }
+
+    async fn put(&self, id: &SessionId, session: Session) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => m.put(id, session).await,
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => m.delete(id).await,
+        }
+    }
+
+    async fn put_pending(
+        &self,
+        key: &str,
+        pending: PendingLogin,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => m.put_pending(key, pending, ttl).await,
+        }
+    }
+
+    async fn take_pending(&self, key: &str) -> Result<Option<PendingLogin>, StoreError> {
+        match self {
+            Store::Memory(m) => m.take_pending(key).await,
+        }
+    }
+
+    async fn insert_if_absent(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => m.insert_if_absent(key, ttl).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
