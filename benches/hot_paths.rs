@@ -105,5 +105,123 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn identity() -> varco::identity::Identity {
+    use varco::identity::{FiscalCode, Identity, Level, Method, Role};
+    Identity {
+        subject: FiscalCode::parse("RSSMRA80A01H501U").expect("valid code"),
+        given_name: "Mario".into(),
+        family_name: "Rossi".into(),
+        level: Level::SpidL2,
+        method: Method::Spid,
+        idp: "https://idp.example/".into(),
+        roles: vec![Role("operatore".into())],
+        auth_time: 0,
+        extra: Default::default(),
+    }
+}
+
+fn minting(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+    use varco::assertion::{KeySet, Minter, RequestBinding, SessionClaims, SigningAlgorithm};
+
+    let claims = SessionClaims::new("https://gw.example/", &identity(), "sidhash").expect("claims");
+    let binding = RequestBinding {
+        audience: "pensioni",
+        method: "GET",
+        url: "https://app.example.it/fascicolo/RSSMRA80A01H501U?anno=2020",
+    };
+    for (name, alg, key) in [
+        (
+            "mint/ES256",
+            SigningAlgorithm::ES256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        ),
+        ("mint/EdDSA", SigningAlgorithm::EdDSA, &rcgen::PKCS_ED25519),
+    ] {
+        let pem = rcgen::KeyPair::generate_for(key)
+            .expect("key")
+            .serialize_pem()
+            .into_bytes();
+        let keys = KeySet::from_pems(vec![("k1".into(), alg, pem)], Some("k1")).expect("keys");
+        let minter = Minter::new(Arc::new(keys), Duration::from_secs(60));
+        c.bench_function(name, |b| {
+            b.iter(|| minter.mint(&claims, &binding, SystemTime::now()))
+        });
+    }
+}
+
+/// What a protected request adds to a public one: cookie → session lookup → minting.
+fn protected_path(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+    use varco::assertion::{KeySet, Minter, RequestBinding, SessionClaims};
+    use varco::session::cookie::CookieSpec;
+    use varco::session::{Limits, MemoryStore, Session, SessionId, SessionStore, SystemClock};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let store = MemoryStore::new(
+        Limits {
+            idle: Duration::from_secs(1800),
+            absolute: Duration::from_secs(8 * 3600),
+            capacity: 100_000,
+        },
+        Arc::new(SystemClock::default()),
+    );
+    let spec = CookieSpec {
+        name: "__Host-varco".into(),
+        secure: true,
+    };
+    let minter = Minter::new(
+        Arc::new(KeySet::ephemeral("k1").expect("key")),
+        Duration::from_secs(60),
+    );
+    // A store with many sessions, one of them ours.
+    let mut ours = None;
+    for i in 0..10_000 {
+        let id = SessionId::random();
+        let claims =
+            SessionClaims::new("https://gw.example/", &identity(), &id.hash()).expect("claims");
+        let session = Session {
+            identity: identity(),
+            created: SystemClock::default().now_secs(),
+            sid: id.hash(),
+            claims: Some(claims),
+        };
+        rt.block_on(store.put(&id, session)).expect("put");
+        if i == 5_000 {
+            ours = Some(id);
+        }
+    }
+    let ours = ours.expect("session");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&format!("lang=it; __Host-varco={}", ours.to_cookie_value()))
+            .expect("cookie"),
+    );
+    c.bench_function("protected_path/cookie+session+mint", |b| {
+        b.iter(|| {
+            let id = spec.read(black_box(&headers)).expect("cookie");
+            let session = rt
+                .block_on(store.get(&id))
+                .expect("store")
+                .expect("session");
+            let claims = session.claims.as_ref().expect("claims");
+            minter.mint(
+                claims,
+                &RequestBinding {
+                    audience: "pensioni",
+                    method: "GET",
+                    url: "https://app.example.it/fascicolo?anno=2020",
+                },
+                SystemTime::now(),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench, minting, protected_path);
 criterion_main!(benches);

@@ -76,6 +76,13 @@ impl SystemClock {
     }
 }
 
+impl SystemClock {
+    /// `now()` without importing the trait.
+    pub fn now_secs(&self) -> u64 {
+        Clock::now(self)
+    }
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
         let real = SystemTime::now()
