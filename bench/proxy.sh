@@ -17,6 +17,9 @@ THREADS=${THREADS:-2}
 UP_PORT=${UP_PORT:-19000}
 NGINX_PORT=${NGINX_PORT:-19080}
 VARCO_PORT=${VARCO_PORT:-19081}
+PROTECTED_PORT=${PROTECTED_PORT:-19082}
+# Signature algorithm of the protected-route case: ES256 (default) or EdDSA.
+PROTECTED_ALG=${PROTECTED_ALG:-ES256}
 PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/small}
 
 need=""
@@ -81,6 +84,40 @@ TOML
 "$VARCO" serve --config "$OUT/varco.toml" > "$OUT/varco.log" 2>&1 &
 pids+=($!)
 
+# The protected-route case: a session (made with the development login, so the run is
+# self-contained; the request path is the same as with any login) and one signed identity
+# header minted per request.
+if [ "$PROTECTED_ALG" = EdDSA ]; then
+  openssl genpkey -algorithm ed25519 -out "$OUT/key.pem" 2>/dev/null
+else
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$OUT/key.pem" 2>/dev/null
+fi
+cat > "$OUT/protected.toml" <<TOML
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:$PROTECTED_PORT"
+[log]
+format = "json"
+access_log = ${ACCESS_LOG:-true}
+[session]
+cookie_name = "varco-bench"
+secure = false
+[assertion]
+issuer = "https://bench/"
+[[assertion.key]]
+kid = "bench"
+alg = "$PROTECTED_ALG"
+private_key = "$OUT/key.pem"
+[upstream.echo]
+url = "http://127.0.0.1:$UP_PORT"
+[[route]]
+path = "/"
+upstream = "echo"
+public = false
+TOML
+"$VARCO" demo --config "$OUT/protected.toml" --certs-dir "$OUT/certs" > "$OUT/protected.log" 2>&1 &
+pids+=($!)
+
 for port in $UP_PORT $NGINX_PORT $VARCO_PORT; do
   for _ in $(seq 100); do
     curl -fsS -o /dev/null "http://127.0.0.1:$port$PATH_UNDER_TEST" 2>/dev/null && break
@@ -91,8 +128,8 @@ done
 # wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
-run() { # name port
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$2$PATH_UNDER_TEST" > "$OUT/$1.wrk"
+run() { # name port [header]
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency ${3:+-H "$3"} "http://127.0.0.1:$2$PATH_UNDER_TEST" > "$OUT/$1.wrk"
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$1.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$OUT/$1.wrk" | to_ms)
   p99=$(awk '$1=="99%" {print $2}' "$OUT/$1.wrk" | to_ms)
@@ -101,9 +138,24 @@ run() { # name port
   eval "${1}_rps=$rps; ${1}_p50=$p50; ${1}_p99=$p99"
 }
 
+for _ in $(seq 100); do
+  COOKIE=$(curl -s -o /dev/null -D - -d 'user=operatore&return=/' "http://127.0.0.1:$PROTECTED_PORT/_varco/dev-login" 2>/dev/null \
+    | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')
+  [ -n "$COOKIE" ] && break
+  sleep 0.1
+done
+[ -n "$COOKIE" ] || { echo "could not log in to the protected gateway"; cat "$OUT/protected.log"; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$PROTECTED_PORT$PATH_UNDER_TEST")
+[ "$code" = 200 ] || { echo "protected route answered $code"; exit 1; }
+
 echo "== whole-proxy benchmark: wrk -t$THREADS -c$CONNS -d$DURATION, GET $PATH_UNDER_TEST, $(nproc) cores"
 run nginx "$NGINX_PORT"
 run varco "$VARCO_PORT"
-awk -v vr="$varco_rps" -v nr="$nginx_rps" -v v99="$varco_p99" -v n99="$nginx_p99" -v v50="$varco_p50" -v n50="$nginx_p50" 'BEGIN {
-  printf "ratio varco/nginx: throughput %.2fx   p50 %.2fx   p99 %.2fx\n", vr/nr, v50/n50, v99/n99
-}'
+run protected "$PROTECTED_PORT" "Cookie: $COOKIE"
+ratio() { # label rps p50 p99
+  awk -v label="$1" -v vr="$2" -v nr="$nginx_rps" -v v50="$3" -v n50="$nginx_p50" -v v99="$4" -v n99="$nginx_p99" 'BEGIN {
+    printf "ratio %s/nginx: throughput %.2fx   p50 %.2fx   p99 %.2fx\n", label, vr/nr, v50/n50, v99/n99
+  }'
+}
+ratio "varco(public)" "$varco_rps" "$varco_p50" "$varco_p99"
+ratio "varco(protected,$PROTECTED_ALG)" "$protected_rps" "$protected_p50" "$protected_p99"

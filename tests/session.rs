@@ -160,6 +160,35 @@ async fn the_upstream_receives_a_verifiable_header_bound_to_the_request() {
     );
     assert!(claims.exp - claims.iat <= 60);
 
+    // The backend developer's tool agrees, straight from the JWKS URL.
+    let jwks_url = gw.url("/_varco/jwks.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args([
+            "verify",
+            "--jwks",
+            &jwks_url,
+            "--aud",
+            "app",
+            "--iss",
+            "https://gw.test/",
+        ])
+        .args(["--method", "GET", "--url", &url, token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other_url = format!("http://{}/fascicolo/x?anno=2021", gw.addr());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["verify", "--jwks", &jwks_url, "--aud", "app"])
+        .args(["--method", "GET", "--url", &other_url, token])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("minted for URL"));
+
     // Replayed for another URL or method: refused by the backend's check.
     let other = format!("http://{}/fascicolo/y", gw.addr());
     assert!(matches!(
