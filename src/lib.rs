@@ -19,6 +19,7 @@ pub mod identity;
 pub mod pages;
 pub mod proxy;
 pub mod routes;
+pub mod saml;
 pub mod server;
 pub mod session;
 pub mod telemetry;

@@ -1,0 +1,13 @@
+//! SPID/CIE SAML service provider (issue 4). This file holds the parts that need no XML
+//! library and that every message passes first; the samael-based response validation
+//! builds on them.
+//!
+//! - [`prefilter`]: size cap, UTF-8, no DTD or entity declaration — before any XML parser
+//!   sees the bytes.
+//! - [`redirect`]: the HTTP-Redirect binding — DEFLATE with an inflate cap, and the
+//!   signature over the raw query string (signing our requests, verifying IdP messages).
+//! - [`status`]: SPID/CIE error codes (`ErrorCode nrNN`) and their user-facing messages.
+
+pub mod prefilter;
+pub mod redirect;
+pub mod status;

@@ -1,0 +1,142 @@
+//! The first gate for a SAML message, before any XML parser: bounded size, UTF-8, and no
+//! `<!DOCTYPE` or `<!ENTITY` anywhere (libxml would otherwise honour internal subsets:
+//! entity expansion, external entities). Pure; fuzzable.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// Largest decoded SAML message accepted (SPID responses are a few KiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefilterError {
+    #[error("the SAML message is empty")]
+    Empty,
+    #[error("the SAML message is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the SAML message is not valid base64")]
+    Base64,
+    #[error("the SAML message is not UTF-8")]
+    NotUtf8,
+    #[error("the SAML message carries a document type declaration")]
+    Doctype,
+    #[error("the SAML message carries an entity declaration")]
+    Entity,
+    #[error("the SAML message carries a processing instruction")]
+    ProcessingInstruction,
+}
+
+/// Decodes the base64 `SAMLResponse` of the HTTP-POST binding (line breaks tolerated)
+/// and checks the XML text. The size is checked before decoding.
+pub fn decode_post(b64: &str) -> Result<String, PrefilterError> {
+    let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.is_empty() {
+        return Err(PrefilterError::Empty);
+    }
+    if compact.len() / 4 * 3 > MAX_MESSAGE_BYTES + 3 {
+        return Err(PrefilterError::TooLarge(MAX_MESSAGE_BYTES));
+    }
+    let bytes = STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| PrefilterError::Base64)?;
+    check_xml(bytes)
+}
+
+/// Checks decoded XML bytes and returns them as text.
+pub fn check_xml(bytes: Vec<u8>) -> Result<String, PrefilterError> {
+    if bytes.is_empty() {
+        return Err(PrefilterError::Empty);
+    }
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(PrefilterError::TooLarge(MAX_MESSAGE_BYTES));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| PrefilterError::NotUtf8)?;
+    // `<!` starts a DOCTYPE, an ENTITY, or a comment / CDATA section. Comments and CDATA
+    // are legal XML; everything else is refused, whatever the case or whitespace.
+    let lower = text.to_ascii_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find("<!") {
+        let after = rest[i + 2..].trim_start();
+        if after.starts_with("doctype") {
+            return Err(PrefilterError::Doctype);
+        }
+        if after.starts_with("entity")
+            || after.starts_with("element")
+            || after.starts_with("attlist")
+        {
+            return Err(PrefilterError::Entity);
+        }
+        rest = &rest[i + 2..];
+    }
+    // Only the XML declaration may be a processing instruction (and only at the start).
+    let body = text.trim_start_matches('\u{feff}');
+    let decl_end = if body.starts_with("<?xml") {
+        body.find("?>").map_or(0, |e| e + 2)
+    } else {
+        0
+    };
+    if body[decl_end..].contains("<?") {
+        return Err(PrefilterError::ProcessingInstruction);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        STANDARD.encode(s)
+    }
+
+    #[test]
+    fn a_plain_response_passes() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><samlp:Response ID=\"_1\"><!-- c --><x><![CDATA[a]]></x></samlp:Response>";
+        assert_eq!(decode_post(&b64(xml)).unwrap(), xml);
+        // Line-wrapped base64 as some IdPs send it.
+        let wrapped: String = b64(xml)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap().to_string() + "\r\n")
+            .collect();
+        assert_eq!(decode_post(&wrapped).unwrap(), xml);
+    }
+
+    #[test]
+    fn dtds_entities_and_pis_are_refused() {
+        let cases = [
+            (
+                "<!DOCTYPE r [<!ENTITY x \"y\">]><r>&x;</r>",
+                PrefilterError::Doctype,
+            ),
+            (
+                "<?xml version=\"1.0\"?>\n<!doctype r SYSTEM \"http://x\"><r/>",
+                PrefilterError::Doctype,
+            ),
+            ("<r><!   DocType r></r>", PrefilterError::Doctype),
+            ("<!ENTITY lol \"lol\"><r/>", PrefilterError::Entity),
+            (
+                "<r/><?xml-stylesheet href=\"x\"?>",
+                PrefilterError::ProcessingInstruction,
+            ),
+        ];
+        for (xml, err) in cases {
+            assert_eq!(decode_post(&b64(xml)), Err(err), "{xml}");
+        }
+    }
+
+    #[test]
+    fn size_encoding_and_emptiness_are_checked() {
+        assert_eq!(decode_post(""), Err(PrefilterError::Empty));
+        assert_eq!(decode_post("%%%"), Err(PrefilterError::Base64));
+        assert_eq!(
+            decode_post(&STANDARD.encode([0xff, 0xfe, 0x3c])),
+            Err(PrefilterError::NotUtf8)
+        );
+        let big = format!("<r>{}</r>", "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(
+            decode_post(&b64(&big)),
+            Err(PrefilterError::TooLarge(MAX_MESSAGE_BYTES))
+        );
+    }
+}
