@@ -8,6 +8,7 @@
 //!   signature over the raw query string (signing our requests, verifying IdP messages).
 //! - [`status`]: SPID/CIE error codes (`ErrorCode nrNN`) and their user-facing messages.
 
+pub mod authn_request;
 pub mod prefilter;
 pub mod redirect;
 pub mod status;
