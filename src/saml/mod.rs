@@ -11,4 +11,6 @@
 pub mod authn_request;
 pub mod prefilter;
 pub mod redirect;
+pub mod response;
 pub mod status;
+pub mod time;
