@@ -111,6 +111,10 @@ pub enum SamlError {
     EmptyAttribute(String),
     #[error("Assertion: AttributeStatement has no attributes")]
     EmptyAttributeStatement,
+    #[error("Assertion: no fiscalNumber attribute")]
+    MissingFiscalNumber,
+    #[error("Assertion: fiscalNumber is not a valid fiscal code ({0})")]
+    InvalidFiscalNumber(crate::identity::FiscalCodeError),
 }
 
 /// The envelope facts of an accepted response.
@@ -330,6 +334,39 @@ pub fn check_assertion(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, 
         remember_until: confirmation_until.max(conditions_until),
         attributes,
     })
+}
+
+impl AssertionFacts {
+    /// The gateway's identity: subject from `fiscalNumber` (`TINIT-` removed, upper-cased,
+    /// checksum-validated), names from `name`/`familyName`, every attribute kept in `extra`.
+    pub fn into_identity(
+        self,
+        profile: Profile,
+        idp_entity_id: &str,
+        auth_time: u64,
+    ) -> Result<crate::identity::Identity, SamlError> {
+        use crate::identity::{FiscalCode, Identity, Method};
+        let raw = self
+            .attributes
+            .get("fiscalNumber")
+            .ok_or(SamlError::MissingFiscalNumber)?;
+        let subject = FiscalCode::parse(raw).map_err(SamlError::InvalidFiscalNumber)?;
+        let attr = |k: &str| self.attributes.get(k).cloned().unwrap_or_default();
+        Ok(Identity {
+            subject,
+            given_name: attr("name"),
+            family_name: attr("familyName"),
+            level: self.level,
+            method: match profile {
+                Profile::Cie => Method::Cie,
+                Profile::Spid | Profile::Generic => Method::Spid,
+            },
+            idp: idp_entity_id.to_string(),
+            roles: Vec::new(),
+            auth_time,
+            extra: self.attributes,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -542,3 +542,34 @@ fn malformed_xml_and_other_roots_are_refused() {
         Err(SamlError::NotAResponse)
     );
 }
+
+#[test]
+fn identity_comes_from_the_verified_attributes() {
+    use crate::identity::Method;
+    let facts = valid().check(Profile::Spid).unwrap();
+    let id = facts.clone().into_identity(Profile::Spid, IDP, 7).unwrap();
+    assert_eq!(id.subject.as_str(), "RSSMRA80A01H501U");
+    assert_eq!(
+        (id.given_name.as_str(), id.family_name.as_str()),
+        ("Mario", "Rossi")
+    );
+    assert_eq!(id.method, Method::Spid);
+    assert_eq!(id.level, Level::SpidL2);
+    assert_eq!(id.idp, IDP);
+    let cie = facts.clone().into_identity(Profile::Cie, IDP, 7).unwrap();
+    assert_eq!(cie.method, Method::Cie);
+
+    let mut bad = facts.clone();
+    bad.attributes
+        .insert("fiscalNumber".into(), "TINIT-RSSMRA80A01H501X".into());
+    assert!(matches!(
+        bad.into_identity(Profile::Spid, IDP, 7),
+        Err(SamlError::InvalidFiscalNumber(_))
+    ));
+    let mut none = facts;
+    none.attributes.remove("fiscalNumber");
+    assert_eq!(
+        none.into_identity(Profile::Spid, IDP, 7),
+        Err(SamlError::MissingFiscalNumber)
+    );
+}
