@@ -49,31 +49,7 @@ enum Command {
     /// Verify an identity header the way a backend must: signature against the gateway's
     /// JWKS, expiry, audience, issuer and (optionally) the request binding. Prints the
     /// claims, or the reason it is refused (exit 1).
-    Verify {
-        /// JWKS location: an http(s) URL (e.g. https://gw/_varco/jwks.json) or a file.
-        #[arg(long)]
-        jwks: String,
-        /// The upstream id the header must be addressed to (`aud`).
-        #[arg(long)]
-        aud: String,
-        /// The gateway's issuer (`iss`); any issuer when omitted.
-        #[arg(long)]
-        iss: Option<String>,
-        /// The HTTP method the request used (`htm`).
-        #[arg(long)]
-        method: Option<String>,
-        /// The URL the request was for, scheme://host/path?query (`htu`).
-        #[arg(long)]
-        url: Option<String>,
-        /// CA bundle for an https JWKS URL (default: public web roots).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Allowed clock difference in seconds.
-        #[arg(long, default_value_t = 5)]
-        leeway: u64,
-        /// The header value; read from standard input when omitted.
-        token: Option<String>,
-    },
+    Verify(VerifyArgs),
     /// Run only the echo upstream (for benchmarks and experiments).
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -94,25 +70,7 @@ fn main() -> ExitCode {
             certs_dir,
             config,
         } => demo(listen, certs_dir, config, cli.pretty),
-        Command::Verify {
-            jwks,
-            aud,
-            iss,
-            method,
-            url,
-            ca,
-            leeway,
-            token,
-        } => verify(VerifyArgs {
-            jwks,
-            aud,
-            iss,
-            method,
-            url,
-            ca,
-            leeway,
-            token,
-        }),
+        Command::Verify(args) => verify(args),
         Command::Echo { listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
             rt.block_on(async {
                 match varco::demo::echo::spawn(listen).await {
@@ -257,14 +215,30 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
     })
 }
 
+#[derive(clap::Args)]
 struct VerifyArgs {
+    /// JWKS location: an http(s) URL (e.g. https://gw/_varco/jwks.json) or a file.
+    #[arg(long)]
     jwks: String,
+    /// The upstream id the header must be addressed to (`aud`).
+    #[arg(long)]
     aud: String,
+    /// The gateway's issuer (`iss`); any issuer when omitted.
+    #[arg(long)]
     iss: Option<String>,
+    /// The HTTP method the request used (`htm`).
+    #[arg(long)]
     method: Option<String>,
+    /// The URL the request was for, scheme://host/path?query (`htu`).
+    #[arg(long)]
     url: Option<String>,
+    /// CA bundle for an https JWKS URL (default: public web roots).
+    #[arg(long)]
     ca: Option<PathBuf>,
+    /// Allowed clock difference in seconds.
+    #[arg(long, default_value_t = 5)]
     leeway: u64,
+    /// The header value; read from standard input when omitted.
     token: Option<String>,
 }
 

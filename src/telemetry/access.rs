@@ -186,23 +186,14 @@ fn render(buf: &mut Vec<u8>, l: &AccessLine<'_>, format: LogFormat) {
     }
 }
 
-/// `YYYY-MM-DDThh:mm:ss.uuuuuuZ` without a date library (days-to-civil, H. Hinnant).
+/// `YYYY-MM-DDThh:mm:ss.uuuuuuZ` (UTC).
 pub fn rfc3339_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
+    let date = crate::identity::Date::from_days_since_epoch((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{date}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60,
