@@ -75,9 +75,32 @@ async fn routes_on_normalized_paths() {
         assert_eq!(r.json()["path"], "/base/admin/x", "{dodge}");
     }
 
-    // An encoded slash is data, not a separator: no route change, forwarded encoded.
-    let r = get_json(&gw.url("/x%2F..%2Fadmin"), &[]).await;
-    assert_eq!(r.json()["path"], "/x%2F..%2Fadmin");
+    // What backends read differently is refused, not guessed: encoded separators, `..;`,
+    // trailing dots. A path parameter ends a segment for routing, as servlet containers read it.
+    for ambiguous in [
+        "/x%2F..%2Fadmin",
+        "/x%5c..%5cadmin",
+        "/pub/..;/admin/x",
+        "/admin./x",
+    ] {
+        let answer = raw(
+            gw.addr(),
+            format!("GET {ambiguous} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+            Duration::from_secs(5),
+        );
+        assert_eq!(raw_status(&answer), 400, "{ambiguous}: {answer}");
+    }
+    let r = get_json(&gw.url("/admin;jsessionid=1/users"), &[]).await;
+    assert_eq!(r.json()["path"], "/base/admin;jsessionid=1/users");
+
+    // A Host the router would read one way and a backend another: refused.
+    let answer = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: other.example.it:1@only.example.it\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 400, "{answer}");
 
     // Host routing: a more specific host wins; an unknown host/path answers 404 page.
     let r = get_json(&gw.url("/anything"), &[("host", "other.example.it")]).await;
@@ -171,6 +194,8 @@ async fn forwarded_headers_are_written_by_the_gateway() {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=6.6.6.6;proto=https"),
             ("x-real-ip", "6.6.6.6"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
             ("host", "app.example.it:8080"),
         ],
     )
@@ -178,6 +203,8 @@ async fn forwarded_headers_are_written_by_the_gateway() {
     assert_eq!(r.echoed("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(r.echoed("x-forwarded-proto"), vec!["http"]);
     assert_eq!(r.echoed("x-forwarded-host"), vec!["app.example.it:8080"]);
+    assert!(r.echoed("x-original-url").is_empty());
+    assert!(r.echoed("x-http-method-override").is_empty());
     assert_eq!(
         r.echoed("forwarded"),
         vec!["for=127.0.0.1;proto=http;host=\"app.example.it:8080\""]
@@ -331,6 +358,23 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
         let mut buf = vec![0u8; msg.len()];
         s.read_exact(&mut buf).unwrap();
         assert_eq!(buf, msg.to_ascii_uppercase().as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_are_relayed() {
+    // This upstream switches protocols for anything: the gateway must not relay h2c (a
+    // tunnel of HTTP/2 requests it would never see) nor an upgrade it did not ask for.
+    let up = upstreams::upgrade_echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    for req in [
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: a\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        // Keep-alive: the answer arrives at once; the read then waits out a short timeout.
+        let answer = raw(gw.addr(), req.as_bytes(), Duration::from_millis(700));
+        assert_eq!(raw_status(&answer), 502, "{req}: {answer}");
     }
 }
 

@@ -447,6 +447,8 @@ impl Config {
                     let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
                     if !scheme_ok || uri.host().is_none() {
                         bad(key, "must be an absolute http:// or https:// URL".into());
+                    } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                        bad(key, "must not carry credentials (user:password@)".into());
                     } else if uri.query().is_some() {
                         bad(key, "must not carry a query".into());
                     }

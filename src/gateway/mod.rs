@@ -26,7 +26,7 @@ use crate::proxy::headers::{
 use crate::proxy::{
     GatewayBody, LimitedBody, Upstream, UpstreamFailure, UpstreamSetupError, Upstreams,
 };
-use crate::routes::{Route, RouteTable, host_without_port, normalize_path};
+use crate::routes::{Route, RouteTable, normalize_path, parse_host};
 use crate::server::{ConnInfo, Handler};
 use crate::session::cookie::CookieSpec;
 use crate::session::{Limits, MemoryStore, Session, SessionStore, Store, SystemClock};
@@ -373,7 +373,7 @@ impl Gateway {
                 .ok_or(GatewayError::MissingHost)?
                 .to_string(),
         };
-        let host = host_without_port(&host_value);
+        let host = parse_host(&host_value).ok_or(GatewayError::MissingHost)?;
         let route = self
             .routes
             .lookup(&host, &path)
@@ -514,7 +514,7 @@ impl Gateway {
             .map_err(|_| GatewayError::BadFraming)?;
 
         let upgrade = if parts.version == Version::HTTP_11 {
-            upgrade_request(&parts.headers)
+            upgrade_request(&parts.method, &parts.headers)
         } else {
             None
         };
@@ -607,10 +607,13 @@ impl Gateway {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let upstream_upgrade_value = resp.headers().get(header::UPGRADE).cloned();
         remove_hop_by_hop(resp.headers_mut());
+        self.cookie.strip_set_cookie(resp.headers_mut());
         if switching {
-            let (Some(client_upgrade), Some(value)) = (client_upgrade, upstream_upgrade_value)
-            else {
-                // An upgrade the client did not ask for cannot be relayed.
+            let (Some(client_upgrade), Some(value)) = (
+                client_upgrade,
+                upstream_upgrade_value.filter(crate::proxy::headers::is_websocket),
+            ) else {
+                // An upgrade the client did not ask for, or to another protocol, is not relayed.
                 return Err(GatewayError::UpstreamProtocol {
                     upstream: upstream.name.to_string(),
                 });

@@ -71,12 +71,15 @@ impl Body for LimitedBody {
         };
         match ready!(inner.poll_frame(cx)) {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.seen += data.len() as u64;
-                    if *this.seen > *this.limit {
-                        this.over_limit.store(true, Ordering::Release);
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*this.limit)))));
-                    }
+                let Some(data) = frame.data_ref() else {
+                    // Client trailers are not forwarded: they could carry identity-prefixed
+                    // fields past the header filter. The body ends here.
+                    return Poll::Ready(None);
+                };
+                *this.seen += data.len() as u64;
+                if *this.seen > *this.limit {
+                    this.over_limit.store(true, Ordering::Release);
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*this.limit)))));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

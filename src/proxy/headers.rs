@@ -64,9 +64,10 @@ impl IdentityPrefix {
 }
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1, plus the
-/// de-facto `Keep-Alive` and `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// de-facto `Keep-Alive` and `Proxy-Connection`, and h2c's `HTTP2-Settings`).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    HeaderName::from_static("http2-settings"),
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
@@ -76,10 +77,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Whether a request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade` +
-/// `Upgrade`). Returns the `Upgrade` value to forward.
-pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
-    let upgrade = headers.get(header::UPGRADE)?.clone();
+/// Whether a request asks for a WebSocket upgrade (HTTP/1.1 GET with `Connection:
+/// upgrade`, `Upgrade: websocket` and a `Sec-WebSocket-Key`). Only WebSocket is relayed:
+/// any other protocol (h2c above all, which would open a tunnel of requests the gateway
+/// never sees) is not upgraded — the request is forwarded as a plain request.
+pub fn upgrade_request(method: &http::Method, headers: &HeaderMap) -> Option<HeaderValue> {
+    if method != http::Method::GET || !headers.contains_key("sec-websocket-key") {
+        return None;
+    }
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let upgrade = values.next()?.clone();
+    if values.next().is_some() || !is_websocket(&upgrade) {
+        return None;
+    }
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -87,6 +97,12 @@ pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
     asks.then_some(upgrade)
+}
+
+/// `websocket`, in any case, alone.
+pub fn is_websocket(v: &HeaderValue) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Removes hop-by-hop headers and those named in `Connection`. `Upgrade` is removed too;
@@ -127,6 +143,22 @@ fn connection_tokens(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     }
     Some(out)
 }
+
+/// Headers some backends and frameworks obey to rewrite the URL, host, port or method
+/// (IIS/Zend `X-Original-URL`, Symfony's `X-Forwarded-Prefix`, method overrides...).
+/// From an untrusted peer they are dropped like the forwarded headers.
+const ROUTING_OVERRIDES: [HeaderName; 10] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -181,6 +213,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop<'_>) {
                 || k == X_FORWARDED_HOST
                 || k == X_REAL_IP
                 || k == FORWARDED
+                || ROUTING_OVERRIDES.contains(k)
         });
         if spoofed {
             headers.remove(&X_FORWARDED_FOR);
@@ -188,6 +221,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop<'_>) {
             headers.remove(&X_FORWARDED_HOST);
             headers.remove(&X_REAL_IP);
             headers.remove(&FORWARDED);
+            for h in &ROUTING_OVERRIDES {
+                headers.remove(h);
+            }
         }
     }
     let mut xff = joined(headers, &X_FORWARDED_FOR).unwrap_or_default();
@@ -296,7 +332,14 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("x-kept", "1"),
         ]);
-        assert!(upgrade_request(&h).is_some());
+        assert!(
+            upgrade_request(&http::Method::GET, &h).is_none(),
+            "no key: no upgrade"
+        );
+        h.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        assert!(upgrade_request(&http::Method::GET, &h).is_some());
+        assert!(upgrade_request(&http::Method::POST, &h).is_none());
+        h.remove("sec-websocket-key");
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));

@@ -94,8 +94,13 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;
     }
+    // A segment ends at `/` or at a path parameter (`/admin;x/users` is under `/admin`,
+    // as Java servlet containers read it).
     let p = prefix.trim_end_matches('/');
-    path == p || (path.len() > p.len() && path.starts_with(p) && path.as_bytes()[p.len()] == b'/')
+    path == p
+        || (path.len() > p.len()
+            && path.starts_with(p)
+            && matches!(path.as_bytes()[p.len()], b'/' | b';'))
 }
 
 impl RouteTable {
@@ -141,6 +146,52 @@ impl RouteTable {
         }
         best.map(|(_, r)| r)
     }
+}
+
+/// Validates a `Host` (or `:authority`) value strictly — a DNS name (letters, digits, `-`,
+/// `.`, `_`), an IPv4 address or a bracketed IPv6 literal, then an optional numeric port;
+/// no userinfo, no spaces — and returns it lower-cased without the port. A backend that
+/// parses a looser `Host` (e.g. `a:1@b`) differently from the router cannot be steered.
+pub fn parse_host(value: &str) -> Option<String> {
+    if value.is_empty() || value.len() > 255 {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let after = &rest[end + 1..];
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&value[..end + 2], port)
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    if !host.starts_with('[')
+        && (host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+    {
+        return None;
+    }
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// Lower-cases a `Host` value and removes the port (IPv6 literals keep their brackets).
@@ -190,6 +241,7 @@ mod tests {
         assert_eq!(up(&t, "h", "/administrator"), Some("a".into()));
         assert_eq!(up(&t, "h", "/admin/x"), Some("c".into()));
         assert_eq!(up(&t, "h", "/admin/x/1"), Some("c".into()));
+        assert_eq!(up(&t, "h", "/admin;x/users"), Some("b".into()));
     }
 
     #[test]
@@ -215,6 +267,31 @@ mod tests {
         assert_eq!(up(&t, "h", &p), Some("b".into()));
         let p = normalize_path("/%61dmin").unwrap();
         assert_eq!(up(&t, "h", &p), Some("b".into()));
+    }
+
+    #[test]
+    fn hosts_are_parsed_strictly() {
+        assert_eq!(
+            parse_host("App.Example.it:8443").as_deref(),
+            Some("app.example.it")
+        );
+        assert_eq!(parse_host("[::1]:8443").as_deref(), Some("[::1]"));
+        assert_eq!(parse_host("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        for bad in [
+            "pub.example.it:1@admin.example.it",
+            "x@admin.example.it",
+            "a b",
+            "a:b",
+            "a:",
+            "a:123456",
+            "[::1",
+            "[zz]",
+            "",
+            "a/b",
+            "a\\b",
+        ] {
+            assert_eq!(parse_host(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub enum PathError {
     BadEscape,
     #[error("the path has a character that is not allowed in a URL path")]
     BadCharacter,
+    #[error("the path has an encoded slash, backslash or NUL")]
+    EncodedSeparator,
+    #[error("the path has a segment that backends read differently (`..;`, trailing `.`)")]
+    AmbiguousSegment,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -35,7 +39,9 @@ fn is_normal(path: &[u8]) -> bool {
     let mut prev = 0u8;
     for (i, &b) in path.iter().enumerate() {
         match b {
-            b'%' | b'\\' => return false,
+            b'%' | b'\\' | b';' => return false,
+            // A segment ending in `.` needs the full check.
+            b'.' if matches!(path.get(i + 1), None | Some(b'/')) => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 // "/." followed by end, "/" or "." starts a dot-segment.
@@ -77,6 +83,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                 let v = h * 16 + l;
                 if is_unreserved(v) {
                     decoded.push(v);
+                } else if matches!(v, b'/' | b'\\' | 0) {
+                    return Err(PathError::EncodedSeparator);
                 } else {
                     decoded.push(b'%');
                     decoded.push(bytes[i + 1].to_ascii_uppercase());
@@ -95,6 +103,21 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
     for seg in decoded[1..].split(|&b| b == b'/') {
+        // The part before any path parameter (`;...`, also as `%3B`).
+        let bare_end = seg
+            .windows(3)
+            .position(|w| w == b"%3B")
+            .into_iter()
+            .chain(seg.iter().position(|&b| b == b';'))
+            .min()
+            .unwrap_or(seg.len());
+        let bare = &seg[..bare_end];
+        if bare_end < seg.len() && matches!(bare, b"." | b"..") {
+            return Err(PathError::AmbiguousSegment);
+        }
+        if bare.len() > 2 && bare.ends_with(b".") || bare == b"..." {
+            return Err(PathError::AmbiguousSegment);
+        }
         match seg {
             b"" => trailing_slash = true,
             b"." => trailing_slash = true,
@@ -155,10 +178,25 @@ mod tests {
     }
 
     #[test]
-    fn encoded_slashes_stay_data() {
-        assert_eq!(n("/a%2fb"), "/a%2Fb");
-        assert_eq!(n("/a%2F..%2Fadmin"), "/a%2F..%2Fadmin");
+    fn encoded_separators_and_ambiguous_segments_are_refused() {
+        for p in ["/a%2fb", "/a%2F..%2Fadmin", "/a%5Cb", "/a%00b"] {
+            assert_eq!(normalize_path(p), Err(PathError::EncodedSeparator), "{p}");
+        }
+        for p in [
+            "/pub/..;/admin",
+            "/pub/.;x/admin",
+            "/pub/..%3B/admin",
+            "/pub/..%3b/admin",
+            "/admin./x",
+            "/admin../x",
+            "/a/...",
+        ] {
+            assert_eq!(normalize_path(p), Err(PathError::AmbiguousSegment), "{p}");
+        }
+        // Ordinary escapes and path parameters on ordinary segments are kept.
         assert_eq!(n("/%20x"), "/%20x");
+        assert_eq!(n("/app;jsessionid=1/x"), "/app;jsessionid=1/x");
+        assert_eq!(n("/a.b/c.d"), "/a.b/c.d");
     }
 
     #[test]
@@ -194,14 +232,11 @@ mod properties {
             }
         }
 
-        /// Anything that normalizes to a path under /admin was under /admin all along, or
-        /// reached it through dot-segments that normalization resolved — never through an
-        /// encoded slash.
+        /// An encoded slash never becomes a separator: such paths are refused.
         #[test]
         fn encoded_slashes_never_become_separators(a in "[a-z]{1,5}", b in "[a-z]{1,5}") {
             let p = format!("/{a}%2F..%2F{b}");
-            let n = normalize_path(&p).unwrap();
-            prop_assert_eq!(n.matches('/').count(), 1);
+            prop_assert_eq!(normalize_path(&p), Err(PathError::EncodedSeparator));
         }
     }
 }

@@ -6,9 +6,9 @@
 //! so this watcher follows the message boundaries (head, fixed-length body, chunked body
 //! with trailers) and raises a flag the request handler checks.
 //!
-//! It is pure: bytes in, a verdict out. Whatever it cannot follow (an HTTP/2 preface, an
-//! upgrade, a head it cannot parse — which hyper refuses anyway) switches it off; it never
-//! blocks or alters the byte stream.
+//! It is pure: bytes in, a verdict out. Whatever it cannot follow (an HTTP/2 preface, a
+//! head it cannot parse — which hyper refuses anyway) switches it off; it never blocks or
+//! alters the byte stream.
 
 /// Largest request head the watcher buffers; past it, hyper answers 431 anyway.
 const MAX_HEAD: usize = 256 * 1024;
@@ -55,7 +55,6 @@ fn inspect_head(req: &httparse::Request<'_, '_>) -> HeadVerdict {
     let mut length: Option<u64> = None;
     let mut transfer_encodings = 0usize;
     let mut chunked_last = false;
-    let mut upgrade = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             content_lengths += 1;
@@ -69,8 +68,6 @@ fn inspect_head(req: &httparse::Request<'_, '_>) -> HeadVerdict {
                     .next()
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
             });
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
         }
     }
     if content_lengths > 1 || (content_lengths > 0 && transfer_encodings > 0) {
@@ -79,10 +76,10 @@ fn inspect_head(req: &httparse::Request<'_, '_>) -> HeadVerdict {
     if transfer_encodings > 0 && (req.version != Some(1) || !chunked_last) {
         return HeadVerdict::Violation;
     }
-    if upgrade || req.method == Some("CONNECT") {
-        // After a possible protocol switch the bytes are no longer HTTP/1 requests.
-        return HeadVerdict::Next(State::Off);
-    }
+    // An `Upgrade` header does not switch the watch off: the switch happens only if the
+    // gateway relays a 101, and until then (or when it does not) the next bytes are
+    // requests like any other. After a real switch the watch reads tunnel bytes, which
+    // at worst stop it (unparsable) — no request follows a switch on that connection.
     if transfer_encodings > 0 {
         return HeadVerdict::Next(State::ChunkSize);
     }
@@ -339,13 +336,16 @@ POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r
     }
 
     #[test]
-    fn http2_and_upgrades_switch_the_watch_off() {
+    fn http2_switches_the_watch_off_but_an_upgrade_header_does_not() {
         let w = watch_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         assert!(!w.active() && !w.violation());
-        let w = watch_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
-        );
-        assert!(!w.active() && !w.violation());
+        // An Upgrade that was never granted cannot hide the next request's framing.
+        assert!(verdict_any_split(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n\
+POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ));
+        let w = watch_all(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx");
+        assert!(w.violation());
     }
 
     #[test]

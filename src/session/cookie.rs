@@ -97,6 +97,31 @@ impl CookieSpec {
     }
 }
 
+impl CookieSpec {
+    /// Removes an upstream's `Set-Cookie` for the session cookie's name: only the gateway
+    /// sets it (a backend must not be able to fix a user's session).
+    pub fn strip_set_cookie(&self, headers: &mut HeaderMap) {
+        let prefix = format!("{}=", self.name);
+        let ours = |v: &http::HeaderValue| {
+            v.to_str()
+                .map_or(true, |s| s.trim_start().starts_with(&prefix))
+        };
+        if !headers.get_all(http::header::SET_COOKIE).iter().any(ours) {
+            return;
+        }
+        let kept: Vec<http::HeaderValue> = headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter(|v| !ours(v))
+            .cloned()
+            .collect();
+        headers.remove(http::header::SET_COOKIE);
+        for v in kept {
+            headers.append(http::header::SET_COOKIE, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +157,26 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_static("a=1"));
         spec().strip(&mut h);
         assert_eq!(h[COOKIE], "a=1");
+    }
+
+    #[test]
+    fn upstreams_cannot_set_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("a=1; Path=/"),
+        );
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("__Host-varco=fixed; Path=/"),
+        );
+        spec().strip_set_cookie(&mut h);
+        let all: Vec<&str> = h
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(all, vec!["a=1; Path=/"]);
     }
 
     #[test]
