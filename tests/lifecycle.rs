@@ -149,6 +149,16 @@ async fn health_readiness_metrics_and_access_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_only_to_allowed_peers() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, "metrics_allow = [\"10.0.0.0/8\"]"));
+    let r = request("GET", &gw.url("/_varco/metrics"), &[], "").await;
+    assert_eq!(r.status, 404);
+    let r = request("GET", &gw.url("/_varco/healthz"), &[], "").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_prefix_is_configurable() {
     let up = upstreams::echo().await;
     let gw = Gateway::start(&simple_config(up, "reserved_prefix = \"/.gw/\""));

@@ -362,6 +362,42 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_end_at_their_maximum_lifetime() {
+    let up = upstreams::upgrade_echo().await;
+    let gw = Gateway::start(&simple_config(up, "tunnel_max_lifetime = \"600ms\""));
+    let mut s = TcpStream::connect(gw.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // The tunnel works, then is closed by the gateway.
+    s.write_all(b"ping").unwrap();
+    assert_eq!(s.read(&mut buf).unwrap(), 4);
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break start.elapsed(),
+            Ok(_) => continue,
+        }
+    };
+    assert!(closed >= Duration::from_millis(500), "{closed:?}");
+    assert!(
+        closed < Duration::from_secs(4),
+        "tunnel outlived its lifetime: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_websocket_upgrades_are_relayed() {
     // This upstream switches protocols for anything: the gateway must not relay h2c (a
     // tunnel of HTTP/2 requests it would never see) nor an upgrade it did not ask for.

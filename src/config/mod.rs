@@ -116,6 +116,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Worker threads (each with its own event loop); 0 = one per CPU.
     pub workers: usize,
+    /// A relayed WebSocket ends after this long (on protected routes also when the
+    /// session would end).
+    #[serde(with = "humantime_serde")]
+    pub tunnel_max_lifetime: Duration,
+    /// Peers allowed to read `<reserved_prefix>metrics`.
+    pub metrics_allow: Vec<IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +140,11 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             max_connections: 10_000,
             workers: 0,
+            tunnel_max_lifetime: Duration::from_secs(3600),
+            metrics_allow: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
         }
     }
 }

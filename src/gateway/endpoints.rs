@@ -65,6 +65,16 @@ impl Gateway {
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             })
         } else if path == p.metrics {
+            let peer = ex.peer_addr.to_canonical();
+            if !self
+                .cfg
+                .server
+                .metrics_allow
+                .iter()
+                .any(|n| n.contains(&peer))
+            {
+                return Err(GatewayError::NoRoute);
+            }
             Ok(respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -79,7 +89,6 @@ impl Gateway {
         } else if path == p.logout {
             self.logout(&req).await
         } else {
-            let _ = ex;
             Err(GatewayError::NoRoute)
         }
     }

@@ -236,6 +236,7 @@ struct Exchange {
     /// Validated to be visible ASCII (see `Gateway::request_id`).
     request_id: HeaderValue,
     peer: Arc<str>,
+    peer_addr: IpAddr,
     version: Version,
     json: bool,
     /// The `Host` (or `:authority`) the client addressed.
@@ -305,6 +306,7 @@ impl Handler for Gateway {
             path: String::new(),
             request_id,
             peer: conn.peer_ip.clone(),
+            peer_addr: conn.peer.ip(),
             version: req.version(),
             json: wants_json(req.headers()),
             browser: accepts_html(req.headers()),
@@ -324,7 +326,7 @@ impl Gateway {
     async fn process(
         &self,
         req: Request<Incoming>,
-        conn: &ConnInfo,
+        conn: &Arc<ConnInfo>,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let s = &self.cfg.server;
@@ -498,7 +500,7 @@ impl Gateway {
         req: Request<Incoming>,
         route: &Route,
         path: &str,
-        conn: &ConnInfo,
+        conn: &Arc<ConnInfo>,
         session: Option<Arc<Session>>,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -620,15 +622,30 @@ impl Gateway {
             };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let request_id = ex.request_id().to_string();
+            // The tunnel keeps the connection's place in max_connections and ends at its
+            // maximum lifetime, or when the session it was opened under would end.
+            let conn_hold = conn.clone();
+            let mut lifetime = self.cfg.server.tunnel_max_lifetime;
+            if let Some(session) = &session {
+                let ends = session
+                    .created
+                    .saturating_add(self.cfg.session.absolute_timeout.as_secs());
+                let left = ends.saturating_sub(self.services.clock.now_secs());
+                lifetime = lifetime.min(std::time::Duration::from_secs(left));
+            }
             tokio::spawn(async move {
+                let _hold = conn_hold;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);
                         let mut upstream = TokioIo::new(upstream);
-                        if let Err(e) =
-                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                        {
-                            tracing::debug!(request_id, error = %e, "upgraded stream ended");
+                        let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+                        match tokio::time::timeout(lifetime, relay).await {
+                            Ok(Err(e)) => {
+                                tracing::debug!(request_id, error = %e, "upgraded stream ended")
+                            }
+                            Err(_) => tracing::debug!(request_id, "tunnel lifetime reached"),
+                            Ok(Ok(_)) => {}
                         }
                     }
                     Err(e) => tracing::debug!(request_id, error = %e, "upgrade failed"),

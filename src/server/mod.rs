@@ -59,6 +59,9 @@ pub struct ConnInfo {
     /// Raised by the framing watch (see [`framing`]) when the connection's byte stream
     /// carried ambiguous HTTP/1 framing.
     framing_violation: Arc<AtomicBool>,
+    /// This connection's place in `server.max_connections`, held as long as anything
+    /// (the connection, or a WebSocket tunnel made from it) holds this `ConnInfo`.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ConnInfo {
@@ -68,6 +71,7 @@ impl ConnInfo {
         scheme: &'static str,
         client_chain: Option<Arc<[CertificateDer<'static>]>>,
         alpn: Option<Vec<u8>>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> ConnInfo {
         ConnInfo {
             peer,
@@ -77,6 +81,7 @@ impl ConnInfo {
             client_chain,
             alpn,
             framing_violation: Arc::default(),
+            _permit: permit,
         }
     }
 
@@ -369,9 +374,10 @@ async fn accept_loop<H: Handler>(
         shared.open.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             shared.metrics.open_connections.inc();
+            let permit = Some(permit);
             match tls {
                 None => {
-                    let info = ConnInfo::new(peer, local, "http", None, None);
+                    let info = ConnInfo::new(peer, local, "http", None, None, permit);
                     serve_connection(tcp, Arc::new(info), &shared).await;
                 }
                 Some(acceptor) => {
@@ -385,7 +391,8 @@ async fn accept_loop<H: Handler>(
                                 .peer_certificates()
                                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
                             let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-                            let info = ConnInfo::new(peer, local, "https", client_chain, alpn);
+                            let info =
+                                ConnInfo::new(peer, local, "https", client_chain, alpn, permit);
                             serve_connection(stream, Arc::new(info), &shared).await;
                         }
                         Ok(Err(e)) => {
@@ -397,7 +404,6 @@ async fn accept_loop<H: Handler>(
             }
             shared.metrics.open_connections.dec();
             shared.open.fetch_sub(1, Ordering::AcqRel);
-            drop(permit);
         });
     }
 }
