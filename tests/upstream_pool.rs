@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Gateway, get_json, request, simple_config};
+use common::{Gateway, get_json, request, simple_config, upstreams};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -61,6 +61,33 @@ async fn upstream_connections_are_reused() {
     assert!(
         n <= 2,
         "50 sequential requests opened {n} upstream connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_capped() {
+    let slow = upstreams::slow(Duration::from_millis(400)).await;
+    // One connection to the slow upstream: four concurrent requests take turns on it.
+    let cfg = simple_config(slow, "workers = 1").replace(
+        &format!("url = \"http://{slow}\""),
+        &format!("url = \"http://{slow}\"\nmax_connections = 1"),
+    );
+    let gw = Gateway::start(&cfg);
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = gw.url("/s");
+        tasks.push(tokio::spawn(async move {
+            request("GET", &url, &[], "").await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "requests ran in parallel: {:?}",
+        start.elapsed()
     );
 }
 

@@ -249,6 +249,10 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
     #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// Open connections to this upstream per worker, at most; further requests wait for one
+    /// (within the request timeout).
+    #[serde(default = "default_upstream_connections")]
+    pub max_connections: usize,
     /// Send the client's `Host` to the upstream instead of the upstream's own authority
     /// (the original host is always in `X-Forwarded-Host` and `Forwarded`).
     #[serde(default)]
@@ -260,6 +264,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_pool_max_idle() -> usize {
     256
+}
+fn default_upstream_connections() -> usize {
+    1024
 }
 fn default_pool_idle_timeout() -> Duration {
     Duration::from_secs(90)
@@ -465,6 +472,12 @@ impl Config {
                     }
                 }
                 Err(e) => bad(key, format!("not a URL: {e}")),
+            }
+            if u.max_connections == 0 {
+                bad(
+                    format!("upstream.{name}.max_connections"),
+                    "must be greater than zero".into(),
+                );
             }
             if u.connect_timeout.is_zero() {
                 bad(

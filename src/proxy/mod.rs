@@ -132,6 +132,7 @@ impl Upstream {
             },
             cfg.pool_max_idle_per_host,
             cfg.pool_idle_timeout,
+            cfg.max_connections,
         );
         Ok(Upstream {
             name: name.into(),

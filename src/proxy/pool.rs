@@ -47,6 +47,9 @@ pub struct Pool {
     conns: Mutex<Vec<Pooled>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// Open connections (idle or busy) are capped; a request waits for a free one within
+    /// its request timeout.
+    open: Arc<tokio::sync::Semaphore>,
 }
 
 /// The outcome of sending on a pooled connection.
@@ -57,12 +60,18 @@ pub enum SendError {
 }
 
 impl Pool {
-    pub fn new(target: Target, max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub fn new(
+        target: Target,
+        max_idle: usize,
+        idle_timeout: Duration,
+        max_connections: usize,
+    ) -> Pool {
         Pool {
             target,
             conns: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            open: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
         }
     }
 
@@ -92,7 +101,28 @@ impl Pool {
         // Otherwise the sender is dropped: the connection closes after its response.
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<LimitedBody>, ConnectFailure> {
+    /// A ready pooled connection or, while under the cap, a new one. At the cap it waits
+    /// (within the caller's request timeout) for a connection to become ready or close.
+    async fn acquire(
+        &self,
+        allow_reuse: bool,
+    ) -> Result<(http1::SendRequest<LimitedBody>, bool), ConnectFailure> {
+        loop {
+            if allow_reuse && let Some(s) = self.checkout() {
+                return Ok((s, true));
+            }
+            if let Ok(permit) = self.open.clone().try_acquire_owned() {
+                return self.connect(permit).await.map(|s| (s, false));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn connect(
+        &self,
+        // Held by the connection's task: released when the connection closes.
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<http1::SendRequest<LimitedBody>, ConnectFailure> {
         let t = &self.target;
         let connect = async {
             let tcp = TcpStream::connect((t.host.as_str(), t.port))
@@ -100,13 +130,13 @@ impl Pool {
                 .map_err(|_| ConnectFailure::Unreachable)?;
             let _ = tcp.set_nodelay(true);
             match &t.tls {
-                None => handshake(tcp).await,
+                None => handshake(tcp, permit).await,
                 Some((connector, name)) => {
                     let tls = connector
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(|_| ConnectFailure::Unreachable)?;
-                    handshake(tls).await
+                    handshake(tls, permit).await
                 }
             }
         };
@@ -120,12 +150,10 @@ impl Pool {
         let mut req = req;
         // At most one retry, and only for a request hyper did not send.
         for attempt in 0..2 {
-            let reused = if attempt == 0 { self.checkout() } else { None };
-            let was_reused = reused.is_some();
-            let mut sender = match reused {
-                Some(s) => s,
-                None => self.connect().await.map_err(SendError::Connect)?,
-            };
+            let (mut sender, was_reused) = self
+                .acquire(attempt == 0)
+                .await
+                .map_err(SendError::Connect)?;
             let sent = sender.try_send_request(req).await;
             match sent {
                 Ok(resp) => {
@@ -142,7 +170,10 @@ impl Pool {
     }
 }
 
-async fn handshake<S>(io: S) -> Result<http1::SendRequest<LimitedBody>, ConnectFailure>
+async fn handshake<S>(
+    io: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<http1::SendRequest<LimitedBody>, ConnectFailure>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -151,6 +182,7 @@ where
         .await
         .map_err(|_| ConnectFailure::Unreachable)?;
     tokio::spawn(async move {
+        let _permit = permit;
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
