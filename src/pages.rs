@@ -163,6 +163,18 @@ pub fn login_page(choices: &[LoginChoice<'_>], development: bool) -> String {
     page_shell("Accedi / Log in", &body)
 }
 
+/// Asks for the logout with a POST button (GET never ends a session).
+pub fn logout_confirm_page(action: &str) -> String {
+    page_shell(
+        "Esci / Log out",
+        &format!(
+            "<h1>Vuoi uscire dal servizio?</h1><p class=\"en\" lang=\"en\">Do you want to log out?</p>\
+<form method=\"post\" action=\"{}\"><button type=\"submit\">Esci <span lang=\"en\">(Log out)</span></button></form>",
+            escape_html(action)
+        ),
+    )
+}
+
 /// Shown after logout when there is nowhere to return to.
 pub fn logged_out_page(login_url: &str) -> String {
     page_shell(

@@ -246,9 +246,22 @@ async fn tampered_cookies_rotation_and_logout() {
     let r = request("GET", &gw.url("/x"), &[API, ("cookie", &rotated)], "").await;
     assert_eq!(r.status, 200);
 
-    // Logout ends the session and clears the cookie.
+    // A GET only asks (a cross-site link cannot log anyone out) ...
     let r = request(
         "GET",
+        &gw.url("/_varco/logout"),
+        &[("cookie", &rotated)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("set-cookie").is_none());
+    assert!(r.text().contains("method=\"post\""));
+    let r = request("GET", &gw.url("/x"), &[API, ("cookie", &rotated)], "").await;
+    assert_eq!(r.status, 200);
+    // ... the POST ends the session and clears the cookie.
+    let r = request(
+        "POST",
         &gw.url("/_varco/logout"),
         &[("cookie", &rotated)],
         "",

@@ -216,7 +216,7 @@ async fn echo(
             format!(
                 "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>varco echo</title></head>\
 <body><h1>varco echo upstream</h1><p><code>{} {}{}{}</code> ({}), body {} bytes</p>\
-{}<p><a href=\"/_varco/logout\">Esci / Log out</a></p><table>{}</table></body></html>\n",
+{}<form method=\"post\" action=\"/_varco/logout\"><button type=\"submit\">Esci / Log out</button></form><table>{}</table></body></html>\n",
                 escape_html(&method),
                 escape_html(&path),
                 if query.is_empty() { "" } else { "?" },

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use super::{Exchange, Gateway};
 use crate::assertion::SessionClaims;
 use crate::error::GatewayError;
-use crate::pages::{LoginChoice, logged_out_page, login_page};
+use crate::pages::{LoginChoice, logged_out_page, login_page, logout_confirm_page};
 use crate::proxy::GatewayBody;
 use crate::session::return_url::safe_return;
 use crate::session::{Clock, Session, SessionId, SessionStore};
@@ -206,7 +206,20 @@ impl Gateway {
 
     /// Ends the local session (protocol logouts hook in here later) and clears the cookie.
     async fn logout(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
-        if !matches!(*req.method(), Method::GET | Method::POST) {
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            // A GET changes nothing (a cross-site link cannot log anyone out): it shows a
+            // button that POSTs here, keeping the `return` parameter.
+            let action = match req.uri().query() {
+                Some(q) => format!("{}?{q}", self.paths.logout),
+                None => self.paths.logout.clone(),
+            };
+            return Ok(respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                logout_confirm_page(&action),
+            ));
+        }
+        if req.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed);
         }
         if let Some(id) = self.cookie.read(req.headers()) {
