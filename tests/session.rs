@@ -288,6 +288,8 @@ async fn tampered_cookies_rotation_and_logout() {
         (r.status, r.headers["location"].to_str().unwrap()),
         (303, "/pubblico")
     );
+    // Without the session cookie (a cross-site POST carries none) nothing is cleared.
+    assert!(r.headers.get("set-cookie").is_none());
     let r = request(
         "POST",
         &gw.url("/_varco/logout?return=%2F%2Fevil.example"),

@@ -222,10 +222,11 @@ impl Gateway {
         if req.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed);
         }
-        if let Some(id) = self.cookie.read(req.headers()) {
+        let presented = self.cookie.read(req.headers());
+        if let Some(id) = &presented {
             self.services
                 .store
-                .delete(&id)
+                .delete(id)
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
             tracing::info!(target: "varco::audit", event = "logout", sid = %id.hash(), "logout");
@@ -239,9 +240,13 @@ impl Gateway {
                 logged_out_page(&self.paths.login),
             ),
         };
-        let clear =
-            HeaderValue::from_str(&self.cookie.clear()).map_err(|_| GatewayError::Minting)?;
-        resp.headers_mut().insert(header::SET_COOKIE, clear);
+        // Cleared only when the browser sent it: a cross-site POST carries no SameSite=Lax
+        // cookie, so it cannot wipe one either.
+        if presented.is_some() {
+            let clear =
+                HeaderValue::from_str(&self.cookie.clear()).map_err(|_| GatewayError::Minting)?;
+            resp.headers_mut().insert(header::SET_COOKIE, clear);
+        }
         Ok(resp)
     }
 }
