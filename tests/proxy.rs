@@ -9,6 +9,24 @@ use std::time::Duration;
 
 use common::{Gateway, get_json, raw, raw_status, request, simple_config, upstreams};
 
+/// Opens a WebSocket through the gateway and returns the stream after the 101 head.
+fn websocket(addr: std::net::SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the 101");
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
 fn two_upstreams(main: std::net::SocketAddr, admin: std::net::SocketAddr) -> String {
     format!(
         r#"
@@ -337,20 +355,7 @@ async fn obs_fold_and_ambiguous_framing_are_refused() {
 async fn websocket_upgrades_are_relayed() {
     let up = upstreams::upgrade_echo().await;
     let gw = Gateway::start(&simple_config(up, ""));
-    let mut s = TcpStream::connect(gw.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the 101");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let (mut s, head) = websocket(gw.addr());
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     for msg in ["hello", "ciao mondo"] {
@@ -365,20 +370,8 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
 async fn websocket_tunnels_end_at_their_maximum_lifetime() {
     let up = upstreams::upgrade_echo().await;
     let gw = Gateway::start(&simple_config(up, "tunnel_max_lifetime = \"600ms\""));
-    let mut s = TcpStream::connect(gw.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1);
-        head.push(b[0]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
+    let (mut s, head) = websocket(gw.addr());
+    assert!(head.starts_with("http/1.1 101"), "{head}");
     let start = std::time::Instant::now();
     let mut buf = [0u8; 64];
     // The tunnel works, then is closed by the gateway.

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::identity::Level;
+use crate::pages::escape_html as escape;
 
 /// The federation profile: SPID and CIE differ in a few rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,21 +46,6 @@ pub struct AuthnRequestParams<'a> {
 /// A fresh request id: `_` followed by 32 hex digits (never starts with a digit).
 pub fn new_request_id() -> String {
     format!("_{:032x}", rand::random::<u128>())
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

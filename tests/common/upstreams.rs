@@ -20,8 +20,21 @@ pub async fn echo() -> SocketAddr {
         .unwrap()
 }
 
-/// Answers 200 `slow` after `delay`.
-pub async fn slow(delay: Duration) -> SocketAddr {
+/// Serves `svc` over HTTP/1.1 on a fresh loopback port.
+async fn serve<S, B>(svc: S) -> SocketAddr
+where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -29,14 +42,8 @@ pub async fn slow(delay: Duration) -> SocketAddr {
             let Ok((tcp, _)) = l.accept().await else {
                 continue;
             };
+            let svc = svc.clone();
             tokio::spawn(async move {
-                let svc = service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        let _ = req.into_body().collect().await;
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("slow"))))
-                    },
-                );
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
@@ -46,31 +53,29 @@ pub async fn slow(delay: Duration) -> SocketAddr {
     addr
 }
 
+/// Answers 200 `slow` after `delay`.
+pub async fn slow(delay: Duration) -> SocketAddr {
+    serve(service_fn(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            let _ = req.into_body().collect().await;
+            tokio::time::sleep(delay).await;
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("slow"))))
+        },
+    ))
+    .await
+}
+
 /// Streams `total` bytes in 64 KiB chunks.
 pub async fn download(total: u64) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req| async move {
-                    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-                    let n = total / chunk.len() as u64;
-                    let stream = futures_util::stream::iter(
-                        (0..n).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
-                    );
-                    Ok::<_, Infallible>(http::Response::new(StreamBody::new(stream)))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve(service_fn(move |_req| async move {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let n = total / chunk.len() as u64;
+        let stream = futures_util::stream::iter(
+            (0..n).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+        );
+        Ok::<_, Infallible>(http::Response::new(StreamBody::new(stream)))
+    }))
+    .await
 }
 
 /// A raw upstream that accepts any upgrade with 101 and then echoes bytes back,
