@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-DEBS := pkg-config libssl-dev curl
+DEBS := pkg-config libssl-dev curl libxml2-dev libxmlsec1-dev libclang-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 

@@ -14,3 +14,4 @@ pub mod redirect;
 pub mod response;
 pub mod status;
 pub mod time;
+pub mod xmldsig;

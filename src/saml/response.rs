@@ -45,8 +45,14 @@ pub struct Expected<'a> {
 /// Why a response is refused. The element named is where the rule failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SamlError {
+    #[error(transparent)]
+    Prefilter(#[from] super::prefilter::PrefilterError),
+    #[error("Assertion signature: {0}")]
+    Signature(#[from] super::xmldsig::SignatureError),
     #[error("the XML is not well formed")]
     Xml,
+    #[error("{0}: a value is split by a comment or markup")]
+    SplitValue(&'static str),
     #[error("the root element is not a SAML Response")]
     NotAResponse,
     #[error("{0}: ID missing or empty")]
@@ -109,6 +115,8 @@ pub enum SamlError {
     LevelTooLow { got: Level, requested: Level },
     #[error("Assertion: attribute `{0}` has no value")]
     EmptyAttribute(String),
+    #[error("Assertion: attribute `{0}` appears more than once")]
+    DuplicateAttribute(String),
     #[error("Assertion: AttributeStatement has no attributes")]
     EmptyAttributeStatement,
     #[error("Assertion: no fiscalNumber attribute")]
@@ -142,6 +150,19 @@ fn child<'a, 'i>(n: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> 
 
 fn text<'a>(n: Node<'a, '_>) -> &'a str {
     n.text().unwrap_or("").trim()
+}
+
+/// The text of an element that carries a value the gateway consumes: one text node and
+/// nothing else. A comment inside (`TINIT-AAA<!---->BBB`) is refused: canonicalization
+/// drops comments, so the signature would still verify while parsers disagree on the
+/// value.
+fn value<'a>(n: Node<'a, '_>, element: &'static str) -> Result<&'a str, SamlError> {
+    let mut children = n.children();
+    match (children.next(), children.next()) {
+        (None, _) => Ok(""),
+        (Some(t), None) if t.is_text() => Ok(t.text().unwrap_or("").trim()),
+        _ => Err(SamlError::SplitValue(element)),
+    }
 }
 
 fn check_common(
@@ -182,7 +203,7 @@ fn check_issuer(
     format_required: bool,
 ) -> Result<(), SamlError> {
     let issuer = child(parent, ASSERTION_NS, "Issuer").ok_or(SamlError::Issuer(element))?;
-    if text(issuer) != exp.idp_entity_id {
+    if value(issuer, element)? != exp.idp_entity_id {
         return Err(SamlError::Issuer(element));
     }
     match issuer.attribute("Format") {
@@ -235,19 +256,65 @@ pub fn check_envelope(xml: &str, exp: &Expected<'_>) -> Result<EnvelopeFacts, Sa
     Ok(EnvelopeFacts { response_id })
 }
 
-/// Checks the verified Assertion (its own document: what signature verification kept).
-pub fn check_assertion(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, SamlError> {
+/// Validates a `SAMLResponse` form value (base64, HTTP-POST binding): the pre-filter,
+/// the envelope, the Assertion's signature by one of `trusted` (the IdP's metadata
+/// certificates, DER), then the rules over the verified Assertion only.
+pub fn validate_response(
+    saml_response: &str,
+    exp: &Expected<'_>,
+    trusted: &[Vec<u8>],
+) -> Result<(EnvelopeFacts, AssertionFacts), SamlError> {
+    let xml = super::prefilter::decode_post(saml_response)?;
+    validate_response_xml(&xml, exp, trusted)
+}
+
+/// [`validate_response`] for decoded XML text that passed the pre-filter.
+pub fn validate_response_xml(
+    xml: &str,
+    exp: &Expected<'_>,
+    trusted: &[Vec<u8>],
+) -> Result<(EnvelopeFacts, AssertionFacts), SamlError> {
+    let envelope = check_envelope(xml, exp)?;
+    let verified = super::xmldsig::verify_signed_element(xml, ASSERTION_NS, "Assertion", trusted)?;
+    let facts = check_assertion(&verified.xml, &verified.id, exp)?;
+    Ok((envelope, facts))
+}
+
+/// Checks the verified Assertion: `xml` is what signature verification kept, `id` the
+/// verified Assertion's ID (the root, or the one Assertion with that ID under a signed
+/// Response).
+pub fn check_assertion(
+    xml: &str,
+    id: &str,
+    exp: &Expected<'_>,
+) -> Result<AssertionFacts, SamlError> {
     let doc = Document::parse(xml).map_err(|_| SamlError::Xml)?;
-    let a = doc.root_element();
-    if a.tag_name().name() != "Assertion" || a.tag_name().namespace() != Some(ASSERTION_NS) {
-        return Err(SamlError::AssertionCount(0));
-    }
+    let found = doc
+        .descendants()
+        .filter(|n| {
+            n.is_element()
+                && n.tag_name().name() == "Assertion"
+                && n.tag_name().namespace() == Some(ASSERTION_NS)
+                && n.attribute("ID") == Some(id)
+        })
+        .collect::<Vec<_>>();
+    let [a] = found[..] else {
+        return Err(SamlError::AssertionCount(found.len()));
+    };
+    check_assertion_element(a, exp)
+}
+
+fn check_assertion_element(
+    a: Node<'_, '_>,
+    exp: &Expected<'_>,
+) -> Result<AssertionFacts, SamlError> {
     let assertion_id = check_common(a, "Assertion", exp)?;
     check_issuer(a, "Assertion", exp, exp.profile == Profile::Spid)?;
 
     let subject = child(a, ASSERTION_NS, "Subject").ok_or(SamlError::NameId)?;
     let name_id = child(subject, ASSERTION_NS, "NameID").ok_or(SamlError::NameId)?;
-    if text(name_id).is_empty() {
+    let name_id_value = value(name_id, "NameID")?;
+    if name_id_value.is_empty() {
         return Err(SamlError::NameId);
     }
     if name_id.attribute("Format") != Some(TRANSIENT_FORMAT) {
@@ -289,7 +356,9 @@ pub fn check_assertion(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, 
         .ok_or(SamlError::NotOnOrAfter)?;
     let audience_ok = child(conditions, ASSERTION_NS, "AudienceRestriction")
         .and_then(|r| child(r, ASSERTION_NS, "Audience"))
-        .is_some_and(|aud| text(aud) == exp.sp_entity_id);
+        .map(|aud| value(aud, "Audience"))
+        .transpose()?
+        .is_some_and(|aud| aud == exp.sp_entity_id);
     if !audience_ok {
         return Err(SamlError::Audience);
     }
@@ -298,7 +367,8 @@ pub fn check_assertion(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, 
         .and_then(|s| child(s, ASSERTION_NS, "AuthnContext"))
         .and_then(|c| child(c, ASSERTION_NS, "AuthnContextClassRef"))
         .ok_or(SamlError::MissingAuthnContext)?;
-    let level = Level::from_uri(text(class_ref)).ok_or(SamlError::UnknownLevel)?;
+    let level = Level::from_uri(value(class_ref, "AuthnContextClassRef")?)
+        .ok_or(SamlError::UnknownLevel)?;
     if level < exp.requested_level {
         return Err(SamlError::LevelTooLow {
             got: level,
@@ -315,13 +385,16 @@ pub fn check_assertion(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, 
         {
             any = true;
             let name = attr.attribute("Name").unwrap_or("").to_string();
-            let value = attr
+            let v = attr
                 .children()
                 .find(|c| c.is_element() && c.tag_name().name() == "AttributeValue")
-                .map(text)
+                .map(|v| value(v, "AttributeValue"))
+                .transpose()?
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| SamlError::EmptyAttribute(name.clone()))?;
-            attributes.insert(name, value.to_string());
+            if attributes.insert(name.clone(), v.to_string()).is_some() {
+                return Err(SamlError::DuplicateAttribute(name));
+            }
         }
         if !any {
             return Err(SamlError::EmptyAttributeStatement);
@@ -329,7 +402,7 @@ pub fn check_assertion(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, 
     }
     Ok(AssertionFacts {
         assertion_id,
-        name_id: text(name_id).to_string(),
+        name_id: name_id_value.to_string(),
         level,
         remember_until: confirmation_until.max(conditions_until),
         attributes,
@@ -369,5 +442,7 @@ impl AssertionFacts {
     }
 }
 
+#[cfg(test)]
+mod corpus;
 #[cfg(test)]
 mod tests;

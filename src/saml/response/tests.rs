@@ -2,18 +2,85 @@
 //! the accepted edge cases must pass.
 
 use super::*;
+use crate::saml::xmldsig::{sign_enveloped, signature_template};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-const NOW: i64 = 1_795_840_000; // 2026-11-28T04:26:40Z
-const IDP: &str = "https://idp.example/";
-const SP: &str = "https://sp.example.it/";
-const ACS: &str = "https://sp.example.it/_varco/saml/acs";
-const REQ: &str = "_req1";
+/// A test-only signer: the committed development keys of tests/fixtures/saml/.
+pub(crate) struct Signer {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
 
-fn t(offset: i64) -> String {
+fn load_signer(cert: &str, key: &str) -> Signer {
+    Signer {
+        cert: CertificateDer::from_pem_slice(cert.as_bytes())
+            .unwrap()
+            .to_vec(),
+        key: PrivateKeyDer::from_pem_slice(key.as_bytes())
+            .unwrap()
+            .secret_der()
+            .to_vec(),
+    }
+}
+
+pub(crate) fn idp_signer() -> Signer {
+    load_signer(
+        include_str!("../../../tests/fixtures/saml/idp-test.crt.pem"),
+        include_str!("../../../tests/fixtures/saml/idp-test.key.pem"),
+    )
+}
+
+pub(crate) fn foreign_signer() -> Signer {
+    load_signer(
+        include_str!("../../../tests/fixtures/saml/foreign-test.crt.pem"),
+        include_str!("../../../tests/fixtures/saml/foreign-test.key.pem"),
+    )
+}
+
+/// Inserts a signature template after the first `</saml:Issuer>` of `xml` and signs it.
+pub(crate) fn sign_after_issuer(
+    xml: &str,
+    id: &str,
+    signer: &Signer,
+    cert_in_keyinfo: &[u8],
+) -> String {
+    // After the Issuer; without one, right after the start tag.
+    let at = xml
+        .find("</saml:Issuer>")
+        .map(|i| i + "</saml:Issuer>".len())
+        .or_else(|| xml.find('>').map(|i| i + 1))
+        .unwrap_or(0);
+    let with_template = format!(
+        "{}{}{}",
+        &xml[..at],
+        signature_template(id, cert_in_keyinfo),
+        &xml[at..]
+    );
+    sign_enveloped(&with_template, &signer.key).unwrap()
+}
+
+fn attr_value<'a>(attrs: &'a str, name: &str) -> Option<&'a str> {
+    let start = attrs.find(&format!("{name}=\""))? + name.len() + 2;
+    attrs[start..].split('"').next()
+}
+
+fn check_assertion_root(xml: &str, exp: &Expected<'_>) -> Result<AssertionFacts, SamlError> {
+    let doc = Document::parse(xml).map_err(|_| SamlError::Xml)?;
+    check_assertion_element(doc.root_element(), exp)
+}
+
+pub(super) const NOW: i64 = 1_795_840_000; // 2026-11-28T04:26:40Z
+pub(super) const IDP: &str = "https://idp.example/";
+pub(super) const SP: &str = "https://sp.example.it/";
+pub(super) const ACS: &str = "https://sp.example.it/_varco/saml/acs";
+pub(super) const REQ: &str = "_req1";
+
+pub(super) fn t(offset: i64) -> String {
     super::super::time::format_utc(NOW + offset)
 }
 
-fn expected(profile: Profile) -> Expected<'static> {
+pub(super) fn expected(profile: Profile) -> Expected<'static> {
     Expected {
         profile,
         idp_entity_id: IDP,
@@ -29,22 +96,26 @@ fn expected(profile: Profile) -> Expected<'static> {
 
 /// The parts of a response, each replaceable by a test.
 #[derive(Clone)]
-struct F {
-    response_attrs: String,
-    response_issuer: String,
-    status: String,
-    assertion_attrs: String,
-    assertion_issuer: String,
-    name_id: String,
-    confirmation: String,
-    conditions: String,
-    authn: String,
-    attributes: String,
-    extra_assertion: bool,
-    no_assertion: bool,
+pub(super) struct F {
+    pub(super) response_attrs: String,
+    pub(super) response_issuer: String,
+    pub(super) status: String,
+    pub(super) assertion_attrs: String,
+    pub(super) assertion_issuer: String,
+    pub(super) name_id: String,
+    pub(super) confirmation: String,
+    pub(super) conditions: String,
+    pub(super) authn: String,
+    pub(super) attributes: String,
+    pub(super) extra_assertion: bool,
+    pub(super) no_assertion: bool,
+    pub(super) sign_assertion: bool,
+    pub(super) sign_response: bool,
+    /// Signs with the foreign key (while `KeyInfo` carries the IdP's certificate).
+    pub(super) foreign_key: bool,
 }
 
-fn valid() -> F {
+pub(super) fn valid() -> F {
     F {
         response_attrs: format!(
             "ID=\"_resp1\" Version=\"2.0\" IssueInstant=\"{}\" InResponseTo=\"{REQ}\" Destination=\"{ACS}\"",
@@ -81,6 +152,9 @@ fn valid() -> F {
 </saml:AttributeStatement>".into(),
         extra_assertion: false,
         no_assertion: false,
+        sign_assertion: true,
+        sign_response: false,
+        foreign_key: false,
     }
 }
 
@@ -98,34 +172,62 @@ impl F {
         )
     }
 
-    fn response(&self) -> String {
-        let mut assertions = String::new();
-        if !self.no_assertion {
-            assertions.push_str(&self.assertion());
+    pub(super) fn signer(&self) -> Signer {
+        if self.foreign_key {
+            foreign_signer()
+        } else {
+            idp_signer()
         }
-        if self.extra_assertion {
-            assertions.push_str(&self.assertion().replace("_assert1", "_assert2"));
-        }
-        format!(
-            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" {}>{}{}{}</samlp:Response>",
-            self.response_attrs, self.response_issuer, self.status, assertions
-        )
     }
 
-    fn check(&self, profile: Profile) -> Result<AssertionFacts, SamlError> {
-        let exp = expected(profile);
-        check_envelope(&self.response(), &exp)?;
-        check_assertion(&self.assertion(), &exp)
+    /// The Assertion, signed unless `sign_assertion` is off (or it has no ID to sign).
+    fn signed_assertion(&self, id_suffix: &str) -> String {
+        let xml = self
+            .assertion()
+            .replace("_assert1", &format!("_assert{id_suffix}"));
+        match attr_value(&self.assertion_attrs, "ID") {
+            Some(id) if self.sign_assertion && !id.is_empty() => {
+                let id = id.replace("_assert1", &format!("_assert{id_suffix}"));
+                sign_after_issuer(&xml, &id, &self.signer(), &idp_signer().cert)
+            }
+            _ => xml,
+        }
+    }
+
+    pub(super) fn response(&self) -> String {
+        let mut assertions = String::new();
+        if !self.no_assertion {
+            assertions.push_str(&self.signed_assertion("1"));
+        }
+        if self.extra_assertion {
+            assertions.push_str(&self.signed_assertion("2"));
+        }
+        let xml = format!(
+            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" {}>{}{}{}</samlp:Response>",
+            self.response_attrs, self.response_issuer, self.status, assertions
+        );
+        match attr_value(&self.response_attrs, "ID") {
+            Some(id) if self.sign_response && !id.is_empty() => {
+                sign_after_issuer(&xml, id, &self.signer(), &idp_signer().cert)
+            }
+            _ => xml,
+        }
+    }
+
+    /// The whole pipeline: envelope, signature (trusting the IdP certificate), assertion.
+    pub(super) fn check(&self, profile: Profile) -> Result<AssertionFacts, SamlError> {
+        validate_response_xml(&self.response(), &expected(profile), &[idp_signer().cert])
+            .map(|(_, facts)| facts)
     }
 }
 
-fn with(f: impl FnOnce(&mut F)) -> F {
+pub(super) fn with(f: impl FnOnce(&mut F)) -> F {
     let mut v = valid();
     f(&mut v);
     v
 }
 
-fn replace(s: &str, from: &str, to: &str) -> String {
+pub(super) fn replace(s: &str, from: &str, to: &str) -> String {
     assert!(s.contains(from), "fixture lacks {from}");
     s.replacen(from, to, 1)
 }
@@ -139,13 +241,12 @@ fn the_valid_response_passes() {
     assert_eq!(facts.remember_until, NOW + 300);
 }
 
-#[test]
-fn every_response_rule_has_its_failure() {
+pub(super) fn response_rule_cases() -> Vec<(&'static str, F, SamlError)> {
     use SamlError::*;
     let ra =
         |from: &str, to: &str| with(|f| f.response_attrs = replace(&f.response_attrs, from, to));
     let issued = t(-10);
-    let cases: Vec<(&str, F, SamlError)> = vec![
+    vec![
         (
             "ID missing",
             ra("ID=\"_resp1\" ", ""),
@@ -251,7 +352,12 @@ fn every_response_rule_has_its_failure() {
             with(|f| f.extra_assertion = true),
             AssertionCount(2),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn every_response_rule_has_its_failure() {
+    let cases = response_rule_cases();
     for (name, f, err) in cases {
         assert_eq!(
             check_envelope(&f.response(), &expected(Profile::Spid)),
@@ -286,8 +392,7 @@ fn idp_error_codes_become_refusals_with_their_code() {
     }
 }
 
-#[test]
-fn every_assertion_rule_has_its_failure() {
+pub(super) fn assertion_rule_cases() -> Vec<(&'static str, F, SamlError)> {
     use SamlError::*;
     let issued = t(-10);
     let aa =
@@ -296,7 +401,7 @@ fn every_assertion_rule_has_its_failure() {
     let conf = |from: &str, to: &str| with(|f| f.confirmation = replace(&f.confirmation, from, to));
     let cond = |from: &str, to: &str| with(|f| f.conditions = replace(&f.conditions, from, to));
     let authn = |from: &str, to: &str| with(|f| f.authn = replace(&f.authn, from, to));
-    let cases: Vec<(&str, F, SamlError)> = vec![
+    vec![
         (
             "ID missing",
             aa("ID=\"_assert1\" ", ""),
@@ -484,10 +589,15 @@ fn every_assertion_rule_has_its_failure() {
             }),
             EmptyAttribute("name".into()),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn every_assertion_rule_has_its_failure() {
+    let cases = assertion_rule_cases();
     for (name, f, err) in cases {
         assert_eq!(
-            check_assertion(&f.assertion(), &expected(Profile::Spid)),
+            check_assertion_root(&f.assertion(), &expected(Profile::Spid)),
             Err(err),
             "{name}"
         );
@@ -571,5 +681,30 @@ fn identity_comes_from_the_verified_attributes() {
     assert_eq!(
         none.into_identity(Profile::Spid, IDP, 7),
         Err(SamlError::MissingFiscalNumber)
+    );
+}
+
+#[test]
+fn values_split_by_comments_are_refused() {
+    let exp = expected(Profile::Spid);
+    let f = valid();
+    let split = f
+        .assertion()
+        .replace("TINIT-RSSMRA80A01H501U", "TINIT-RSSMRA<!---->80A01H501U");
+    assert_eq!(
+        check_assertion_root(&split, &exp),
+        Err(SamlError::SplitValue("AttributeValue"))
+    );
+    let split = f.assertion().replace(">_n1<", ">_n<!-- -->1<");
+    assert_eq!(
+        check_assertion_root(&split, &exp),
+        Err(SamlError::SplitValue("NameID"))
+    );
+    let split = f
+        .assertion()
+        .replace(&format!(">{SP}<"), &format!("><!---->{SP}<"));
+    assert_eq!(
+        check_assertion_root(&split, &exp),
+        Err(SamlError::SplitValue("Audience"))
     );
 }

@@ -1,0 +1,340 @@
+//! XML signatures: the only place that calls samael/xmlsec. Two directions:
+//!
+//! - [`verify_signed_element`]: the element a message must carry signed (the Assertion of
+//!   a Response, the root of a metadata aggregate or of a POST LogoutRequest) is checked
+//!   for shape first (over roxmltree: one element with that name, its own enveloped
+//!   signature referencing its own ID, only enveloped + exclusive-c14n transforms, every
+//!   signature in the document referencing its parent, no `ds:Object`, unique IDs); then
+//!   xmlsec verifies every signature of the document against the trusted certificates
+//!   only (a certificate embedded in `KeyInfo` is never used as a key) and reduces the
+//!   document to what was signed. The caller reads data only from the reduced text.
+//! - [`sign_enveloped`]: fills a signature template ([`signature_template`], SHA-256
+//!   digests, RSA-SHA256) for our own metadata, POST-binding requests, and the
+//!   development IdP.
+//!
+//! A panic inside the C bindings' Rust wrapper becomes an error, never a crash.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use roxmltree::{Document, Node};
+use samael::crypto::{
+    AllowedSignatureAlgorithm, CertificateDer, CryptoProvider, ReduceMode, XmlSec,
+};
+
+pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
+const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+
+/// SHA-256 and up; RSA and ECDSA (SPID/CIE use RSA).
+const ALLOWED: &[AllowedSignatureAlgorithm] = &[
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+
+/// Why a signature is refused. Never carries XML or key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the XML is not well formed")]
+    Xml,
+    #[error("{0}: not signed")]
+    Unsigned(&'static str),
+    #[error("{0}: expected exactly one, found {1}")]
+    Count(&'static str, usize),
+    #[error("the ID `{0}` appears more than once")]
+    DuplicateId(String),
+    #[error("{0}: the signature does not reference its own element")]
+    WrongReference(&'static str),
+    #[error("a signature does not sign the element that holds it")]
+    DetachedSignature,
+    #[error("a signature uses a transform other than enveloped-signature and exclusive c14n")]
+    Transform,
+    #[error("the message carries a ds:Object")]
+    Object,
+    #[error("the signature is not valid for any trusted certificate (or uses a weak algorithm)")]
+    Invalid,
+    #[error("no trusted certificate is configured")]
+    NoTrustedCertificate,
+    #[error("the signature library failed")]
+    Library,
+}
+
+/// The signed element, as xmlsec reduced it (only signed content), with its ID.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// An XML document whose root is the signed element, or an ancestor that was itself
+    /// signed (a signed Response around a signed Assertion).
+    pub xml: String,
+    pub id: String,
+}
+
+fn is(n: Node<'_, '_>, ns: &str, name: &str) -> bool {
+    n.is_element() && n.tag_name().name() == name && n.tag_name().namespace() == Some(ns)
+}
+
+fn element_children<'a, 'i>(
+    n: Node<'a, 'i>,
+    ns: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    n.children().filter(move |c| is(*c, ns, name))
+}
+
+/// Checks one `ds:Signature`: one Reference to `#id` of `parent`, allowed transforms.
+fn check_signature_shape(sig: Node<'_, '_>, parent_id: Option<&str>) -> Result<(), SignatureError> {
+    let signed_info = element_children(sig, DSIG_NS, "SignedInfo").collect::<Vec<_>>();
+    let [signed_info] = signed_info[..] else {
+        return Err(SignatureError::DetachedSignature);
+    };
+    let c14n_ok = element_children(signed_info, DSIG_NS, "CanonicalizationMethod")
+        .all(|c| c.attribute("Algorithm") == Some(EXC_C14N));
+    if !c14n_ok {
+        return Err(SignatureError::Transform);
+    }
+    let refs = element_children(signed_info, DSIG_NS, "Reference").collect::<Vec<_>>();
+    let [reference] = refs[..] else {
+        return Err(SignatureError::DetachedSignature);
+    };
+    let uri = reference.attribute("URI").unwrap_or("");
+    match (uri.strip_prefix('#'), parent_id) {
+        (Some(r), Some(p)) if r == p && !r.is_empty() => {}
+        _ => return Err(SignatureError::DetachedSignature),
+    }
+    for transforms in element_children(reference, DSIG_NS, "Transforms") {
+        for t in transforms.children().filter(|c| c.is_element()) {
+            let alg = t.attribute("Algorithm");
+            if !is(t, DSIG_NS, "Transform") || !matches!(alg, Some(ENVELOPED | EXC_C14N)) {
+                return Err(SignatureError::Transform);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shape checks over the whole document; returns the ID of the one `ns:name` element,
+/// which must carry its own signature.
+fn check_shape(doc: &Document<'_>, ns: &str, name: &'static str) -> Result<String, SignatureError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in doc.descendants().filter(|n| n.is_element()) {
+        if let Some(id) = n.attribute("ID")
+            && !seen.insert(id)
+        {
+            return Err(SignatureError::DuplicateId(id.chars().take(64).collect()));
+        }
+        if is(n, DSIG_NS, "Object") {
+            return Err(SignatureError::Object);
+        }
+        if is(n, DSIG_NS, "Signature") {
+            let parent_id = n.parent_element().and_then(|p| p.attribute("ID"));
+            check_signature_shape(n, parent_id)?;
+        }
+    }
+    let targets = doc
+        .descendants()
+        .filter(|n| is(*n, ns, name))
+        .collect::<Vec<_>>();
+    let [target] = targets[..] else {
+        return Err(SignatureError::Count(name, targets.len()));
+    };
+    let id = target
+        .attribute("ID")
+        .filter(|id| !id.is_empty())
+        .ok_or(SignatureError::Unsigned(name))?;
+    let own = element_children(target, DSIG_NS, "Signature").count();
+    match own {
+        0 => Err(SignatureError::Unsigned(name)),
+        1 => Ok(id.to_string()),
+        _ => Err(SignatureError::WrongReference(name)),
+    }
+}
+
+/// Verifies that the one `ns:name` element of `xml` is signed by one of `trusted` (DER
+/// certificates) and that every other signature in the document is too. Returns the
+/// reduced, signed-only document.
+pub fn verify_signed_element(
+    xml: &str,
+    ns: &str,
+    name: &'static str,
+    trusted: &[Vec<u8>],
+) -> Result<Verified, SignatureError> {
+    if trusted.is_empty() {
+        return Err(SignatureError::NoTrustedCertificate);
+    }
+    let id = {
+        let doc = Document::parse(xml).map_err(|_| SignatureError::Xml)?;
+        check_shape(&doc, ns, name)?
+    };
+    let certs: Vec<CertificateDer> = trusted.iter().cloned().map(CertificateDer::from).collect();
+    let reduced = catch_unwind(AssertUnwindSafe(|| {
+        XmlSec::reduce_xml_to_signed_with_allowed_algorithms(
+            xml,
+            &certs,
+            ReduceMode::ValidateAndMarkNoAncestors,
+            Some(ALLOWED),
+        )
+    }))
+    .map_err(|_| SignatureError::Library)?
+    .map_err(|_| SignatureError::Invalid)?;
+    // The signed element must have survived the reduction, once, under its own ID.
+    let doc = Document::parse(&reduced).map_err(|_| SignatureError::Invalid)?;
+    let kept = doc
+        .descendants()
+        .filter(|n| is(*n, ns, name) && n.attribute("ID") == Some(id.as_str()))
+        .count();
+    if kept != 1 {
+        return Err(SignatureError::Invalid);
+    }
+    Ok(Verified { xml: reduced, id })
+}
+
+/// An enveloped signature template for the element with ID `id`: exclusive c14n,
+/// RSA-SHA256, SHA-256 digest, the signer's certificate in `KeyInfo`. Insert it as the
+/// signed element's child (after `Issuer` in SAML messages) and call [`sign_enveloped`].
+pub fn signature_template(id: &str, cert_der: &[u8]) -> String {
+    format!(
+        "<ds:Signature xmlns:ds=\"{DSIG_NS}\"><ds:SignedInfo>\
+<ds:CanonicalizationMethod Algorithm=\"{EXC_C14N}\"/>\
+<ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+<ds:Reference URI=\"#{id}\"><ds:Transforms>\
+<ds:Transform Algorithm=\"{ENVELOPED}\"/><ds:Transform Algorithm=\"{EXC_C14N}\"/>\
+</ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
+<ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo>\
+<ds:SignatureValue></ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}\
+</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>",
+        id = crate::pages::escape_html(id),
+        cert = STANDARD.encode(cert_der),
+    )
+}
+
+/// Signs the first signature template of `xml` (document order) with a private key
+/// (PKCS#8 or PKCS#1 DER).
+pub fn sign_enveloped(xml: &str, key_der: &[u8]) -> Result<String, SignatureError> {
+    let signed = catch_unwind(AssertUnwindSafe(|| XmlSec::sign_xml(xml, key_der)))
+        .map_err(|_| SignatureError::Library)?
+        .map_err(|_| SignatureError::Library)?;
+    Ok(strip_declaration(&signed).to_string())
+}
+
+/// The text without a leading `<?xml ...?>` declaration (libxml adds one when it
+/// serializes), so a signed element can be embedded in another document.
+pub fn strip_declaration(xml: &str) -> &str {
+    let t = xml.trim_start();
+    match t
+        .strip_prefix("<?xml")
+        .and_then(|r| r.find("?>").map(|i| &r[i + 2..]))
+    {
+        Some(rest) => rest.trim_start(),
+        None => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saml::response::ASSERTION_NS;
+
+    pub(crate) fn rsa_signer(cn: &str) -> (Vec<u8>, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.der().to_vec(), key.serialize_der())
+    }
+
+    fn signed_assertion(id: &str, cert: &[u8], key: &[u8], body: &str) -> String {
+        let unsigned = format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\"><saml:Issuer>i</saml:Issuer>{}{body}</saml:Assertion>",
+            signature_template(id, cert)
+        );
+        sign_enveloped(&unsigned, key).unwrap()
+    }
+
+    fn response(inner: &str) -> String {
+        format!(
+            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_r\">{inner}</samlp:Response>"
+        )
+    }
+
+    #[test]
+    fn signs_and_verifies_and_refuses_tampering_and_foreign_keys() {
+        let (cert, key) = rsa_signer("idp");
+        let (other_cert, other_key) = rsa_signer("other");
+        let a = signed_assertion("_a1", &cert, &key, "<saml:Subject>mario</saml:Subject>");
+        let doc = response(&a);
+        let v = verify_signed_element(&doc, ASSERTION_NS, "Assertion", std::slice::from_ref(&cert))
+            .unwrap();
+        assert_eq!(v.id, "_a1");
+        assert!(v.xml.contains("mario"));
+        // Another certificate, or none: refused.
+        assert_eq!(
+            verify_signed_element(
+                &doc,
+                ASSERTION_NS,
+                "Assertion",
+                std::slice::from_ref(&other_cert)
+            )
+            .unwrap_err(),
+            SignatureError::Invalid
+        );
+        assert_eq!(
+            verify_signed_element(&doc, ASSERTION_NS, "Assertion", &[]).unwrap_err(),
+            SignatureError::NoTrustedCertificate
+        );
+        // Changed signed content: refused.
+        let tampered = doc.replace("mario", "luigi");
+        assert_eq!(
+            verify_signed_element(
+                &tampered,
+                ASSERTION_NS,
+                "Assertion",
+                std::slice::from_ref(&cert)
+            )
+            .unwrap_err(),
+            SignatureError::Invalid
+        );
+        // Signed by another key that embeds the trusted certificate: refused.
+        let forged = signed_assertion("_a1", &cert, &other_key, "<saml:Subject>x</saml:Subject>");
+        let forged = response(&forged);
+        assert_eq!(
+            verify_signed_element(&forged, ASSERTION_NS, "Assertion", &[cert]).unwrap_err(),
+            SignatureError::Invalid
+        );
+    }
+
+    #[test]
+    fn unsigned_and_misplaced_signatures_are_refused() {
+        let (cert, _key) = rsa_signer("idp");
+        let plain = response(&format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"_a\"/>"
+        ));
+        assert_eq!(
+            verify_signed_element(
+                &plain,
+                ASSERTION_NS,
+                "Assertion",
+                std::slice::from_ref(&cert)
+            )
+            .unwrap_err(),
+            SignatureError::Unsigned("Assertion")
+        );
+        let dup = response(&format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"_r\"/>"
+        ));
+        assert!(matches!(
+            verify_signed_element(&dup, ASSERTION_NS, "Assertion", std::slice::from_ref(&cert)),
+            Err(SignatureError::DuplicateId(_))
+        ));
+        let wrong_ref = response(&format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"_a\">{}</saml:Assertion>",
+            signature_template("_r", &cert)
+        ));
+        assert_eq!(
+            verify_signed_element(&wrong_ref, ASSERTION_NS, "Assertion", &[cert]).unwrap_err(),
+            SignatureError::DetachedSignature
+        );
+    }
+}
