@@ -86,6 +86,9 @@ pub struct Config {
     pub upstream: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub route: Vec<RouteConfig>,
+    /// SPID/CIE over SAML 2.0 (see `saml`).
+    #[serde(default)]
+    pub saml: Option<crate::saml::config::SamlConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +293,10 @@ pub struct RouteConfig {
     /// cannot verify the signed header. Only on protected routes.
     #[serde(default)]
     pub identity_headers: bool,
+    /// The least SPID level a session must have here (`SpidL1`..`SpidL3`); a browser
+    /// with a lower one is sent to log in again at this level (step-up).
+    #[serde(default)]
+    pub min_level: Option<crate::identity::Level>,
 }
 
 fn default_host() -> String {
@@ -529,6 +536,17 @@ impl Config {
                 bad(
                     format!("route[{i}].identity_headers"),
                     "only protected routes have an identity to send".into(),
+                );
+            }
+        }
+        if let Some(saml) = &self.saml {
+            saml.validate(&mut bad);
+        }
+        for (i, r) in self.route.iter().enumerate() {
+            if r.min_level.is_some() && r.public == Some(true) {
+                bad(
+                    format!("route[{i}].min_level"),
+                    "a public route has no login to require a level of".into(),
                 );
             }
         }

@@ -9,9 +9,12 @@
 //! - [`status`]: SPID/CIE error codes (`ErrorCode nrNN`) and their user-facing messages.
 
 pub mod authn_request;
+pub mod config;
+pub mod metadata;
 pub mod prefilter;
 pub mod redirect;
 pub mod response;
+pub mod sp_metadata;
 pub mod status;
 pub mod time;
 pub mod xmldsig;

@@ -44,11 +44,16 @@ pub fn decode_post(b64: &str) -> Result<String, PrefilterError> {
 
 /// Checks decoded XML bytes and returns them as text.
 pub fn check_xml(bytes: Vec<u8>) -> Result<String, PrefilterError> {
+    check_xml_with_limit(bytes, MAX_MESSAGE_BYTES)
+}
+
+/// [`check_xml`] with another size limit (metadata aggregates are larger than messages).
+pub fn check_xml_with_limit(bytes: Vec<u8>, limit: usize) -> Result<String, PrefilterError> {
     if bytes.is_empty() {
         return Err(PrefilterError::Empty);
     }
-    if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(PrefilterError::TooLarge(MAX_MESSAGE_BYTES));
+    if bytes.len() > limit {
+        return Err(PrefilterError::TooLarge(limit));
     }
     let text = String::from_utf8(bytes).map_err(|_| PrefilterError::NotUtf8)?;
     // `<!` starts a DOCTYPE, an ENTITY, or a comment / CDATA section. Comments and CDATA

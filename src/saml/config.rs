@@ -1,0 +1,270 @@
+//! `[saml]`: the service provider (us) and the IdP federations it trusts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::authn_request::Profile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    Redirect,
+    Post,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConfig {
+    /// Our entityID (SPID: a URL of the service provider's domain).
+    pub entity_id: String,
+    /// The public origin browsers reach the gateway at (`https://host[:port]`); the ACS and
+    /// SLO URLs are `<base_url><reserved_prefix>saml/acs` and `.../saml/slo`.
+    pub base_url: String,
+    /// Our signing certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// How AuthnRequests travel: `redirect` (default) or `post`.
+    #[serde(default = "default_binding")]
+    pub binding: Binding,
+    /// Allowed clock difference with IdPs.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// The service name shown in AttributeConsumingService.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    pub organization: Organization,
+    pub contact: Contact,
+    /// Attribute sets (`AttributeConsumingService`), indexed from 0 in order.
+    #[serde(default = "default_attribute_sets")]
+    pub attribute_set: Vec<AttributeSet>,
+    #[serde(default)]
+    pub federation: Vec<FederationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    pub name: String,
+    pub display_name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// A public administration (`spid:Public`, with `ipa_code`) or a private SP.
+    pub public: bool,
+    #[serde(default)]
+    pub ipa_code: Option<String>,
+    #[serde(default)]
+    pub vat_number: Option<String>,
+    #[serde(default)]
+    pub fiscal_code: Option<String>,
+    pub email: String,
+    pub telephone: String,
+    /// CIE: the ISTAT code of the municipality of the registered office.
+    #[serde(default)]
+    pub municipality: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeSet {
+    pub attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileName {
+    Spid,
+    Cie,
+    Generic,
+}
+
+impl From<ProfileName> for Profile {
+    fn from(p: ProfileName) -> Profile {
+        match p {
+            ProfileName::Spid => Profile::Spid,
+            ProfileName::Cie => Profile::Cie,
+            ProfileName::Generic => Profile::Generic,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Short name used in URLs (`spid`, `cie`).
+    pub name: String,
+    pub profile: ProfileName,
+    /// Local metadata files (ops-pinned).
+    #[serde(default)]
+    pub metadata_files: Vec<PathBuf>,
+    /// A metadata URL fetched on a schedule (e.g. the AgID registry).
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    /// Certificates (PEM files) one of which must sign what `metadata_url` serves.
+    #[serde(default)]
+    pub metadata_signing_certs: Vec<PathBuf>,
+    /// CA for an https `metadata_url` (default: the public web roots).
+    #[serde(default)]
+    pub metadata_ca: Option<PathBuf>,
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Where the last good copy of `metadata_url` is kept (served when a fetch fails).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Minimum RSA key size of IdP signing certificates (default 2048).
+    #[serde(default = "default_min_rsa_bits")]
+    pub min_rsa_bits: usize,
+    /// Index of the attribute set requested from this federation's IdPs.
+    #[serde(default)]
+    pub attribute_set: u16,
+}
+
+fn default_binding() -> Binding {
+    Binding::Redirect
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_service_name() -> String {
+    "Servizi online".into()
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_min_rsa_bits() -> usize {
+    2048
+}
+fn default_attribute_sets() -> Vec<AttributeSet> {
+    vec![AttributeSet {
+        attributes: [
+            "spidCode",
+            "name",
+            "familyName",
+            "fiscalNumber",
+            "dateOfBirth",
+        ]
+        .map(String::from)
+        .to_vec(),
+    }]
+}
+
+impl SamlConfig {
+    /// Problems with keys under `saml.`; see `Config::validate`.
+    pub fn validate(&self, mut bad: impl FnMut(String, String)) {
+        if !(self.entity_id.starts_with("https://") || self.entity_id.starts_with("http://")) {
+            bad("saml.entity_id".into(), "must be a URL".into());
+        }
+        let base = self.base_url.as_str();
+        if !(base.starts_with("https://") || base.starts_with("http://"))
+            || base.ends_with('/')
+            || base[base.find("://").map_or(0, |i| i + 3)..].contains('/')
+        {
+            bad(
+                "saml.base_url".into(),
+                "must be an origin like `https://gateway.example.it` (no path, no trailing /)"
+                    .into(),
+            );
+        }
+        for (k, p) in [("cert", &self.cert), ("key", &self.key)] {
+            if !p.is_file() {
+                bad(
+                    format!("saml.{k}"),
+                    format!("{} is not a file", p.display()),
+                );
+            }
+        }
+        if self.contact.public && self.contact.ipa_code.is_none() {
+            bad(
+                "saml.contact.ipa_code".into(),
+                "a public service provider needs its IPA code".into(),
+            );
+        }
+        if !self.contact.public
+            && self.contact.vat_number.is_none()
+            && self.contact.fiscal_code.is_none()
+        {
+            bad(
+                "saml.contact".into(),
+                "a private service provider needs `vat_number` or `fiscal_code`".into(),
+            );
+        }
+        if self.contact.telephone.contains(' ') {
+            bad(
+                "saml.contact.telephone".into(),
+                "no spaces (SPID rule), e.g. +390612345678".into(),
+            );
+        }
+        if self.attribute_set.is_empty() {
+            bad(
+                "saml.attribute_set".into(),
+                "at least one attribute set".into(),
+            );
+        }
+        if self.federation.is_empty() {
+            bad(
+                "saml.federation".into(),
+                "at least one federation (SPID, CIE...)".into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, f) in self.federation.iter().enumerate() {
+            let key = |k: &str| format!("saml.federation[{i}].{k}");
+            if f.name.is_empty()
+                || !f
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                bad(key("name"), "lowercase letters, digits and `-`".into());
+            }
+            if !names.insert(f.name.as_str()) {
+                bad(key("name"), format!("`{}` is used twice", f.name));
+            }
+            if f.metadata_files.is_empty() && f.metadata_url.is_none() {
+                bad(
+                    key("metadata_files"),
+                    "give metadata files or a metadata_url".into(),
+                );
+            }
+            for (j, p) in f.metadata_files.iter().enumerate() {
+                if !p.is_file() {
+                    bad(
+                        format!("saml.federation[{i}].metadata_files[{j}]"),
+                        format!("{} is not a file", p.display()),
+                    );
+                }
+            }
+            if let Some(url) = &f.metadata_url {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    bad(key("metadata_url"), "must be an http(s) URL".into());
+                }
+                if f.metadata_signing_certs.is_empty() {
+                    bad(
+                        key("metadata_signing_certs"),
+                        "a fetched aggregate must be verified: pin its signing certificate".into(),
+                    );
+                }
+                if f.cache_dir.is_none() {
+                    bad(
+                        key("cache_dir"),
+                        "where to keep the last good copy of metadata_url".into(),
+                    );
+                }
+            }
+            if f.min_rsa_bits < 2048 {
+                bad(key("min_rsa_bits"), "at least 2048".into());
+            }
+            if usize::from(f.attribute_set) >= self.attribute_set.len() {
+                bad(key("attribute_set"), "no such attribute set".into());
+            }
+            if f.refresh_interval < Duration::from_secs(60) {
+                bad(key("refresh_interval"), "at least 1m".into());
+            }
+        }
+    }
+}
