@@ -189,6 +189,7 @@ fn protected_path(c: &mut Criterion) {
             created: SystemClock::default().now_secs(),
             sid: id.hash(),
             claims: Some(claims),
+            saml: None,
         };
         rt.block_on(store.put(&id, session)).expect("put");
         if i == 5_000 {

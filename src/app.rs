@@ -19,6 +19,8 @@ pub enum StartError {
     Server(#[from] server::ServerError),
     #[error("assertion: {0}")]
     Assertion(#[from] crate::assertion::AssertionError),
+    #[error(transparent)]
+    Saml(#[from] crate::saml::sp::SpError),
 }
 
 /// A gateway whose listeners are bound, ready to run.
@@ -33,7 +35,31 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let minter = minter(&cfg)?;
-    let services = Arc::new(Services::new(&cfg, metrics.clone(), minter));
+    let mut services = Services::new(&cfg, metrics.clone(), minter);
+    if let Some(saml_cfg) = &cfg.saml {
+        let now = i64::try_from(services.clock.now_secs()).unwrap_or(i64::MAX);
+        let sp = Arc::new(
+            crate::saml::sp::ServiceProvider::load(saml_cfg, &cfg.server.reserved_prefix, now)
+                .await?,
+        );
+        for fed in &sp.federations {
+            let list = fed.idps();
+            tracing::info!(
+                federation = %fed.cfg.name,
+                idps = list.idps.len(),
+                source = list.source,
+                "SAML federation loaded"
+            );
+            let stale = i64::from(list.source == "cache");
+            metrics
+                .saml_metadata_stale
+                .get_or_create(&vec![("federation".into(), fed.cfg.name.clone())])
+                .set(stale);
+        }
+        spawn_metadata_refresh(sp.clone(), metrics.clone());
+        services.saml = Some(sp);
+    }
+    let services = Arc::new(services);
     // One gateway per worker thread: each owns its upstream connection pools.
     let gateways = (0..cfg.worker_count())
         .map(|_| Gateway::new(cfg.clone(), services.clone()).map(Arc::new))
@@ -135,4 +161,40 @@ pub fn deep_check(cfg: &Config) -> Vec<String> {
         problems.push(format!("key `assertion.key`: {e}"));
     }
     problems
+}
+
+/// Refreshes URL-sourced IdP metadata on each federation's interval (the shortest one),
+/// keeping the last good copy when a fetch fails.
+fn spawn_metadata_refresh(sp: Arc<crate::saml::sp::ServiceProvider>, metrics: Arc<Metrics>) {
+    let Some(interval) = sp
+        .federations
+        .iter()
+        .filter(|f| f.cfg.metadata_url.is_some())
+        .map(|f| f.cfg.refresh_interval)
+        .min()
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            for (federation, outcome) in sp.refresh_all(now).await {
+                let label = |k: &str, v: &str| vec![("federation".to_string(), federation.clone()), (k.to_string(), v.to_string())];
+                let ok = outcome.is_ok();
+                metrics
+                    .saml_metadata_fetches
+                    .get_or_create(&label("outcome", if ok { "ok" } else { "failed" }))
+                    .inc();
+                metrics
+                    .saml_metadata_stale
+                    .get_or_create(&vec![("federation".into(), federation.clone())])
+                    .set(i64::from(!ok));
+            }
+        }
+    });
 }

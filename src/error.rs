@@ -51,6 +51,18 @@ pub enum GatewayError {
     BadForm,
     #[error("the identity header could not be minted")]
     Minting,
+    /// A SAML login refused (the precise reason is in the audit log, not here).
+    #[error("SAML login refused ({})", .0.code)]
+    LoginRefused(LoginFailure),
+}
+
+/// What the user is told about a refused login: status, a stable code, the sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailure {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub it: &'static str,
+    pub en: &'static str,
 }
 
 impl GatewayError {
@@ -71,6 +83,7 @@ impl GatewayError {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BadForm => StatusCode::BAD_REQUEST,
             Minting => StatusCode::INTERNAL_SERVER_ERROR,
+            LoginRefused(f) => f.status,
         }
     }
 
@@ -106,6 +119,7 @@ impl GatewayError {
             MethodNotAllowed => "method_not_allowed",
             BadForm => "bad_form",
             Minting => "internal_error",
+            LoginRefused(f) => f.code,
         }
     }
 
@@ -169,6 +183,7 @@ impl GatewayError {
                 "I dati inviati non sono validi.",
                 "The submitted data is not valid.",
             ),
+            LoginRefused(f) => (f.it, f.en),
         }
     }
 }

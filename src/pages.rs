@@ -121,26 +121,45 @@ pub struct LoginChoice<'a> {
     pub label_en: &'a str,
 }
 
+/// A group of choices under a heading (SPID with its identity providers, CIE, ...).
+pub struct LoginSection<'a> {
+    pub title_it: &'a str,
+    pub title_en: &'a str,
+    pub choices: Vec<LoginChoice<'a>>,
+}
+
 /// The login chooser. Works without JavaScript: every choice is a form with a button,
-/// reachable with the keyboard.
-pub fn login_page(choices: &[LoginChoice<'_>], development: bool) -> String {
+/// reachable with the keyboard; each method is a section with a heading.
+pub fn login_page(sections: &[LoginSection<'_>], development: bool, note: Option<(&str, &str)>) -> String {
     let mut body = String::from(
         "<h1>Accedi al servizio</h1><p class=\"en\" lang=\"en\">Log in to the service</p>",
     );
+    if let Some((it, en)) = note {
+        body.push_str(&format!(
+            "<p><strong>{}</strong> <span class=\"en\" lang=\"en\">{}</span></p>",
+            escape_html(it),
+            escape_html(en)
+        ));
+    }
     if development {
         body.push_str(
             "<p><strong>Ambiente di sviluppo:</strong> utenti di prova, nessuna verifica reale. \
 <span class=\"en\" lang=\"en\">Development only: test users, no real authentication.</span></p>",
         );
     }
-    if choices.is_empty() {
+    if sections.iter().all(|s| s.choices.is_empty()) {
         body.push_str(
             "<p>Nessun metodo di accesso è configurato.</p>\
 <p class=\"en\" lang=\"en\">No login method is configured.</p>",
         );
-    } else {
-        body.push_str("<ul>");
-        for c in choices {
+    }
+    for section in sections.iter().filter(|s| !s.choices.is_empty()) {
+        body.push_str(&format!(
+            "<section><h2>{} <span class=\"en\" lang=\"en\">({})</span></h2><ul>",
+            escape_html(section.title_it),
+            escape_html(section.title_en)
+        ));
+        for c in &section.choices {
             body.push_str(&format!(
                 "<li><form method=\"post\" action=\"{}\">",
                 escape_html(c.action)
@@ -158,7 +177,7 @@ pub fn login_page(choices: &[LoginChoice<'_>], development: bool) -> String {
                 escape_html(c.label_en)
             ));
         }
-        body.push_str("</ul>");
+        body.push_str("</ul></section>");
     }
     page_shell("Accedi / Log in", &body)
 }

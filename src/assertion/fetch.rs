@@ -31,12 +31,36 @@ pub enum FetchError {
 
 /// GETs `url` and returns the body (at most 1 MiB).
 pub async fn get(url: &str, ca: Option<&Path>) -> Result<Bytes, FetchError> {
-    tokio::time::timeout(Duration::from_secs(10), get_inner(url, ca))
-        .await
-        .map_err(|_| FetchError::Timeout)?
+    get_with(
+        url,
+        ca,
+        "application/jwk-set+json, application/json",
+        MAX_JWKS_BYTES,
+    )
+    .await
 }
 
-async fn get_inner(url: &str, ca: Option<&Path>) -> Result<Bytes, FetchError> {
+/// GETs `url` with an `Accept` header and a body limit (metadata aggregates).
+pub async fn get_with(
+    url: &str,
+    ca: Option<&Path>,
+    accept: &'static str,
+    max_bytes: usize,
+) -> Result<Bytes, FetchError> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        get_inner(url, ca, accept, max_bytes),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout)?
+}
+
+async fn get_inner(
+    url: &str,
+    ca: Option<&Path>,
+    accept: &'static str,
+    max_bytes: usize,
+) -> Result<Bytes, FetchError> {
     let uri: http::Uri = url.parse().map_err(|_| FetchError::Url)?;
     let https = match uri.scheme_str() {
         Some("https") => true,
@@ -78,13 +102,19 @@ async fn get_inner(url: &str, ca: Option<&Path>) -> Result<Bytes, FetchError> {
             .connect(name, tcp)
             .await
             .map_err(|e| FetchError::Tls(e.to_string()))?;
-        exchange(tls, &authority, &path).await
+        exchange(tls, &authority, &path, accept, max_bytes).await
     } else {
-        exchange(tcp, &authority, &path).await
+        exchange(tcp, &authority, &path, accept, max_bytes).await
     }
 }
 
-async fn exchange<S>(io: S, authority: &str, path: &str) -> Result<Bytes, FetchError>
+async fn exchange<S>(
+    io: S,
+    authority: &str,
+    path: &str,
+    accept: &'static str,
+    max_bytes: usize,
+) -> Result<Bytes, FetchError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -94,10 +124,7 @@ where
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header(http::header::HOST, authority)
-        .header(
-            http::header::ACCEPT,
-            "application/jwk-set+json, application/json",
-        )
+        .header(http::header::ACCEPT, accept)
         .body(Empty::<Bytes>::new())
         .map_err(|e| FetchError::Http(e.to_string()))?;
     let resp = send
@@ -107,7 +134,7 @@ where
     if !resp.status().is_success() {
         return Err(FetchError::Status(resp.status().as_u16()));
     }
-    Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+    Limited::new(resp.into_body(), max_bytes)
         .collect()
         .await
         .map(|b| b.to_bytes())

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use super::{Exchange, Gateway};
 use crate::assertion::SessionClaims;
 use crate::error::GatewayError;
-use crate::pages::{LoginChoice, logged_out_page, login_page, logout_confirm_page};
+use crate::pages::{LoginChoice, LoginSection, logged_out_page, login_page, logout_confirm_page};
 use crate::proxy::GatewayBody;
 use crate::session::return_url::safe_return;
 use crate::session::{Clock, Session, SessionId, SessionStore};
@@ -20,7 +20,7 @@ use crate::session::{Clock, Session, SessionId, SessionStore};
 /// Largest form body the login endpoints read.
 const MAX_FORM_BYTES: usize = 8 * 1024;
 
-fn respond(
+pub(super) fn respond(
     status: StatusCode,
     ctype: &'static str,
     body: impl Into<Bytes>,
@@ -33,7 +33,7 @@ fn respond(
     resp
 }
 
-fn see_other(location: &str) -> Result<Response<GatewayBody>, GatewayError> {
+pub(super) fn see_other(location: &str) -> Result<Response<GatewayBody>, GatewayError> {
     let mut resp = respond(StatusCode::SEE_OTHER, "text/plain", Bytes::new());
     let loc = HeaderValue::from_str(location).map_err(|_| GatewayError::BadForm)?;
     resp.headers_mut().insert(header::LOCATION, loc);
@@ -88,6 +88,8 @@ impl Gateway {
             self.dev_login(req).await
         } else if path == p.logout {
             self.logout(&req).await
+        } else if let Some(rest) = path.strip_prefix(p.saml.as_str()) {
+            self.saml_endpoint(req, rest).await
         } else {
             Err(GatewayError::NoRoute)
         }
@@ -99,8 +101,65 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let reserved = &self.cfg.server.reserved_prefix;
-        let return_to = return_param(req.uri().query(), reserved).unwrap_or_else(|| "/".into());
-        let choices: Vec<LoginChoice<'_>> = self
+        let query = req.uri().query();
+        let return_to = return_param(query, reserved).unwrap_or_else(|| "/".into());
+        // The level the protected route asked for (step-up), `SpidL1` otherwise.
+        let level = query
+            .and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "level")
+                    .and_then(|(_, v)| v.parse::<crate::identity::Level>().ok())
+            })
+            .unwrap_or(crate::identity::Level::SpidL1);
+        let level_text = level.to_string();
+        let saml_login = format!("{}login", self.paths.saml);
+        let mut sections = Vec::new();
+        let lists: Vec<_> = self
+            .services
+            .saml
+            .as_deref()
+            .map(|sp| sp.federations.iter().map(|f| (f.profile, f.idps())).collect())
+            .unwrap_or_default();
+        if self.services.saml.is_some() {
+            use crate::saml::authn_request::Profile;
+            let mut spid = Vec::new();
+            let mut cie = Vec::new();
+            for (profile, list) in &lists {
+                for idp in &list.idps {
+                    let choice = LoginChoice {
+                        action: &saml_login,
+                        fields: vec![
+                            ("idp", idp.entity_id.as_str()),
+                            ("return", return_to.as_str()),
+                            ("level", level_text.as_str()),
+                        ],
+                        label_it: idp.display_name.as_str(),
+                        label_en: idp.display_name.as_str(),
+                    };
+                    match profile {
+                        Profile::Cie => cie.push(LoginChoice {
+                            label_it: "Entra con CIE",
+                            label_en: "Log in with CIE",
+                            ..choice
+                        }),
+                        Profile::Spid | Profile::Generic => spid.push(choice),
+                    }
+                }
+            }
+            // AgID's SPID button lists the identity providers in random order.
+            rand::seq::SliceRandom::shuffle(spid.as_mut_slice(), &mut rand::rng());
+            sections.push(LoginSection {
+                title_it: "Entra con SPID",
+                title_en: "Log in with SPID",
+                choices: spid,
+            });
+            sections.push(LoginSection {
+                title_it: "Carta d'Identità Elettronica",
+                title_en: "Electronic identity card",
+                choices: cie,
+            });
+        }
+        let dev: Vec<LoginChoice<'_>> = self
             .demo_users
             .as_deref()
             .unwrap_or(&[])
@@ -112,15 +171,24 @@ impl Gateway {
                 label_en: u.label_en,
             })
             .collect();
-        let status = if choices.is_empty() {
+        sections.push(LoginSection {
+            title_it: "Accesso di sviluppo (senza IdP)",
+            title_en: "Development login (no IdP)",
+            choices: dev,
+        });
+        let status = if sections.iter().all(|s| s.choices.is_empty()) {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::OK
         };
+        let note = (level > crate::identity::Level::SpidL1).then_some((
+            "Questa pagina richiede un accesso di livello più alto: accedi di nuovo.",
+            "This page needs a higher login level: please log in again.",
+        ));
         let mut resp = respond(
             status,
             "text/html; charset=utf-8",
-            login_page(&choices, self.demo_users.is_some()),
+            login_page(&sections, self.demo_users.is_some(), note),
         );
         resp.headers_mut().insert(
             "content-security-policy",
@@ -193,6 +261,7 @@ impl Gateway {
                     created: now,
                     sid,
                     claims: Some(claims),
+                    saml: None,
                 },
             )
             .await
@@ -223,18 +292,31 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let presented = self.cookie.read(req.headers());
+        let mut saml_link = None;
         if let Some(id) = &presented {
-            self.services
-                .store
+            let store = &self.services.store;
+            let session = store
+                .get(id)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            saml_link = session.and_then(|s| s.saml.clone());
+            store
                 .delete(id)
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
             tracing::info!(target: "varco::audit", event = "logout", sid = %id.hash(), "logout");
         }
         let reserved = &self.cfg.server.reserved_prefix;
-        let mut resp = match return_param(req.uri().query(), reserved) {
-            Some(r) => see_other(&r)?,
-            None => respond(
+        let return_to = return_param(req.uri().query(), reserved);
+        // The local session has ended; a SAML login also asks its IdP (Single Logout).
+        let single_logout = match &saml_link {
+            Some(link) => self.saml_single_logout(link, return_to.clone()).await?,
+            None => None,
+        };
+        let mut resp = match (single_logout, return_to) {
+            (Some(resp), _) => resp,
+            (None, Some(r)) => see_other(&r)?,
+            (None, None) => respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 logged_out_page(&self.paths.login),

@@ -43,6 +43,7 @@ const HEADER_VALUE_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 mod endpoints;
+mod saml;
 
 /// What every worker's gateway shares: metrics, the identity-header minter, the session
 /// store and the clock.
@@ -53,6 +54,8 @@ pub struct Services {
     pub minter: Option<Arc<Minter>>,
     pub store: Arc<Store>,
     pub clock: Arc<SystemClock>,
+    /// The SAML service provider, when `[saml]` is configured.
+    pub saml: Option<Arc<crate::saml::sp::ServiceProvider>>,
 }
 
 impl Services {
@@ -72,6 +75,7 @@ impl Services {
             minter,
             store,
             clock,
+            saml: None,
         }
     }
 }
@@ -85,6 +89,8 @@ struct Paths {
     login: String,
     logout: String,
     dev_login: String,
+    /// `<prefix>saml/`: login, acs, slo, metadata.
+    saml: String,
 }
 
 /// Names of the plain identity headers (opt-in per route).
@@ -166,6 +172,7 @@ impl Gateway {
                 login: format!("{prefix}login"),
                 logout: format!("{prefix}logout"),
                 dev_login: format!("{prefix}dev-login"),
+                saml: format!("{prefix}saml/"),
             },
             cookie: CookieSpec {
                 name: cfg.session.cookie_name.clone(),
@@ -385,7 +392,8 @@ impl Gateway {
         let session = if route.public {
             None
         } else {
-            Some(self.authenticate(&req, &path).await?)
+            let min_level = self.cfg.route.get(route.index).and_then(|r| r.min_level);
+            Some(self.authenticate(&req, &path, min_level).await?)
         };
         let declared_len = req
             .headers()
@@ -407,6 +415,7 @@ impl Gateway {
         &self,
         req: &Request<Incoming>,
         path: &str,
+        min_level: Option<crate::identity::Level>,
     ) -> Result<Arc<Session>, GatewayError> {
         if self.services.minter.is_none() {
             return Err(GatewayError::AuthenticationRequired);
@@ -420,6 +429,8 @@ impl Gateway {
                 .map_err(|_| GatewayError::StoreUnavailable)?,
             None => None,
         };
+        // Step-up: a session below the route's level logs in again at that level.
+        let session = session.filter(|s| min_level.is_none_or(|m| s.identity.level >= m));
         session.ok_or_else(|| {
             let mut return_to = path.to_string();
             if let Some(q) = req.uri().query() {
@@ -427,8 +438,9 @@ impl Gateway {
                 return_to.push_str(q);
             }
             let encoded: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+            let level = min_level.map_or(String::new(), |l| format!("&level={l}"));
             GatewayError::LoginRequired {
-                login_url: format!("{}?return={encoded}", self.paths.login),
+                login_url: format!("{}?return={encoded}{level}", self.paths.login),
             }
         })
     }

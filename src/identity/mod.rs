@@ -39,6 +39,20 @@ impl Level {
     }
 }
 
+impl std::str::FromStr for Level {
+    type Err = ();
+
+    /// `SpidL1`, `SpidL2`, `SpidL3` (as in configuration and login URLs).
+    fn from_str(s: &str) -> Result<Level, ()> {
+        match s {
+            "SpidL1" => Ok(Level::SpidL1),
+            "SpidL2" => Ok(Level::SpidL2),
+            "SpidL3" => Ok(Level::SpidL3),
+            _ => Err(()),
+        }
+    }
+}
+
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

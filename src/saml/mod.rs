@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod prefilter;
 pub mod redirect;
 pub mod response;
+pub mod sp;
 pub mod sp_metadata;
 pub mod status;
 pub mod time;

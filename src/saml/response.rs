@@ -140,6 +140,9 @@ pub struct AssertionFacts {
     /// Seconds since the epoch until which the assertion id must be remembered (replay).
     pub remember_until: i64,
     pub attributes: BTreeMap<String, String>,
+    /// `NameID/@NameQualifier` and `AuthnStatement/@SessionIndex` (Single Logout).
+    pub name_qualifier: String,
+    pub session_index: Option<String>,
 }
 
 fn child<'a, 'i>(n: Node<'a, 'i>, ns: &str, name: &str) -> Option<Node<'a, 'i>> {
@@ -363,7 +366,11 @@ fn check_assertion_element(
         return Err(SamlError::Audience);
     }
 
-    let class_ref = child(a, ASSERTION_NS, "AuthnStatement")
+    let authn_statement = child(a, ASSERTION_NS, "AuthnStatement");
+    let session_index = authn_statement
+        .and_then(|s| s.attribute("SessionIndex"))
+        .map(str::to_string);
+    let class_ref = authn_statement
         .and_then(|s| child(s, ASSERTION_NS, "AuthnContext"))
         .and_then(|c| child(c, ASSERTION_NS, "AuthnContextClassRef"))
         .ok_or(SamlError::MissingAuthnContext)?;
@@ -403,6 +410,8 @@ fn check_assertion_element(
     Ok(AssertionFacts {
         assertion_id,
         name_id: name_id_value.to_string(),
+        name_qualifier: name_id.attribute("NameQualifier").unwrap_or("").to_string(),
+        session_index,
         level,
         remember_until: confirmation_until.max(conditions_until),
         attributes,

@@ -104,6 +104,19 @@ pub struct Session {
     /// Claims constant for the session, encoded once (rebuilt after a store round trip).
     #[serde(skip)]
     pub claims: Option<SessionClaims>,
+    /// For a SAML login: what Single Logout needs.
+    #[serde(default)]
+    pub saml: Option<SamlLink>,
+}
+
+/// The SAML facts of a session, for Single Logout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlLink {
+    pub federation: String,
+    pub idp: String,
+    pub name_id: String,
+    pub name_qualifier: String,
+    pub session_index: Option<String>,
 }
 
 /// Login state kept between sending the user to an IdP and the answer.

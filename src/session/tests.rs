@@ -46,6 +46,7 @@ fn session(now: u64) -> Session {
         created: now,
         sid: "h".into(),
         claims: None,
+        saml: None,
     }
 }
 

@@ -127,6 +127,12 @@ pub struct Metrics {
     pub duration: Family<RouteLabel, Histogram>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub open_connections: Gauge<i64, AtomicI64>,
+    /// SAML logins by outcome (`ok` or the refusal code).
+    pub saml_logins: Family<Vec<(String, String)>, Counter>,
+    /// IdP metadata fetches by federation and outcome (`ok`, `failed`).
+    pub saml_metadata_fetches: Family<Vec<(String, String)>, Counter>,
+    /// 1 while a federation serves a last good copy because its fetch failed.
+    pub saml_metadata_stale: Family<Vec<(String, String)>, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -170,12 +176,33 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        let saml_logins = Family::<Vec<(String, String)>, Counter>::default();
+        let saml_metadata_fetches = Family::<Vec<(String, String)>, Counter>::default();
+        let saml_metadata_stale = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "saml_logins",
+            "SAML logins at the assertion consumer service, by outcome",
+            saml_logins.clone(),
+        );
+        registry.register(
+            "saml_metadata_fetches",
+            "IdP metadata fetches, by federation and outcome",
+            saml_metadata_fetches.clone(),
+        );
+        registry.register(
+            "saml_metadata_stale",
+            "1 while a federation keeps its last good IdP metadata after a failed fetch",
+            saml_metadata_stale.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
             upstream_errors,
             open_connections,
+            saml_logins,
+            saml_metadata_fetches,
+            saml_metadata_stale,
         }
     }
 

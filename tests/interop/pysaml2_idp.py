@@ -31,18 +31,33 @@ import base64
 import html
 import logging
 import os
+import re
 import secrets
 import shutil
 import sys
 import threading
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.x509 import load_der_x509_certificate
+
+try:  # pysaml2 7.5.5 still touches cryptography's moved CFB mode at import time
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+except ImportError:
+    pass
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml
 from saml2.attribute_converter import AttributeConverter
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor, metadata_tostring_fix
 from saml2.saml import NAME_FORMAT_BASIC, NAMEID_FORMAT_TRANSIENT
+from saml2.response import IncorrectlySigned
+from saml2.s_utils import decode_base64_and_inflate
 from saml2.server import Server
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
@@ -158,6 +173,13 @@ def build_config(args):
 
 def metadata_xml(cfg):
     ed = entity_descriptor(cfg)
+    # pysaml2 always adds an <md:Extensions> listing every algorithm xmlsec1 knows
+    # (md5, sha1, ...), which no SPID IdP advertises: drop it.
+    if ed.extensions is not None and all(
+        e.namespace == "urn:oasis:names:tc:SAML:metadata:algsupport"
+        for e in (ed.extensions.extension_elements or [])
+    ):
+        ed.extensions = None
     return metadata_tostring_fix(ed, {"xs": "http://www.w3.org/2001/XMLSchema"}, ed.to_string())
 
 
@@ -170,16 +192,19 @@ class Idp:
         if isinstance(self.metadata, str):
             self.metadata = self.metadata.encode("utf-8")
         self.lock = threading.Lock()  # pysaml2's Server is not thread-safe
+        # Values as one-element lists: with plain strings pysaml2's release filter
+        # crashes (str has no .extend) when an attribute is requested by more than one
+        # AttributeConsumingService of the SP metadata.
         self.identity = {
-            "fiscalNumber": args.fiscal_number,
-            "name": args.name,
-            "familyName": args.family_name,
-            "dateOfBirth": args.date_of_birth,
+            "fiscalNumber": [args.fiscal_number],
+            "name": [args.name],
+            "familyName": [args.family_name],
+            "dateOfBirth": [args.date_of_birth],
         }
 
     # -- SSO -------------------------------------------------------------------------
 
-    def sso(self, binding, params):
+    def sso(self, binding, params, raw_query=""):
         saml_request = params.get("SAMLRequest")
         if not saml_request:
             raise BadRequest("no SAMLRequest")
@@ -198,6 +223,8 @@ class Idp:
                     signature=signature,
                 )
             except Exception as exc:  # pysaml2 raises many kinds
+                if binding == BINDING_HTTP_REDIRECT and isinstance(exc, IncorrectlySigned):
+                    self.explain_redirect_refusal(raw_query, saml_request)
                 raise BadRequest(f"AuthnRequest refused by pysaml2: {type(exc).__name__}: {exc}")
             if req is None:
                 raise BadRequest("AuthnRequest refused by pysaml2")
@@ -218,13 +245,14 @@ class Idp:
             sp_entity_id = rargs["sp_entity_id"]
 
             class_ref = requested_class_ref(msg)
+            identity = self.released_identity(sp_entity_id, msg.attribute_consuming_service_index)
             name_id = saml.NameID(
                 format=NAMEID_FORMAT_TRANSIENT,
                 name_qualifier=self.cfg.entityid,
                 text="_" + secrets.token_hex(16),
             )
             response = self.server.create_authn_response(
-                identity=dict(self.identity),
+                identity=identity,
                 in_response_to=msg.id,
                 destination=acs,
                 sp_entity_id=sp_entity_id,
@@ -243,9 +271,24 @@ class Idp:
         b64 = base64.b64encode(xml.encode("utf-8")).decode("ascii")
         return post_form(acs, b64, relay_state)
 
+    def released_identity(self, sp_entity_id, acs_index):
+        """The user's attributes the requested AttributeConsumingService asks for.
+
+        pysaml2's release policy filters on the union of all the SP's
+        AttributeConsumingService elements (it ignores AttributeConsumingServiceIndex);
+        SPID releases the set of the requested index, so narrow it here first."""
+        identity = {k: list(v) for k, v in self.identity.items()}
+        if acs_index is None:
+            return identity
+        req = self.server.metadata.attribute_requirement(sp_entity_id, index=acs_index)
+        names = {a["name"] for a in req["required"] + req["optional"]}
+        if not names:
+            raise BadRequest(f"AttributeConsumingServiceIndex {acs_index} is not in the SP metadata")
+        return {k: v for k, v in identity.items() if k in names}
+
     # -- SLO -------------------------------------------------------------------------
 
-    def slo(self, params):
+    def slo(self, params, raw_query=""):
         saml_request = params.get("SAMLRequest")
         if not saml_request:
             raise BadRequest("no SAMLRequest")
@@ -264,6 +307,8 @@ class Idp:
                     signature=signature,
                 )
             except Exception as exc:
+                if isinstance(exc, IncorrectlySigned):
+                    self.explain_redirect_refusal(raw_query, saml_request)
                 raise BadRequest(f"LogoutRequest refused by pysaml2: {type(exc).__name__}: {exc}")
             if req is None:
                 raise BadRequest("LogoutRequest refused by pysaml2")
@@ -290,6 +335,39 @@ class Idp:
         location = dict(info["headers"])["Location"]
         LOG.info("LogoutRequest %s -> LogoutResponse %s to %s", req.message.id, resp.id, dest)
         return location
+
+
+    def explain_redirect_refusal(self, raw_query, saml_request):
+        """Diagnostic only (never accepts anything): pysaml2 does not verify a Redirect
+        signature over the octets received, as SAML Bindings 3.4.4.1 says, but over
+        urlencode()'d re-encodings of the decoded values (quote_plus: space as '+',
+        A-Z a-z 0-9 _ . - ~ left alone). When the raw octets verify but pysaml2 refused,
+        say so on stderr so the test log shows why."""
+        try:
+            parts = raw_query.split("&")
+            signed = "&".join(
+                p for name in ("SAMLRequest", "RelayState", "SigAlg")
+                for p in parts if p.split("=", 1)[0] == name
+            )
+            sig = next(p.split("=", 1)[1] for p in parts if p.startswith("Signature="))
+            sig = base64.b64decode(unquote(sig))
+            xml = decode_base64_and_inflate(saml_request)
+            issuer = re.search(rb"<(?:\w+:)?Issuer\b[^>]*>([^<]+)<", xml).group(1).decode().strip()
+            for _name, cert in self.server.metadata.certs(issuer, "any", "signing"):
+                key = load_der_x509_certificate(base64.b64decode(cert)).public_key()
+                try:
+                    key.verify(sig, signed.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+                except Exception:
+                    continue
+                LOG.warning(
+                    "the raw query octets DO verify with %s's key; pysaml2 refused because it "
+                    "re-encodes the parameters with urlencode() before verifying (e.g. a space "
+                    "must be sent as '+', not '%%20')", issuer,
+                )
+                return
+            LOG.warning("the raw query octets do not verify either")
+        except Exception as exc:
+            LOG.debug("no diagnostic: %s", exc)
 
 
 def requested_class_ref(msg):
@@ -365,9 +443,10 @@ def make_handler(idp):
             def run():
                 params = single_values(parse_qs(url.query, keep_blank_values=True))
                 if url.path == "/sso":
-                    self._send(200, idp.sso(BINDING_HTTP_REDIRECT, params), "text/html; charset=utf-8")
+                    self._send(200, idp.sso(BINDING_HTTP_REDIRECT, params, url.query),
+                               "text/html; charset=utf-8")
                 elif url.path == "/slo":
-                    self._send(302, "", headers=[("Location", idp.slo(params))])
+                    self._send(302, "", headers=[("Location", idp.slo(params, url.query))])
                 elif url.path == "/metadata":
                     self._send(200, idp.metadata, "application/samlmetadata+xml")
                 elif url.path == "/health":

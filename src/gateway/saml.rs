@@ -1,0 +1,609 @@
+//! The SAML endpoints under `<prefix>saml/`: `login` (send the user to an IdP with a
+//! signed AuthnRequest), `acs` (the IdP's answer), `slo` (Single Logout both ways) and
+//! `metadata` (our signed SP metadata). Request state lives in the store under the request
+//! id, never in a cookie: the IdP's cross-site POST needs no SameSite exception.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::Gateway;
+use super::endpoints::{respond, see_other};
+use crate::assertion::SessionClaims;
+use crate::error::{GatewayError, LoginFailure};
+use crate::identity::Level;
+use crate::proxy::GatewayBody;
+use crate::saml::prefilter;
+use crate::saml::redirect::{self, MessageKind};
+use crate::saml::response::{Expected, SamlError, validate_response_xml};
+use crate::saml::sp::{self, Outgoing, ServiceProvider};
+use crate::session::return_url::safe_return;
+use crate::session::{Clock, PendingLogin, SamlLink, Session, SessionId, SessionStore};
+
+/// Largest ACS form body (a base64 response of at most 256 KiB, plus RelayState).
+const MAX_ACS_FORM_BYTES: usize = 400 * 1024;
+const PENDING_LOGIN: &str = "saml:";
+const PENDING_LOGOUT: &str = "saml-logout:";
+
+/// Why the ACS refused a response: a rule of the message, or of our state.
+#[derive(Debug, thiserror::Error)]
+enum AcsError {
+    #[error(transparent)]
+    Saml(#[from] SamlError),
+    #[error("InResponseTo names no pending request of ours (unknown, expired or already used)")]
+    UnknownRequest,
+    #[error("RelayState does not match the request")]
+    RelayState,
+    #[error("the identity provider is no longer in the federation's metadata")]
+    UnknownIdp,
+    #[error("the assertion was already used (replay)")]
+    Replay,
+}
+
+impl AcsError {
+    fn failure(&self) -> LoginFailure {
+        use crate::saml::status::IdpError;
+        let f = |status, code, it, en| LoginFailure {
+            status,
+            code,
+            it,
+            en,
+        };
+        match self {
+            AcsError::Saml(SamlError::IdpRefused(e)) => {
+                let (it, en) = e.message();
+                let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+                let code = match e {
+                    IdpError::WrongCredentials => "idp_nr19",
+                    IdpError::NoCredentialsAtLevel => "idp_nr20",
+                    IdpError::Timeout => "idp_nr21",
+                    IdpError::ConsentDenied => "idp_nr22",
+                    IdpError::IdentityLocked => "idp_nr23",
+                    IdpError::Cancelled => "idp_nr25",
+                    IdpError::WrongIdentityType => "idp_nr30",
+                    IdpError::RequestRejected(_) => "idp_request_rejected",
+                    IdpError::Other => "idp_error",
+                };
+                f(status, code, it, en)
+            }
+            AcsError::Saml(SamlError::LevelTooLow { .. }) => f(
+                StatusCode::FORBIDDEN,
+                "level_too_low",
+                "Il livello di sicurezza dell'accesso è inferiore a quello richiesto dal servizio.",
+                "The login's security level is below what the service requires.",
+            ),
+            AcsError::Saml(
+                SamlError::Prefilter(_)
+                | SamlError::Xml
+                | SamlError::NotAResponse
+                | SamlError::Unsolicited,
+            )
+            | AcsError::UnknownRequest
+            | AcsError::RelayState => f(
+                StatusCode::BAD_REQUEST,
+                "saml_unexpected_response",
+                "La risposta di accesso non corrisponde a una richiesta in corso (scaduta o già usata). Riprova ad accedere.",
+                "The login answer does not match a login in progress (expired or already used). Please log in again.",
+            ),
+            AcsError::Saml(SamlError::IssueInstantOutOfRange { .. }) => f(
+                StatusCode::UNAUTHORIZED,
+                "saml_clock_skew",
+                "La risposta di accesso ha un orario non valido (orologi non allineati). Riprova ad accedere.",
+                "The login answer carries an invalid time (clocks out of sync). Please log in again.",
+            ),
+            AcsError::Replay => f(
+                StatusCode::BAD_REQUEST,
+                "saml_replay",
+                "Questa risposta di accesso è già stata usata. Riprova ad accedere.",
+                "This login answer was already used. Please log in again.",
+            ),
+            AcsError::Saml(_) | AcsError::UnknownIdp => f(
+                StatusCode::UNAUTHORIZED,
+                "saml_invalid_response",
+                "La risposta del gestore dell'identità non è valida. Riprova ad accedere.",
+                "The identity provider's answer is not valid. Please log in again.",
+            ),
+        }
+    }
+}
+
+fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        // A repeated field makes the form ambiguous: keep neither.
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            out.insert(k.to_string(), String::new());
+        }
+    }
+    out
+}
+
+fn random_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The `<param>` value of a raw query, percent-decoded.
+fn query_param(raw: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(raw.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn redirect_to(url: &str) -> Result<Response<GatewayBody>, GatewayError> {
+    let mut resp = respond(StatusCode::FOUND, "text/plain", Bytes::new());
+    let loc = HeaderValue::from_str(url).map_err(|_| GatewayError::BadForm)?;
+    resp.headers_mut().insert(header::LOCATION, loc);
+    Ok(resp)
+}
+
+impl Gateway {
+    fn sp(&self) -> Result<&ServiceProvider, GatewayError> {
+        self.services.saml.as_deref().ok_or(GatewayError::NoRoute)
+    }
+
+    pub(super) async fn saml_endpoint(
+        &self,
+        req: Request<Incoming>,
+        rest: &str,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        match rest {
+            "login" => self.saml_login(req).await,
+            "acs" => self.saml_acs(req).await,
+            "slo" => self.saml_slo(req).await,
+            "metadata" => self.saml_metadata(&req),
+            _ => Err(GatewayError::NoRoute),
+        }
+    }
+
+    /// `login`: POST (from the chooser) or GET with `idp`, `return`, `level`.
+    async fn saml_login(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        let sp = self.sp()?;
+        let fields = match *req.method() {
+            Method::GET => form_fields(req.uri().query().unwrap_or("").as_bytes()),
+            Method::POST => {
+                let body = Limited::new(req.into_body(), 8 * 1024)
+                    .collect()
+                    .await
+                    .map_err(|_| GatewayError::BadForm)?
+                    .to_bytes();
+                form_fields(&body)
+            }
+            _ => return Err(GatewayError::MethodNotAllowed),
+        };
+        let (fed, idp) = fields
+            .get("idp")
+            .and_then(|e| sp.find_idp(e))
+            .ok_or(GatewayError::BadForm)?;
+        let level = match fields.get("level").map(String::as_str) {
+            None | Some("") => Level::SpidL1,
+            Some(l) => l.parse::<Level>().map_err(|_| GatewayError::BadForm)?,
+        };
+        let reserved = &self.cfg.server.reserved_prefix;
+        let return_to = fields
+            .get("return")
+            .and_then(|r| safe_return(r, reserved))
+            .unwrap_or_else(|| "/".into());
+        let now = self.services.clock.now();
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let relay = random_token();
+        let sent = sp
+            .authn_request(&fed, &idp, level, &relay, now_i)
+            .map_err(|_| GatewayError::Minting)?;
+        let mut data = BTreeMap::new();
+        data.insert("federation".to_string(), fed.cfg.name.clone());
+        data.insert("idp".to_string(), idp.entity_id.clone());
+        data.insert("level".to_string(), level.to_string());
+        data.insert("issued_at".to_string(), now.to_string());
+        data.insert("relay".to_string(), relay);
+        self.services
+            .store
+            .put_pending(
+                &format!("{PENDING_LOGIN}{}", sent.id),
+                PendingLogin { return_to, data },
+                self.cfg.session.login_timeout,
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        tracing::info!(
+            target: "varco::audit",
+            event = "saml_request",
+            federation = %fed.cfg.name,
+            idp = %idp.entity_id,
+            level = %level,
+            request_id = %sent.id,
+            "AuthnRequest sent"
+        );
+        match sent.outgoing {
+            Outgoing::Redirect(url) => redirect_to(&url),
+            Outgoing::PostForm(html) => {
+                let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", html);
+                resp.headers_mut().insert(
+                    "content-security-policy",
+                    HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; frame-ancestors 'none'",
+                    ),
+                );
+                Ok(resp)
+            }
+        }
+    }
+
+    /// `acs`: the IdP's HTTP-POST answer.
+    async fn saml_acs(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        let sp = self.sp()?;
+        if req.method() != Method::POST {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let old = self.cookie.read(req.headers());
+        let body = Limited::new(req.into_body(), MAX_ACS_FORM_BYTES)
+            .collect()
+            .await
+            .map_err(|_| GatewayError::BadForm)?
+            .to_bytes();
+        let fields = form_fields(&body);
+        let now = self.services.clock.now();
+        let result = self.consume_response(sp, &fields, now).await;
+        let metrics = &self.services.metrics;
+        let (session, return_to) = match result {
+            Ok(v) => v,
+            Err((err, idp)) => {
+                let failure = match &err {
+                    Ok(acs) => acs.failure(),
+                    Err(store) => return Err(store.clone_store_error()),
+                };
+                if let Ok(acs) = &err {
+                    let config_problem = matches!(
+                        acs,
+                        AcsError::Saml(SamlError::IdpRefused(
+                            crate::saml::status::IdpError::RequestRejected(_)
+                        ))
+                    );
+                    tracing::warn!(
+                        target: "varco::audit",
+                        event = "saml_login_refused",
+                        idp = idp.as_deref().unwrap_or("-"),
+                        code = failure.code,
+                        reason = %acs,
+                        configuration_problem = config_problem,
+                        "SAML login refused"
+                    );
+                }
+                metrics
+                    .saml_logins
+                    .get_or_create(&vec![("outcome".into(), failure.code.into())])
+                    .inc();
+                return Err(GatewayError::LoginRefused(failure));
+            }
+        };
+        metrics
+            .saml_logins
+            .get_or_create(&vec![("outcome".into(), "ok".into())])
+            .inc();
+        let store = &self.services.store;
+        if let Some(old) = old {
+            store
+                .delete(&old)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+        }
+        let id = SessionId::random();
+        let mut session = session;
+        session.sid = id.hash();
+        session.claims = Some(
+            SessionClaims::new(&self.cfg.assertion.issuer, &session.identity, &session.sid)
+                .map_err(|_| GatewayError::Minting)?,
+        );
+        tracing::info!(
+            target: "varco::audit",
+            event = "login",
+            method = session.identity.method.as_str(),
+            idp = %session.identity.idp,
+            level = %session.identity.level,
+            subject = session.identity.subject.as_str(),
+            sid = %session.sid,
+            "SAML login"
+        );
+        store
+            .put(&id, session)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        let mut resp = see_other(&return_to)?;
+        let cookie =
+            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    /// Validates the form's response against the pending request it answers. The error
+    /// side carries the IdP (for the audit line) and keeps store failures apart.
+    async fn consume_response(
+        &self,
+        sp: &ServiceProvider,
+        fields: &BTreeMap<String, String>,
+        now: u64,
+    ) -> Result<(Session, String), (Result<AcsError, StoreFailure>, Option<String>)> {
+        let plain = |e: AcsError| (Ok(e), None);
+        let b64 = fields
+            .get("SAMLResponse")
+            .ok_or_else(|| plain(SamlError::Prefilter(prefilter::PrefilterError::Empty).into()))?;
+        let xml = prefilter::decode_post(b64).map_err(|e| plain(SamlError::from(e).into()))?;
+        let irt = sp::in_response_to(&xml).ok_or_else(|| plain(SamlError::Unsolicited.into()))?;
+        let store = &self.services.store;
+        let pending = store
+            .take_pending(&format!("{PENDING_LOGIN}{irt}"))
+            .await
+            .map_err(|_| (Err(StoreFailure), None))?
+            .ok_or_else(|| plain(AcsError::UnknownRequest))?;
+        let data = &pending.data;
+        let idp_id = data.get("idp").cloned().unwrap_or_default();
+        let with_idp = |e: AcsError| (Ok(e), Some(idp_id.clone()));
+        if fields.get("RelayState") != data.get("relay") {
+            return Err(with_idp(AcsError::RelayState));
+        }
+        let fed = data
+            .get("federation")
+            .and_then(|f| sp.federation(f))
+            .ok_or_else(|| with_idp(AcsError::UnknownIdp))?;
+        let idp = fed
+            .idps()
+            .idps
+            .iter()
+            .find(|i| i.entity_id == idp_id)
+            .cloned()
+            .ok_or_else(|| with_idp(AcsError::UnknownIdp))?;
+        let level = data
+            .get("level")
+            .and_then(|l| l.parse::<Level>().ok())
+            .unwrap_or(Level::SpidL3);
+        let issued_at = data
+            .get("issued_at")
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(i64::MAX);
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let exp = Expected {
+            profile: fed.profile,
+            idp_entity_id: &idp.entity_id,
+            sp_entity_id: &sp.entity_id,
+            acs_url: &sp.acs_url,
+            request_id: &irt,
+            request_issued_at: issued_at,
+            requested_level: level,
+            now: now_i,
+            skew: sp.skew,
+        };
+        let (_, facts) = validate_response_xml(&xml, &exp, &idp.signing_certs)
+            .map_err(|e| with_idp(e.into()))?;
+        // Replay: the assertion id, remembered until it could no longer be accepted.
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{}\n{}", idp.entity_id, facts.assertion_id).as_bytes(),
+        );
+        let key: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let ttl = u64::try_from(facts.remember_until - now_i + sp.skew).unwrap_or(1).max(1);
+        let first = store
+            .insert_if_absent(&format!("saml-assertion:{key}"), Duration::from_secs(ttl))
+            .await
+            .map_err(|_| (Err(StoreFailure), Some(idp_id.clone())))?;
+        if !first {
+            return Err(with_idp(AcsError::Replay));
+        }
+        let link = SamlLink {
+            federation: fed.cfg.name.clone(),
+            idp: idp.entity_id.clone(),
+            name_id: facts.name_id.clone(),
+            name_qualifier: facts.name_qualifier.clone(),
+            session_index: facts.session_index.clone(),
+        };
+        let identity = facts
+            .into_identity(fed.profile, &idp.entity_id, now)
+            .map_err(|e| with_idp(e.into()))?;
+        Ok((
+            Session {
+                identity,
+                created: now,
+                sid: String::new(),
+                claims: None,
+                saml: Some(link),
+            },
+            pending.return_to,
+        ))
+    }
+
+    /// `metadata`: our signed SP metadata for `?federation=` (default: the first).
+    fn saml_metadata(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        let sp = self.sp()?;
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let fed = match req.uri().query().and_then(|q| query_param(q, "federation")) {
+            Some(name) => sp.federation(&name).ok_or(GatewayError::NoRoute)?,
+            None => sp.federations.first().ok_or(GatewayError::NoRoute)?,
+        };
+        Ok(respond(
+            StatusCode::OK,
+            "application/samlmetadata+xml",
+            fed.sp_metadata.clone(),
+        ))
+    }
+
+    /// `slo`: an IdP's LogoutRequest (IdP-initiated) or its LogoutResponse to ours, both
+    /// over HTTP-Redirect with the query signature checked against its metadata.
+    async fn saml_slo(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        let sp = self.sp()?;
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let raw = req.uri().query().unwrap_or("");
+        // Who claims to send it (unverified): only to pick the certificates to verify with.
+        let unverified = query_param(raw, "SAMLRequest")
+            .or_else(|| query_param(raw, "SAMLResponse"))
+            .ok_or(GatewayError::BadForm)?;
+        let claimed = redirect::inflate_base64(&unverified)
+            .ok()
+            .and_then(|xml| claimed_issuer(&xml))
+            .ok_or(GatewayError::BadForm)?;
+        let (fed, idp) = sp.find_idp(&claimed).ok_or(GatewayError::BadForm)?;
+        let certs: Vec<rustls::pki_types::CertificateDer<'_>> = idp
+            .signing_certs
+            .iter()
+            .map(|c| rustls::pki_types::CertificateDer::from(c.as_slice()))
+            .collect();
+        let msg = redirect::verify_query(raw, &certs).map_err(|e| {
+            tracing::warn!(target: "varco::audit", event = "saml_logout_refused", idp = %idp.entity_id, reason = %e, "SLO message refused");
+            GatewayError::BadForm
+        })?;
+        let now = self.services.clock.now();
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        match msg.kind {
+            MessageKind::Request => {
+                let facts = sp::parse_logout_request(&msg.xml, &sp.slo_url)
+                    .filter(|f| f.issuer == idp.entity_id)
+                    .ok_or(GatewayError::BadForm)?;
+                // The browser's session ends if it is this IdP's login of this subject.
+                let presented = self.cookie.read(req.headers());
+                let mut ended = false;
+                if let Some(id) = &presented {
+                    let store = &self.services.store;
+                    let session = store
+                        .get(id)
+                        .await
+                        .map_err(|_| GatewayError::StoreUnavailable)?;
+                    let matches = session.as_ref().and_then(|s| s.saml.as_ref()).is_some_and(|l| {
+                        l.idp == idp.entity_id
+                            && (facts.name_id.is_empty() || l.name_id == facts.name_id)
+                    });
+                    if matches {
+                        store
+                            .delete(id)
+                            .await
+                            .map_err(|_| GatewayError::StoreUnavailable)?;
+                        ended = true;
+                    }
+                }
+                tracing::info!(
+                    target: "varco::audit",
+                    event = "logout",
+                    initiator = "idp",
+                    federation = %fed.cfg.name,
+                    idp = %idp.entity_id,
+                    session_ended = ended,
+                    "IdP-initiated single logout"
+                );
+                let url = sp
+                    .logout_response(&idp, &facts.id, msg.relay_state.as_deref(), now_i)
+                    .map_err(|_| GatewayError::Minting)?
+                    .ok_or(GatewayError::BadForm)?;
+                let mut resp = redirect_to(&url)?;
+                if ended {
+                    let clear = HeaderValue::from_str(&self.cookie.clear())
+                        .map_err(|_| GatewayError::Minting)?;
+                    resp.headers_mut().insert(header::SET_COOKIE, clear);
+                }
+                Ok(resp)
+            }
+            MessageKind::Response => {
+                let (irt, issuer, success) = sp::parse_logout_response(&msg.xml, &sp.slo_url)
+                    .ok_or(GatewayError::BadForm)?;
+                if issuer != idp.entity_id {
+                    return Err(GatewayError::BadForm);
+                }
+                let pending = self
+                    .services
+                    .store
+                    .take_pending(&format!("{PENDING_LOGOUT}{irt}"))
+                    .await
+                    .map_err(|_| GatewayError::StoreUnavailable)?
+                    .ok_or(GatewayError::BadForm)?;
+                tracing::info!(
+                    target: "varco::audit",
+                    event = "saml_logout_completed",
+                    idp = %idp.entity_id,
+                    success,
+                    "single logout answered"
+                );
+                if pending.return_to.is_empty() {
+                    Ok(respond(
+                        StatusCode::OK,
+                        "text/html; charset=utf-8",
+                        crate::pages::logged_out_page(&self.paths.login),
+                    ))
+                } else {
+                    see_other(&pending.return_to)
+                }
+            }
+        }
+    }
+
+    /// After the local session of a SAML login ended: the redirect that asks its IdP to
+    /// end its own session too, or `None` when the IdP has no SLO endpoint.
+    pub(super) async fn saml_single_logout(
+        &self,
+        link: &SamlLink,
+        return_to: Option<String>,
+    ) -> Result<Option<Response<GatewayBody>>, GatewayError> {
+        let Some(sp) = self.services.saml.as_deref() else {
+            return Ok(None);
+        };
+        let Some((_, idp)) = sp.find_idp(&link.idp) else {
+            return Ok(None);
+        };
+        let now = i64::try_from(self.services.clock.now()).unwrap_or(i64::MAX);
+        let sent = sp
+            .logout_request(
+                &idp,
+                &link.name_id,
+                &link.name_qualifier,
+                link.session_index.as_deref(),
+                &random_token(),
+                now,
+            )
+            .map_err(|_| GatewayError::Minting)?;
+        let Some(sent) = sent else {
+            return Ok(None);
+        };
+        self.services
+            .store
+            .put_pending(
+                &format!("{PENDING_LOGOUT}{}", sent.id),
+                PendingLogin {
+                    return_to: return_to.unwrap_or_default(),
+                    data: BTreeMap::new(),
+                },
+                self.cfg.session.login_timeout,
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        match sent.outgoing {
+            Outgoing::Redirect(url) => redirect_to(&url).map(Some),
+            Outgoing::PostForm(_) => Ok(None),
+        }
+    }
+}
+
+/// The store failed while consuming a response (answered 503, not a refusal).
+#[derive(Debug)]
+struct StoreFailure;
+
+impl StoreFailure {
+    fn clone_store_error(&self) -> GatewayError {
+        GatewayError::StoreUnavailable
+    }
+}
+
+/// The `Issuer` of a (not yet verified) SAML message.
+fn claimed_issuer(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    doc.root_element()
+        .children()
+        .find(|c| c.is_element() && c.tag_name().name() == "Issuer")
+        .and_then(|c| c.text())
+        .map(|t| t.trim().to_string())
+}
