@@ -184,7 +184,12 @@ fn spawn_metadata_refresh(sp: Arc<crate::saml::sp::ServiceProvider>, metrics: Ar
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             for (federation, outcome) in sp.refresh_all(now).await {
-                let label = |k: &str, v: &str| vec![("federation".to_string(), federation.clone()), (k.to_string(), v.to_string())];
+                let label = |k: &str, v: &str| {
+                    vec![
+                        ("federation".to_string(), federation.clone()),
+                        (k.to_string(), v.to_string()),
+                    ]
+                };
                 let ok = outcome.is_ok();
                 metrics
                     .saml_metadata_fetches

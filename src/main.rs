@@ -50,10 +50,25 @@ enum Command {
     /// JWKS, expiry, audience, issuer and (optionally) the request binding. Prints the
     /// claims, or the reason it is refused (exit 1).
     Verify(VerifyArgs),
+    /// SAML service-provider tools.
+    #[command(subcommand)]
+    Saml(SamlCommand),
     /// Run only the echo upstream (for benchmarks and experiments).
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum SamlCommand {
+    /// Print our signed SP metadata (SPID or CIE extensions, by the federation's profile).
+    Metadata {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The federation (default: the first one in `[[saml.federation]]`).
+        #[arg(long)]
+        federation: Option<String>,
     },
 }
 
@@ -71,6 +86,30 @@ fn main() -> ExitCode {
             config,
         } => demo(listen, certs_dir, config, cli.pretty),
         Command::Verify(args) => verify(args),
+        Command::Saml(SamlCommand::Metadata { config, federation }) => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail_config(e),
+            };
+            let Some(saml) = &cfg.saml else {
+                eprintln!("varco saml metadata: the configuration has no [saml] section");
+                return ExitCode::from(2);
+            };
+            match varco::saml::sp::sp_metadata_for(
+                saml,
+                &cfg.server.reserved_prefix,
+                federation.as_deref(),
+            ) {
+                Ok(xml) => {
+                    println!("{xml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("varco saml metadata: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Echo { listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
             rt.block_on(async {
                 match varco::demo::echo::spawn(listen).await {
@@ -179,9 +218,24 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             return ExitCode::FAILURE;
         }
     };
+    let saml = match varco::demo::certs::ensure_dev_saml(&certs_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("varco demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (idp, idp_metadata) =
+        match rt.block_on(varco::demo::spawn_dev_idp(listen, &saml, &certs_dir)) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("varco demo: cannot start the development IdP: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let cfg = match config {
         Some(path) => Config::load(&path),
-        None => varco::demo::demo_config(listen, echo, &tls),
+        None => varco::demo::demo_config(listen, echo, &tls, &saml, &idp_metadata),
     };
     let cfg = match cfg {
         Ok(c) if c.mode == Mode::Demo => c,
@@ -194,9 +248,10 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
     let _log = varco::telemetry::init_logging(&cfg.log, pretty);
     let banner = format!(
         "\nvarco demo is running: open https://localhost:{}/ (development certificate: {})\n\
-         Pick a test user on the login page; the echo upstream shows the identity header it\n\
-         verified. Public page: /pubblico. Echo upstream on http://{echo}; metrics at\n\
-         /_varco/metrics. Ctrl-C to stop.\n",
+         Log in with SPID through the development IdP (http://{idp}, test users, real signed\n\
+         SAML messages) or the development login; the echo upstream shows the identity header\n\
+         it verified. Public page: /pubblico; SpidL3 step-up: /riservato. Echo upstream on\n\
+         http://{echo}; metrics at /_varco/metrics. Ctrl-C to stop.\n",
         listen.port(),
         tls.ca.display()
     );

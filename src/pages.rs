@@ -130,7 +130,11 @@ pub struct LoginSection<'a> {
 
 /// The login chooser. Works without JavaScript: every choice is a form with a button,
 /// reachable with the keyboard; each method is a section with a heading.
-pub fn login_page(sections: &[LoginSection<'_>], development: bool, note: Option<(&str, &str)>) -> String {
+pub fn login_page(
+    sections: &[LoginSection<'_>],
+    development: bool,
+    note: Option<(&str, &str)>,
+) -> String {
     let mut body = String::from(
         "<h1>Accedi al servizio</h1><p class=\"en\" lang=\"en\">Log in to the service</p>",
     );

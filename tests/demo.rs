@@ -175,3 +175,168 @@ fn version_and_help() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+/// Unescapes what `escape_html` escapes (attribute values of the pages).
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The hidden fields and the action of the first form of `html` that contains `needle`.
+fn form_with(html: &str, needle: &str) -> (String, Vec<(String, String)>) {
+    let form = html
+        .split("<form")
+        .skip(1)
+        .find(|f| f.contains(needle))
+        .unwrap_or_else(|| panic!("no form with {needle} in {html}"));
+    let attr = |chunk: &str, name: &str| {
+        let start = chunk.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(unescape(&chunk[start..start + chunk[start..].find('"')?]))
+    };
+    let action = attr(form, "action").unwrap();
+    let fields = form
+        .split("<input")
+        .skip(1)
+        .filter_map(|i| Some((attr(i, "name")?, attr(i, "value")?)))
+        .collect();
+    (action, fields)
+}
+
+fn encode(fields: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// `make demo` end to end: chooser → development IdP (signed AuthnRequest checked there)
+/// → signed Response POSTed to the ACS → the echo upstream with the verified identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walks_a_browser_through_the_real_saml_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let port = free_port();
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_varco"))
+            .args([
+                "demo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--certs-dir",
+            ])
+            .arg(&certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !certs.join("dev-idp-metadata.xml").is_file() {
+        assert!(Instant::now() < deadline, "no development IdP metadata");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&ca).unwrap())
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(t) => break t,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("demo not listening: {e}"),
+        }
+    };
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut gw, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let base = format!("https://localhost:{port}");
+    let mut send = async |method: &str, path: &str, cookie: Option<&str>, body: String| {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{port}"))
+            .header("accept", "text/html");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        if method == "POST" {
+            b = b.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let req = b
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        gw.ready().await.unwrap();
+        let resp = gw.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    // 1. The chooser lists the development IdP under SPID.
+    let (status, _, page) = send("GET", "/_varco/login?return=%2Fhello", None, String::new()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Entra con SPID"), "{page}");
+    let (action, fields) = form_with(&page, "IdP di sviluppo varco");
+    assert_eq!(action, "/_varco/saml/login");
+    // 2. A signed AuthnRequest to the IdP (HTTP-Redirect).
+    let (status, headers, _) = send("POST", &action, None, encode(&fields)).await;
+    assert_eq!(status, 302);
+    let sso = headers["location"].to_str().unwrap().to_string();
+    assert!(sso.starts_with("http://127.0.0.1:") && sso.contains("/sso?SAMLRequest="));
+    // 3. The IdP checked the signature and shows its test users.
+    let idp_page = common::request("GET", &sso, &[], "").await;
+    assert_eq!(idp_page.status, 200, "{}", idp_page.text());
+    let (answer, fields) = form_with(&idp_page.text(), "value=\"operatore\"");
+    let idp_origin = &sso[..sso.find("/sso").unwrap()];
+    let signed = common::request(
+        "POST",
+        &format!("{idp_origin}{answer}"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        encode(&fields),
+    )
+    .await;
+    assert_eq!(signed.status, 200);
+    // 4. The browser POSTs the signed Response to the ACS.
+    let (acs, fields) = form_with(&signed.text(), "SAMLResponse");
+    assert_eq!(acs, format!("{base}/_varco/saml/acs"));
+    let acs_path = acs.strip_prefix(&base).unwrap().to_string();
+    let (status, headers, body) = send("POST", &acs_path, None, encode(&fields)).await;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(headers["location"], "/hello");
+    let cookie = headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // 5. The echo upstream verified the identity header against the gateway's JWKS.
+    let (status, _, body) = send("GET", "/hello", Some(&cookie), String::new()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("BNCGLI85C52H501"), "{body}");
+    assert!(body.contains("verified"), "{body}");
+    // The chooser asked for SpidL1 (no route level): the IdP answered at that level.
+    assert!(body.contains("https://www.spid.gov.it/SpidL1"), "{body}");
+}

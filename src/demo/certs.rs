@@ -121,3 +121,65 @@ pub fn ensure_dev_tls(dir: &Path) -> Result<DevTlsFiles, DevCertError> {
     write(&files.key, &server.key_pem)?;
     Ok(files)
 }
+
+/// Paths of the demo's SAML signing keys: ours (the SP) and the development IdP's.
+pub struct DevSamlFiles {
+    pub sp_cert: PathBuf,
+    pub sp_key: PathBuf,
+    pub idp_cert: PathBuf,
+    pub idp_key: PathBuf,
+}
+
+/// A self-signed RSA-2048 signing certificate (SPID/CIE use RSA).
+fn rsa_signer(common_name: &str) -> Result<Issued, DevCertError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.distinguished_name.push(
+        DnType::OrganizationName,
+        "varco development (NOT FOR PRODUCTION)",
+    );
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Makes sure `dir` holds the demo's SAML signing keys, creating them on first use.
+pub fn ensure_dev_saml(dir: &Path) -> Result<DevSamlFiles, DevCertError> {
+    let files = DevSamlFiles {
+        sp_cert: dir.join("saml-sp.pem"),
+        sp_key: dir.join("saml-sp-key.pem"),
+        idp_cert: dir.join("dev-idp.pem"),
+        idp_key: dir.join("dev-idp-key.pem"),
+    };
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|source| DevCertError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(|source| DevCertError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for (cert, key, name) in [
+        (
+            &files.sp_cert,
+            &files.sp_key,
+            "varco demo SAML service provider",
+        ),
+        (&files.idp_cert, &files.idp_key, "varco development IdP"),
+    ] {
+        if !(cert.is_file() && key.is_file()) {
+            let issued = rsa_signer(name)?;
+            write(cert, &issued.cert_pem)?;
+            write(key, &issued.key_pem)?;
+        }
+    }
+    Ok(files)
+}

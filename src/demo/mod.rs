@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod echo;
+pub mod idp;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -33,14 +34,50 @@ pub async fn spawn_verifying_echo(
     Ok(local)
 }
 
-/// The demo configuration, with the echo upstream's address and the TLS files filled in.
+/// The demo's SP entityID and where the development IdP answers (for the gateway on
+/// `listen`).
+pub const DEMO_SP_ENTITY_ID: &str = "https://localhost/varco-demo/sp";
+
+/// Starts the development IdP for a gateway on `listen` and writes its metadata into
+/// `certs_dir`; returns the metadata file.
+pub async fn spawn_dev_idp(
+    listen: SocketAddr,
+    saml: &certs::DevSamlFiles,
+    certs_dir: &Path,
+) -> Result<(SocketAddr, std::path::PathBuf), idp::DevIdpError> {
+    let base = format!("https://localhost:{}/_varco/saml", listen.port());
+    let spawned = idp::spawn(
+        idp::DevIdpConfig {
+            idp_cert_pem: saml.idp_cert.clone(),
+            idp_key_pem: saml.idp_key.clone(),
+            sp_cert_pem: saml.sp_cert.clone(),
+            sp_entity_id: DEMO_SP_ENTITY_ID.into(),
+            acs_url: format!("{base}/acs"),
+            slo_url: format!("{base}/slo"),
+        },
+        0,
+    )
+    .await?;
+    let file = certs_dir.join("dev-idp-metadata.xml");
+    std::fs::write(&file, &spawned.metadata)?;
+    Ok((spawned.addr, file))
+}
+
+/// The demo configuration, with the echo upstream's address, the TLS and SAML files and
+/// the development IdP's metadata filled in.
 pub fn demo_config(
     listen: SocketAddr,
     echo: SocketAddr,
     tls: &certs::DevTlsFiles,
+    saml: &certs::DevSamlFiles,
+    idp_metadata: &Path,
 ) -> Result<Config, ConfigError> {
     let text = include_str!("../../config/demo.toml")
         .replace("@LISTEN@", &listen.to_string())
+        .replace("@PORT@", &listen.port().to_string())
+        .replace("@SAML_CERT@", &toml_path(&saml.sp_cert))
+        .replace("@SAML_KEY@", &toml_path(&saml.sp_key))
+        .replace("@IDP_METADATA@", &toml_path(idp_metadata))
         .replace("@ECHO@", &echo.to_string())
         .replace("@CERT@", &toml_path(&tls.cert))
         .replace("@KEY@", &toml_path(&tls.key));

@@ -118,7 +118,12 @@ impl Gateway {
             .services
             .saml
             .as_deref()
-            .map(|sp| sp.federations.iter().map(|f| (f.profile, f.idps())).collect())
+            .map(|sp| {
+                sp.federations
+                    .iter()
+                    .map(|f| (f.profile, f.idps()))
+                    .collect()
+            })
             .unwrap_or_default();
         if self.services.saml.is_some() {
             use crate::saml::authn_request::Profile;

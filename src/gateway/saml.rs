@@ -161,7 +161,10 @@ impl Gateway {
     }
 
     /// `login`: POST (from the chooser) or GET with `idp`, `return`, `level`.
-    async fn saml_login(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    async fn saml_login(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
         let fields = match *req.method() {
             Method::GET => form_fields(req.uri().query().unwrap_or("").as_bytes()),
@@ -234,7 +237,10 @@ impl Gateway {
     }
 
     /// `acs`: the IdP's HTTP-POST answer.
-    async fn saml_acs(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    async fn saml_acs(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
         if req.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed);
@@ -387,7 +393,9 @@ impl Gateway {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let ttl = u64::try_from(facts.remember_until - now_i + sp.skew).unwrap_or(1).max(1);
+        let ttl = u64::try_from(facts.remember_until - now_i + sp.skew)
+            .unwrap_or(1)
+            .max(1);
         let first = store
             .insert_if_absent(&format!("saml-assertion:{key}"), Duration::from_secs(ttl))
             .await
@@ -418,7 +426,10 @@ impl Gateway {
     }
 
     /// `metadata`: our signed SP metadata for `?federation=` (default: the first).
-    fn saml_metadata(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    fn saml_metadata(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return Err(GatewayError::MethodNotAllowed);
@@ -436,7 +447,10 @@ impl Gateway {
 
     /// `slo`: an IdP's LogoutRequest (IdP-initiated) or its LogoutResponse to ours, both
     /// over HTTP-Redirect with the query signature checked against its metadata.
-    async fn saml_slo(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+    async fn saml_slo(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return Err(GatewayError::MethodNotAllowed);
@@ -476,10 +490,13 @@ impl Gateway {
                         .get(id)
                         .await
                         .map_err(|_| GatewayError::StoreUnavailable)?;
-                    let matches = session.as_ref().and_then(|s| s.saml.as_ref()).is_some_and(|l| {
-                        l.idp == idp.entity_id
-                            && (facts.name_id.is_empty() || l.name_id == facts.name_id)
-                    });
+                    let matches = session
+                        .as_ref()
+                        .and_then(|s| s.saml.as_ref())
+                        .is_some_and(|l| {
+                            l.idp == idp.entity_id
+                                && (facts.name_id.is_empty() || l.name_id == facts.name_id)
+                        });
                     if matches {
                         store
                             .delete(id)

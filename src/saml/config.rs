@@ -262,8 +262,8 @@ impl SamlConfig {
             if usize::from(f.attribute_set) >= self.attribute_set.len() {
                 bad(key("attribute_set"), "no such attribute set".into());
             }
-            if f.refresh_interval < Duration::from_secs(60) {
-                bad(key("refresh_interval"), "at least 1m".into());
+            if f.refresh_interval < Duration::from_secs(1) {
+                bad(key("refresh_interval"), "at least 1s".into());
             }
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod authn_request;
 pub mod config;
+pub mod issuer;
 pub mod metadata;
 pub mod prefilter;
 pub mod redirect;

@@ -138,37 +138,77 @@ fn read_pem_cert(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Our signed SP metadata for one federation of `cfg`, from the key files alone (the
+/// `varco saml metadata` command; no IdP metadata is read).
+pub fn sp_metadata_for(
+    cfg: &SamlConfig,
+    reserved_prefix: &str,
+    federation: Option<&str>,
+) -> Result<String, SpError> {
+    let fc = match federation {
+        Some(name) => cfg.federation.iter().find(|f| f.name == name),
+        None => cfg.federation.first(),
+    }
+    .ok_or(SpError::Key {
+        key: "federation",
+        reason: "no such federation".into(),
+    })?;
+    let (cert_der, key_der, _) = load_keys(cfg)?;
+    let base = format!("{}{}saml", cfg.base_url, reserved_prefix);
+    let desc = SpDescription {
+        entity_id: &cfg.entity_id,
+        acs_url: &format!("{base}/acs"),
+        slo_url: &format!("{base}/slo"),
+        cert_der: &cert_der,
+        service_name: &cfg.service_name,
+        organization: &cfg.organization,
+        contact: &cfg.contact,
+        attribute_sets: &cfg.attribute_set,
+    };
+    Ok(sp_metadata::signed(
+        &desc,
+        Profile::from(fc.profile),
+        &key_der,
+    )?)
+}
+
+/// Our certificate (DER), key (DER) and the RSA key pair; RSA >= 2048 bits required.
+fn load_keys(cfg: &SamlConfig) -> Result<(Vec<u8>, Vec<u8>, RsaKeyPair), SpError> {
+    let cert_der = read_pem_cert(&cfg.cert).map_err(|reason| SpError::Key {
+        key: "cert",
+        reason,
+    })?;
+    let key_der = PrivateKeyDer::from_pem_file(&cfg.key)
+        .map(|k| k.secret_der().to_vec())
+        .map_err(|_| SpError::Key {
+            key: "key",
+            reason: format!("{}: not a PEM private key", cfg.key.display()),
+        })?;
+    let key = RsaKeyPair::from_pkcs8(&key_der)
+        .or_else(|_| RsaKeyPair::from_der(&key_der))
+        .map_err(|_| SpError::Key {
+            key: "key",
+            reason: "not an RSA private key (SPID and CIE require RSA)".into(),
+        })?;
+    if key.public_modulus_len() * 8 < 2048 {
+        return Err(SpError::Key {
+            key: "key",
+            reason: "RSA keys below 2048 bits are refused".into(),
+        });
+    }
+    if metadata::key_bits(&cert_der).is_none() {
+        return Err(SpError::Key {
+            key: "cert",
+            reason: "the certificate cannot be read".into(),
+        });
+    }
+    Ok((cert_der, key_der, key))
+}
+
 impl ServiceProvider {
     /// Loads keys and metadata. Every problem stops the start with the key that causes it.
     pub async fn load(cfg: &SamlConfig, reserved_prefix: &str, now: i64) -> Result<Self, SpError> {
-        let cert_der = read_pem_cert(&cfg.cert).map_err(|reason| SpError::Key {
-            key: "cert",
-            reason,
-        })?;
-        let key_der = PrivateKeyDer::from_pem_file(&cfg.key)
-            .map(|k| k.secret_der().to_vec())
-            .map_err(|_| SpError::Key {
-                key: "key",
-                reason: format!("{}: not a PEM private key", cfg.key.display()),
-            })?;
-        let key = RsaKeyPair::from_pkcs8(&key_der)
-            .or_else(|_| RsaKeyPair::from_der(&key_der))
-            .map_err(|_| SpError::Key {
-                key: "key",
-                reason: "not an RSA private key (SPID and CIE require RSA)".into(),
-            })?;
-        if key.public_modulus_len() * 8 < 2048 {
-            return Err(SpError::Key {
-                key: "key",
-                reason: "RSA keys below 2048 bits are refused".into(),
-            });
-        }
-        if metadata::key_bits(&cert_der).is_none() {
-            return Err(SpError::Key {
-                key: "cert",
-                reason: "the certificate cannot be read".into(),
-            });
-        }
+        let (cert_der, key_der, key) = load_keys(cfg)?;
         let base = format!("{}{}saml", cfg.base_url, reserved_prefix);
         let acs_url = format!("{base}/acs");
         let slo_url = format!("{base}/slo");

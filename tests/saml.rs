@@ -1,0 +1,888 @@
+//! SPID/CIE logins through the real gateway binary: the chooser, the signed AuthnRequest
+//! (Redirect binding, checked here as an IdP would), the ACS with a response signed by the
+//! test IdP key, the identity header upstream, replay and unsolicited answers, each IdP
+//! error code's page, step-up, SP metadata (endpoint and command), Single Logout both
+//! ways, and metadata loading (refusals, a pinned aggregate over HTTP, last good copy).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
+use base64::Engine as _;
+use common::{Gateway, Resp, request, upstreams};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use varco::identity::Level;
+use varco::saml::authn_request::Profile;
+use varco::saml::issuer::{ResponseParams, idp_metadata, parse_authn_request, signed_response};
+use varco::saml::redirect::{self, MessageKind};
+
+const IDP: &str = "https://idp.test/";
+const SP: &str = "https://sp.test/";
+const BROWSER: (&str, &str) = ("accept", "text/html");
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+struct Keys {
+    cert_pem: String,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Keys {
+    fn from_pem(cert_pem: &str, key_pem: &str) -> Keys {
+        Keys {
+            cert_pem: cert_pem.to_string(),
+            cert: CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                .unwrap()
+                .to_vec(),
+            key: PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .unwrap()
+                .secret_der()
+                .to_vec(),
+        }
+    }
+    fn rsa(&self) -> RsaKeyPair {
+        RsaKeyPair::from_pkcs8(&self.key).unwrap()
+    }
+}
+
+fn idp_keys() -> Keys {
+    Keys::from_pem(
+        include_str!("fixtures/saml/idp-test.crt.pem"),
+        include_str!("fixtures/saml/idp-test.key.pem"),
+    )
+}
+
+fn foreign_keys() -> Keys {
+    Keys::from_pem(
+        include_str!("fixtures/saml/foreign-test.crt.pem"),
+        include_str!("fixtures/saml/foreign-test.key.pem"),
+    )
+}
+
+/// A fresh RSA SP key (PEM cert, PEM key).
+fn sp_keys() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["sp.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn config(up: SocketAddr, federation: &str, extra_routes: &str) -> String {
+    format!(
+        r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/"
+upstream = "app"
+public = false
+{extra_routes}
+[saml]
+entity_id = "{SP}"
+base_url = "https://gw.test"
+cert = "@DIR@/sp.pem"
+key = "@DIR@/sp-key.pem"
+[saml.organization]
+name = "Test"
+display_name = "Test SP"
+url = "https://sp.test/"
+[saml.contact]
+public = true
+ipa_code = "c_h501"
+email = "spid@sp.test"
+telephone = "+390600000000"
+{federation}
+"#
+    )
+}
+
+const SPID_FILE: &str = r#"
+[[saml.federation]]
+name = "spid"
+profile = "spid"
+metadata_files = ["@DIR@/idp.xml"]
+"#;
+
+struct Setup {
+    gw: Gateway,
+    sp_cert: Vec<u8>,
+}
+
+fn start(up: SocketAddr, extra_routes: &str) -> Setup {
+    let (sp_cert_pem, sp_key_pem) = sp_keys();
+    let meta = idp_metadata(
+        IDP,
+        &format!("{IDP}sso"),
+        &format!("{IDP}slo"),
+        &idp_keys().cert,
+        "IdP di prova",
+    );
+    let gw = Gateway::start_with(
+        &config(up, SPID_FILE, extra_routes),
+        &[
+            ("sp.pem", &sp_cert_pem),
+            ("sp-key.pem", &sp_key_pem),
+            ("idp.xml", &meta),
+        ],
+    );
+    Setup {
+        gw,
+        sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
+            .unwrap()
+            .to_vec(),
+    }
+}
+
+/// The state of a login in flight: what the IdP received.
+struct Sent {
+    request_id: String,
+    relay: String,
+    level: Level,
+}
+
+fn query_value(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Starts a SAML login at the gateway and checks the AuthnRequest as the IdP would.
+async fn begin(s: &Setup, level: &str, return_to: &str) -> Sent {
+    let body = format!(
+        "idp={}&return={}&level={level}",
+        form_urlencoded::byte_serialize(IDP.as_bytes()).collect::<String>(),
+        form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
+    );
+    let r = request("POST", &s.gw.url("/_varco/saml/login"), &[FORM], body).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let location = r.headers["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&format!("{IDP}sso?")), "{location}");
+    let raw = location.split_once('?').unwrap().1;
+    let cert = CertificateDer::from(s.sp_cert.as_slice());
+    let msg = redirect::verify_query(raw, &[cert]).expect("the AuthnRequest is signed by the SP");
+    assert_eq!(msg.kind, MessageKind::Request);
+    assert!(
+        msg.xml.contains("AssertionConsumerServiceIndex=\"0\""),
+        "{}",
+        msg.xml
+    );
+    let facts = parse_authn_request(&msg.xml).unwrap();
+    assert_eq!(facts.issuer, SP);
+    assert_eq!(facts.destination, format!("{IDP}sso"));
+    let relay = msg.relay_state.clone().unwrap();
+    assert!(!relay.contains('/'), "RelayState must be opaque: {relay}");
+    Sent {
+        request_id: facts.id,
+        relay,
+        level: facts.level,
+    }
+}
+
+fn response_for(sent: &Sent, level: Level, tweak: impl FnOnce(&mut ResponseParams<'_>)) -> String {
+    let keys = idp_keys();
+    let attributes = vec![
+        ("fiscalNumber", "TINIT-RSSMRA80A01H501U".to_string()),
+        ("name", "Mario".to_string()),
+        ("familyName", "Rossi".to_string()),
+    ];
+    let mut p = ResponseParams {
+        profile: Profile::Spid,
+        idp_entity_id: IDP,
+        sp_entity_id: SP,
+        acs_url: "https://gw.test/_varco/saml/acs",
+        in_response_to: &sent.request_id,
+        level,
+        now: now(),
+        error_code: None,
+        attributes: &attributes,
+        assertion_id: None,
+    };
+    tweak(&mut p);
+    signed_response(&p, &keys.key, &keys.cert).unwrap()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn post_acs(s: &Setup, xml: &str, relay: &str) -> Resp {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(xml);
+    let body = format!(
+        "SAMLResponse={}&RelayState={}",
+        form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>(),
+        form_urlencoded::byte_serialize(relay.as_bytes()).collect::<String>()
+    );
+    request(
+        "POST",
+        &s.gw.url("/_varco/saml/acs"),
+        &[FORM, BROWSER],
+        body,
+    )
+    .await
+}
+
+fn cookie_of(r: &Resp) -> String {
+    r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn login(s: &Setup, level: Level) -> String {
+    let sent = begin(s, &level.to_string(), "/app").await;
+    let r = post_acs(s, &response_for(&sent, level, |_| {}), &sent.relay).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    cookie_of(&r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spid_login_reaches_the_upstream_with_the_verified_identity() {
+    let up = upstreams::echo().await;
+    let s = start(up, "");
+    // A browser without a session is sent to the chooser, which lists the IdP.
+    let r = request("GET", &s.gw.url("/app?x=1"), &[BROWSER], "").await;
+    assert_eq!(r.status, 302);
+    let chooser = r.headers["location"].to_str().unwrap().to_string();
+    let page = request("GET", &s.gw.url(&chooser), &[BROWSER], "").await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains("Entra con SPID"), "{html}");
+    assert!(html.contains("IdP di prova"));
+    assert!(html.contains(&format!("value=\"{IDP}\"")));
+
+    let sent = begin(&s, "SpidL2", "/app?x=1").await;
+    assert_eq!(sent.level, Level::SpidL2);
+    let xml = response_for(&sent, Level::SpidL2, |_| {});
+    let r = post_acs(&s, &xml, &sent.relay).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.headers["location"], "/app?x=1");
+    let cookie = cookie_of(&r);
+    assert!(cookie.starts_with("__Host-varco="));
+
+    let r = request(
+        "GET",
+        &s.gw.url("/app?x=1"),
+        &[("cookie", &cookie), ("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.echoed("x-varco-assertion").pop().unwrap();
+    let jwks = request("GET", &s.gw.url("/_varco/jwks.json"), &[], "").await;
+    let jwks = varco::assertion::verify::parse_jwks(&jwks.body).unwrap();
+    let claims = varco::assertion::verify::verify(
+        &token,
+        &jwks,
+        &varco::assertion::verify::Expected {
+            audience: "app",
+            issuer: Some("https://gw.test/"),
+            method: Some("GET"),
+            url: None,
+            leeway: 5,
+        },
+    )
+    .unwrap();
+    assert_eq!(claims.sub, "RSSMRA80A01H501U");
+    assert_eq!(claims.amr, "spid");
+    assert_eq!(claims.acr, "https://www.spid.gov.it/SpidL2");
+    assert_eq!(claims.idp, IDP);
+    assert_eq!(claims.given_name, "Mario");
+
+    // The same answer again: its request was consumed.
+    let again = post_acs(&s, &xml, &sent.relay).await;
+    assert_eq!(again.status, 400);
+    assert!(again.text().contains("già usata"), "{}", again.text());
+    assert!(
+        s.gw.wait_log(|l| l.contains("no pending request"))
+            .is_some()
+    );
+    let logs = s.gw.logs().join("\n");
+    // No SAML XML or base64 message in the logs.
+    assert!(!logs.contains("<saml"), "XML in logs");
+    assert!(!logs.contains("SAMLResponse="), "message in logs");
+    assert!(!logs.contains(&cookie[13..]), "cookie in logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsolicited_forged_and_replayed_answers_are_refused_and_change_nothing() {
+    let up = upstreams::echo().await;
+    let s = start(up, "");
+    // Unsolicited: no request of ours.
+    let ghost = Sent {
+        request_id: "_never_sent".into(),
+        relay: "x".into(),
+        level: Level::SpidL2,
+    };
+    let r = post_acs(&s, &response_for(&ghost, Level::SpidL2, |_| {}), "x").await;
+    assert_eq!(r.status, 400);
+    assert!(r.headers.get("set-cookie").is_none());
+
+    // Signed by a key that is not in the IdP's metadata.
+    let sent = begin(&s, "SpidL2", "/app").await;
+    let foreign = foreign_keys();
+    let attributes = vec![("fiscalNumber", "TINIT-RSSMRA80A01H501U".to_string())];
+    let forged = signed_response(
+        &ResponseParams {
+            profile: Profile::Spid,
+            idp_entity_id: IDP,
+            sp_entity_id: SP,
+            acs_url: "https://gw.test/_varco/saml/acs",
+            in_response_to: &sent.request_id,
+            level: Level::SpidL2,
+            now: now(),
+            error_code: None,
+            attributes: &attributes,
+            assertion_id: None,
+        },
+        &foreign.key,
+        &idp_keys().cert,
+    )
+    .unwrap();
+    let r = post_acs(&s, &forged, &sent.relay).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.headers.get("set-cookie").is_none());
+    assert!(
+        s.gw.wait_log(|l| l.contains("saml_login_refused")
+            && l.contains("not valid for any trusted certificate"))
+            .is_some(),
+        "{}",
+        s.gw.logs().join("\n")
+    );
+
+    // A wrong RelayState, and malformed input.
+    let sent = begin(&s, "SpidL2", "/app").await;
+    let r = post_acs(&s, &response_for(&sent, Level::SpidL2, |_| {}), "other").await;
+    assert_eq!(r.status, 400);
+    let r = request(
+        "POST",
+        &s.gw.url("/_varco/saml/acs"),
+        &[FORM, BROWSER],
+        "SAMLResponse=%%%not-base64",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let doctype = base64::engine::general_purpose::STANDARD
+        .encode("<!DOCTYPE x [<!ENTITY a \"b\">]><samlp:Response/>");
+    let r = request(
+        "POST",
+        &s.gw.url("/_varco/saml/acs"),
+        &[FORM, BROWSER],
+        format!(
+            "SAMLResponse={}",
+            form_urlencoded::byte_serialize(doctype.as_bytes()).collect::<String>()
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = request("GET", &s.gw.url("/_varco/saml/acs"), &[BROWSER], "").await;
+    assert_eq!(r.status, 405);
+
+    // The same Assertion ID answering two requests: the second is a replay.
+    let first = begin(&s, "SpidL2", "/app").await;
+    let second = begin(&s, "SpidL2", "/app").await;
+    let a = response_for(&first, Level::SpidL2, |p| p.assertion_id = Some("_fixed1"));
+    let b = response_for(&second, Level::SpidL2, |p| p.assertion_id = Some("_fixed1"));
+    assert_eq!(post_acs(&s, &a, &first.relay).await.status, 303);
+    let r = post_acs(&s, &b, &second.relay).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("già stata usata"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_idp_error_code_has_its_own_page_and_status() {
+    use varco::saml::status::IdpError;
+    let up = upstreams::echo().await;
+    let s = start(up, "");
+    let mut seen = BTreeMap::new();
+    for (code, err) in [
+        ("nr19", IdpError::WrongCredentials),
+        ("nr20", IdpError::NoCredentialsAtLevel),
+        ("nr21", IdpError::Timeout),
+        ("nr22", IdpError::ConsentDenied),
+        ("nr23", IdpError::IdentityLocked),
+        ("nr25", IdpError::Cancelled),
+        ("nr30", IdpError::WrongIdentityType),
+    ] {
+        let sent = begin(&s, "SpidL2", "/app").await;
+        let xml = response_for(&sent, Level::SpidL2, |p| p.error_code = Some(code));
+        let r = post_acs(&s, &xml, &sent.relay).await;
+        assert_eq!(r.status, err.http_status(), "{code}");
+        assert!(matches!(r.status, 400 | 401 | 403), "{code}: {}", r.status);
+        let (it, en) = err.message();
+        let html = r.text();
+        let escaped_it = varco::pages::escape_html(it);
+        assert!(html.contains(&escaped_it), "{code}: {html}");
+        assert!(html.contains(&varco::pages::escape_html(en)), "{code}");
+        assert!(r.headers.get("set-cookie").is_none());
+        seen.insert(it, code);
+        // JSON clients get the code.
+        let sent = begin(&s, "SpidL2", "/app").await;
+        let xml = response_for(&sent, Level::SpidL2, |p| p.error_code = Some(code));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(xml);
+        let r = request(
+            "POST",
+            &s.gw.url("/_varco/saml/acs"),
+            &[FORM, ("accept", "application/json")],
+            format!(
+                "SAMLResponse={}&RelayState={}",
+                form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>(),
+                sent.relay
+            ),
+        )
+        .await;
+        assert_eq!(r.json()["error"], format!("idp_{code}"));
+    }
+    assert_eq!(seen.len(), 7, "every code has its own message");
+    assert!(s.gw.wait_log(|l| l.contains("idp_nr23")).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_above_the_session_level_asks_for_a_new_login_at_its_level() {
+    let up = upstreams::echo().await;
+    let s = start(
+        up,
+        r#"
+[[route]]
+path = "/alto"
+upstream = "app"
+public = false
+min_level = "SpidL3"
+"#,
+    );
+    let cookie = login(&s, Level::SpidL2).await;
+    let ok = request("GET", &s.gw.url("/app"), &[("cookie", &cookie)], "").await;
+    assert_eq!(ok.status, 200);
+    // Browser: to the chooser with the level; API: 401 naming it.
+    let r = request(
+        "GET",
+        &s.gw.url("/alto/x"),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    let loc = r.headers["location"].to_str().unwrap().to_string();
+    assert!(loc.contains("level=SpidL3"), "{loc}");
+    let page = request("GET", &s.gw.url(&loc), &[BROWSER], "").await;
+    assert!(page.text().contains("value=\"SpidL3\""));
+    assert!(page.text().contains("livello più alto"));
+    let r = request(
+        "GET",
+        &s.gw.url("/alto/x"),
+        &[("accept", "application/json"), ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("level=SpidL3")
+    );
+    // An answer below the requested level is refused (403) ...
+    let sent = begin(&s, "SpidL3", "/alto/x").await;
+    assert_eq!(sent.level, Level::SpidL3);
+    let r = post_acs(&s, &response_for(&sent, Level::SpidL2, |_| {}), &sent.relay).await;
+    assert_eq!(r.status, 403);
+    // ... one at the level opens the route.
+    let sent = begin(&s, "SpidL3", "/alto/x").await;
+    let r = post_acs(&s, &response_for(&sent, Level::SpidL3, |_| {}), &sent.relay).await;
+    assert_eq!(r.status, 303);
+    let high = cookie_of(&r);
+    let r = request("GET", &s.gw.url("/alto/x"), &[("cookie", &high)], "").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sp_metadata_is_served_signed_and_printed_by_the_command() {
+    let up = upstreams::echo().await;
+    let s = start(up, "");
+    let r = request("GET", &s.gw.url("/_varco/saml/metadata"), &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/samlmetadata+xml");
+    let xml = r.text();
+    let v = varco::saml::xmldsig::verify_signed_element(
+        &xml,
+        varco::saml::metadata::MD_NS,
+        "EntityDescriptor",
+        std::slice::from_ref(&s.sp_cert),
+    )
+    .expect("signed with the SP key");
+    assert!(
+        v.xml
+            .contains("Location=\"https://gw.test/_varco/saml/acs\"")
+    );
+    assert!(v.xml.contains("<spid:IPACode>c_h501</spid:IPACode>"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["saml", "metadata", "--config"])
+        .arg(s.gw.dir.path().join("varco.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("entityID=\"https://sp.test/\""));
+    assert!(printed.contains("<spid:Public/>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_logout_both_ways_always_ends_the_local_session() {
+    let up = upstreams::echo().await;
+    let s = start(up, "");
+    let idp = idp_keys();
+    let idp_cert = [CertificateDer::from(idp.cert.as_slice())];
+    let sp_cert = [CertificateDer::from(s.sp_cert.as_slice())];
+
+    // SP-initiated: local session ends, the browser goes to the IdP with a signed request.
+    let cookie = login(&s, Level::SpidL2).await;
+    let r = request(
+        "POST",
+        &s.gw.url("/_varco/logout"),
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let loc = r.headers["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with(&format!("{IDP}slo?")));
+    assert!(
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = request("GET", &s.gw.url("/app"), &[("cookie", &cookie)], "").await;
+    assert_eq!(after.status, 401);
+    let msg = redirect::verify_query(loc.split_once('?').unwrap().1, &sp_cert).unwrap();
+    assert!(msg.xml.contains("<samlp:LogoutRequest"));
+    let doc = roxmltree::Document::parse(&msg.xml).unwrap();
+    let req_id = doc.root_element().attribute("ID").unwrap().to_string();
+    // The IdP answers with a signed LogoutResponse.
+    let answer = format!(
+        "<samlp:LogoutResponse xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_lr1\" Version=\"2.0\" IssueInstant=\"2026-01-01T00:00:00Z\" Destination=\"https://gw.test/_varco/saml/slo\" InResponseTo=\"{req_id}\"><saml:Issuer>{IDP}</saml:Issuer><samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status></samlp:LogoutResponse>"
+    );
+    let q = redirect::sign_query(
+        MessageKind::Response,
+        &answer,
+        msg.relay_state.as_deref(),
+        &idp.rsa(),
+    )
+    .unwrap();
+    let r = request(
+        "GET",
+        &s.gw.url(&format!("/_varco/saml/slo?{q}")),
+        &[BROWSER],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Sei uscito"));
+    // The same answer twice, or one signed by another key: refused.
+    let r = request(
+        "GET",
+        &s.gw.url(&format!("/_varco/saml/slo?{q}")),
+        &[BROWSER],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
+    // IdP-initiated: the browser's session of this IdP ends; a signed answer goes back.
+    let cookie = login(&s, Level::SpidL2).await;
+    let logout = format!(
+        "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_idplr\" Version=\"2.0\" IssueInstant=\"2026-01-01T00:00:00Z\" Destination=\"https://gw.test/_varco/saml/slo\"><saml:Issuer>{IDP}</saml:Issuer><saml:NameID>x</saml:NameID></samlp:LogoutRequest>"
+    );
+    let forged =
+        redirect::sign_query(MessageKind::Request, &logout, None, &foreign_keys().rsa()).unwrap();
+    let r = request(
+        "GET",
+        &s.gw.url(&format!("/_varco/saml/slo?{forged}")),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let still = request("GET", &s.gw.url("/app"), &[("cookie", &cookie)], "").await;
+    assert_eq!(still.status, 200, "a forged logout changes nothing");
+    let logout = logout.replace("<saml:NameID>x</saml:NameID>", "");
+    let q = redirect::sign_query(MessageKind::Request, &logout, Some("rs1"), &idp.rsa()).unwrap();
+    let r = request(
+        "GET",
+        &s.gw.url(&format!("/_varco/saml/slo?{q}")),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let loc = r.headers["location"].to_str().unwrap().to_string();
+    let answer = redirect::verify_query(loc.split_once('?').unwrap().1, &sp_cert).unwrap();
+    assert!(answer.xml.contains("InResponseTo=\"_idplr\""));
+    assert!(answer.xml.contains("status:Success"));
+    assert_eq!(answer.relay_state.as_deref(), Some("rs1"));
+    let gone = request("GET", &s.gw.url("/app"), &[("cookie", &cookie)], "").await;
+    assert_eq!(gone.status, 401);
+    let _ = idp_cert;
+}
+
+fn run_check(cfg_text: &str, files: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, t) in files {
+        std::fs::write(dir.path().join(n), t).unwrap();
+    }
+    let text = cfg_text.replace("@DIR@", &dir.path().display().to_string());
+    let path = dir.path().join("varco.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn idps_without_signing_certificate_or_with_weak_keys_stop_the_start() {
+    let (sp_cert, sp_key) = sp_keys();
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let no_cert = idp_metadata(IDP, "https://idp.test/sso", "https://idp.test/slo", &[], "x")
+        .replace(
+            &format!(
+                "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>",
+                ""
+            ),
+            "",
+        );
+    assert!(!no_cert.contains("KeyDescriptor"));
+    let (ok, out) = run_check(
+        &config(up, SPID_FILE, ""),
+        &[
+            ("sp.pem", &sp_cert),
+            ("sp-key.pem", &sp_key),
+            ("idp.xml", &no_cert),
+        ],
+    );
+    assert!(!ok);
+    assert!(out.contains("no signing certificate"), "{out}");
+    let weak = Keys::from_pem(
+        include_str!("fixtures/saml/weak-test.crt.pem"),
+        include_str!("fixtures/saml/weak-test.key.pem"),
+    );
+    let weak_meta = idp_metadata(
+        IDP,
+        "https://idp.test/sso",
+        "https://idp.test/slo",
+        &weak.cert,
+        "x",
+    );
+    let (ok, out) = run_check(
+        &config(up, SPID_FILE, ""),
+        &[
+            ("sp.pem", &sp_cert),
+            ("sp-key.pem", &sp_key),
+            ("idp.xml", &weak_meta),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("1024-bit key, below the minimum of 2048"),
+        "{out}"
+    );
+    let _ = weak.cert_pem;
+    // A URL that cannot be fetched, without a last good copy: a clear start-up error.
+    let fed = r#"
+[[saml.federation]]
+name = "spid"
+profile = "spid"
+metadata_url = "http://127.0.0.1:9/entities-idp"
+metadata_signing_certs = ["@DIR@/registry.pem"]
+cache_dir = "@DIR@"
+"#;
+    let (ok, out) = run_check(
+        &config(up, fed, ""),
+        &[
+            ("sp.pem", &sp_cert),
+            ("sp-key.pem", &sp_key),
+            ("registry.pem", &idp_keys().cert_pem),
+        ],
+    );
+    assert!(!ok);
+    assert!(out.contains("could not be fetched"), "{out}");
+    assert!(out.contains("no last good copy"), "{out}");
+}
+
+/// A metadata server whose answer the test can change: `Some(body)` or a 500.
+async fn metadata_server(body: std::sync::Arc<std::sync::Mutex<Option<String>>>) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let current = body.lock().unwrap().clone();
+                    async move {
+                        let mut resp = http::Response::new(Full::new(bytes::Bytes::from(
+                            current.clone().unwrap_or_default(),
+                        )));
+                        if current.is_none() {
+                            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The aggregate, signed by the registry key (the test IdP key plays the registry).
+fn signed_aggregate(entities: &[String]) -> String {
+    let keys = idp_keys();
+    let unsigned = format!(
+        "<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" ID=\"_agg\">{}{}</md:EntitiesDescriptor>",
+        varco::saml::xmldsig::signature_template("_agg", &keys.cert),
+        entities.concat()
+    );
+    varco::saml::xmldsig::sign_enveloped(&unsigned, &keys.key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_aggregate_is_fetched_refreshed_and_its_last_good_copy_kept() {
+    let up = upstreams::echo().await;
+    let (sp_cert, sp_key) = sp_keys();
+    let idp = idp_keys();
+    let entity = |id: &str, name: &str| {
+        idp_metadata(
+            id,
+            &format!("{id}sso"),
+            &format!("{id}slo"),
+            &idp.cert,
+            name,
+        )
+    };
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(signed_aggregate(&[entity(
+        "https://a.test/",
+        "IdP Alfa",
+    )]))));
+    let server = metadata_server(body.clone()).await;
+    let fed = format!(
+        r#"
+[[saml.federation]]
+name = "spid"
+profile = "spid"
+metadata_url = "http://{server}/entities-idp"
+metadata_signing_certs = ["@DIR@/registry.pem"]
+cache_dir = "@DIR@"
+refresh_interval = "1s"
+"#
+    );
+    let files = [
+        ("sp.pem", sp_cert.as_str()),
+        ("sp-key.pem", sp_key.as_str()),
+        ("registry.pem", idp.cert_pem.as_str()),
+    ];
+    let gw = Gateway::start_with(&config(up, &fed, ""), &files);
+    let chooser = || async {
+        request("GET", &gw.url("/_varco/login"), &[BROWSER], "")
+            .await
+            .text()
+    };
+    assert!(chooser().await.contains("IdP Alfa"));
+    // Rotation: the registry now lists another IdP; picked up without a restart.
+    *body.lock().unwrap() = Some(signed_aggregate(&[entity("https://b.test/", "IdP Beta")]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !chooser().await.contains("IdP Beta") {
+        assert!(std::time::Instant::now() < deadline, "no refresh");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // An unsigned (or badly signed) aggregate is not taken; neither is a failing fetch.
+    *body.lock().unwrap() = Some(format!(
+        "<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\">{}</md:EntitiesDescriptor>",
+        entity("https://evil.test/", "IdP Evil")
+    ));
+    assert!(
+        gw.wait_log(|l| l.contains("refresh failed") && l.contains("not signed"))
+            .is_some(),
+        "{}",
+        gw.logs().join("\n")
+    );
+    *body.lock().unwrap() = None;
+    assert!(
+        gw.wait_log(|l| l.contains("the server answered 500"))
+            .is_some()
+    );
+    let page = chooser().await;
+    assert!(
+        page.contains("IdP Beta") && !page.contains("IdP Evil"),
+        "{page}"
+    );
+    let metrics = request("GET", &gw.url("/_varco/metrics"), &[], "")
+        .await
+        .text();
+    assert!(
+        metrics.contains("varco_saml_metadata_stale{federation=\"spid\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("outcome=\"failed\""));
+    // A restart while the registry is down starts from the last good copy on disk.
+    let cached = std::fs::read_to_string(gw.dir.path().join("spid-metadata.xml")).unwrap();
+    assert!(cached.contains("https://b.test/"));
+    let files2 = [
+        ("sp.pem", sp_cert.as_str()),
+        ("sp-key.pem", sp_key.as_str()),
+        ("registry.pem", idp.cert_pem.as_str()),
+        ("spid-metadata.xml", cached.as_str()),
+    ];
+    let gw2 = Gateway::start_with(&config(up, &fed, ""), &files2);
+    assert!(
+        gw2.logs()
+            .iter()
+            .any(|l| l.contains("using the last good copy")),
+        "{}",
+        gw2.logs().join("\n")
+    );
+    let page = request("GET", &gw2.url("/_varco/login"), &[BROWSER], "")
+        .await
+        .text();
+    assert!(page.contains("IdP Beta"));
+}
