@@ -336,7 +336,7 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
     let (status, _, body) = send("GET", "/hello", Some(&cookie), String::new()).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("BNCGLI85C52H501"), "{body}");
-    assert!(body.contains("verified"), "{body}");
+    assert!(body.contains("Verified identity"), "{body}");
     // The chooser asked for SpidL1 (no route level): the IdP answered at that level.
     assert!(body.contains("https://www.spid.gov.it/SpidL1"), "{body}");
 }
