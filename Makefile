@@ -6,11 +6,13 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-DEBS := pkg-config libssl-dev curl libxml2-dev libxmlsec1-dev libclang-dev
+DEBS := pkg-config libssl-dev curl libxml2-dev libxmlsec1-dev libclang-dev xmlsec1
+# pysaml2 for the SAML interop test, in a virtualenv (nothing installed system-wide).
+PYENV := target/interop-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: demo test deps fmt lint unit bench bench-proxy
+.PHONY: demo test deps pydeps fmt lint unit bench bench-proxy
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -20,14 +22,20 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+pydeps:
+	@if ! $(PYENV)/bin/python -c "import saml2" 2>/dev/null; then \
+	  echo "make: installing pysaml2 into $(PYENV)"; \
+	  python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q -r tests/interop/requirements.txt; \
+	fi
+
 demo: deps
 	$(CARGO) run --release --bin varco -- --pretty demo
 
-test: deps
+test: deps pydeps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	@mkdir -p target
-	$(CARGO) test --lib --bins --tests 2>&1 | tee target/test.log
+	PYTHON=$(CURDIR)/$(PYENV)/bin/python $(CARGO) test --lib --bins --tests 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "summary: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
 
 unit:

@@ -153,12 +153,6 @@ struct Sent {
     level: Level,
 }
 
-fn query_value(url: &str, name: &str) -> Option<String> {
-    let q = url.split_once('?')?.1;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
 
 /// Starts a SAML login at the gateway and checks the AuthnRequest as the IdP would.
 async fn begin(s: &Setup, level: &str, return_to: &str) -> Sent {
