@@ -153,7 +153,6 @@ struct Sent {
     level: Level,
 }
 
-
 /// Starts a SAML login at the gateway and checks the AuthnRequest as the IdP would.
 async fn begin(s: &Setup, level: &str, return_to: &str) -> Sent {
     let body = format!(
@@ -879,4 +878,64 @@ refresh_interval = "1s"
         .await
         .text();
     assert!(page.contains("IdP Beta"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_post_binding_sends_an_escaped_form_with_an_enveloped_signature() {
+    let up = upstreams::echo().await;
+    let (sp_cert_pem, sp_key_pem) = sp_keys();
+    let meta = idp_metadata(
+        IDP,
+        &format!("{IDP}sso?a=1&b=\"2\""),
+        &format!("{IDP}slo"),
+        &idp_keys().cert,
+        "IdP di prova",
+    );
+    let cfg = config(up, SPID_FILE, "").replace(
+        "key = \"@DIR@/sp-key.pem\"",
+        "key = \"@DIR@/sp-key.pem\"\nbinding = \"post\"",
+    );
+    let gw = Gateway::start_with(
+        &cfg,
+        &[
+            ("sp.pem", &sp_cert_pem),
+            ("sp-key.pem", &sp_key_pem),
+            ("idp.xml", &meta),
+        ],
+    );
+    let body = format!(
+        "idp={}&return=%2Fapp&level=SpidL2",
+        form_urlencoded::byte_serialize(IDP.as_bytes()).collect::<String>()
+    );
+    let r = request("POST", &gw.url("/_varco/saml/login"), &[FORM], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    // The IdP URL is escaped in the form; the page works without JavaScript.
+    assert!(
+        html.contains("action=\"https://idp.test/sso?a=1&amp;b=&quot;2&quot;\""),
+        "{html}"
+    );
+    assert!(html.contains("<button type=\"submit\">"));
+    let marker = "name=\"SAMLRequest\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    let b64 = &html[start..start + html[start..].find('"').unwrap()];
+    let xml = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    let sp_cert = CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    let v = varco::saml::xmldsig::verify_signed_element(
+        &xml,
+        "urn:oasis:names:tc:SAML:2.0:protocol",
+        "AuthnRequest",
+        &[sp_cert],
+    )
+    .expect("the POST AuthnRequest carries the SP's enveloped signature");
+    assert!(v.xml.contains("ForceAuthn=\"true\""));
+    assert!(xml.contains("http://www.w3.org/2001/04/xmlenc#sha256"));
+    assert!(!xml.contains("xmldsig#sha1"));
 }
