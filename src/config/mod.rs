@@ -752,4 +752,44 @@ mod example_tests {
         assert_eq!(cfg.server.max_header_bytes, 16384);
         assert_eq!(cfg.route.len(), 1);
     }
+
+    /// The commented `[saml]` block of the example, uncommented with real files, is a
+    /// valid configuration: every documented key exists.
+    #[test]
+    fn the_annotated_saml_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/varco.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block = text
+            .split("# --- saml ---")
+            .nth(1)
+            .and_then(|b| b.split("# --- end saml ---").next())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "x").unwrap();
+            p.display().to_string()
+        };
+        let uncommented: String = block
+            .lines()
+            .filter(|l| {
+                l.starts_with("# ")
+                    && !l.starts_with("# # ")
+                    && !l.starts_with("# SPID")
+                    && !l.starts_with("# saml/")
+                    && !l.starts_with("# `varco")
+            })
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect::<String>()
+            .replace("/etc/varco/saml/sp.pem", &file("sp.pem"))
+            .replace("/etc/varco/saml/sp-key.pem", &file("sp-key.pem"))
+            .replace("/etc/varco/saml/agid-registry.pem", &file("registry.pem"))
+            .replace("/etc/varco/saml/cie-idp.xml", &file("cie.xml"));
+        let body = text.split("# --- saml ---").next().unwrap();
+        let cfg = Config::from_toml("example+saml", &format!("{body}{uncommented}")).unwrap();
+        let saml = cfg.saml.unwrap();
+        assert_eq!(saml.federation.len(), 2);
+        assert_eq!(saml.federation[0].refresh_interval.as_secs(), 6 * 3600);
+        assert!(!saml.contact.public);
+    }
 }

@@ -268,3 +268,90 @@ impl SamlConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> SamlConfig {
+        let cert = std::env::current_exe().unwrap();
+        SamlConfig {
+            entity_id: "https://sp.example.it/".into(),
+            base_url: "https://sp.example.it".into(),
+            cert: cert.clone(),
+            key: cert.clone(),
+            binding: Binding::Redirect,
+            clock_skew: default_skew(),
+            service_name: default_service_name(),
+            organization: Organization {
+                name: "o".into(),
+                display_name: "o".into(),
+                url: "https://o/".into(),
+            },
+            contact: Contact {
+                public: true,
+                ipa_code: Some("c_h501".into()),
+                vat_number: None,
+                fiscal_code: None,
+                email: "a@b".into(),
+                telephone: "+39061234".into(),
+                municipality: None,
+            },
+            attribute_set: default_attribute_sets(),
+            federation: vec![FederationConfig {
+                name: "spid".into(),
+                profile: ProfileName::Spid,
+                metadata_files: vec![cert],
+                metadata_url: None,
+                metadata_signing_certs: vec![],
+                metadata_ca: None,
+                refresh_interval: default_refresh(),
+                cache_dir: None,
+                min_rsa_bits: 2048,
+                attribute_set: 0,
+            }],
+        }
+    }
+
+    fn problems(c: &SamlConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        c.validate(|k, _| out.push(k));
+        out
+    }
+
+    #[test]
+    fn a_complete_configuration_has_no_problem() {
+        assert_eq!(problems(&base()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_unsafe_setting_is_named_by_its_key() {
+        let mut c = base();
+        c.base_url = "https://sp.example.it/x/".into();
+        c.contact.ipa_code = None;
+        c.contact.telephone = "+39 06 1234".into();
+        c.federation[0].metadata_url = Some("https://registry/".into());
+        c.federation[0].min_rsa_bits = 1024;
+        c.federation[0].attribute_set = 3;
+        c.federation.push(c.federation[0].clone());
+        let p = problems(&c);
+        for key in [
+            "saml.base_url",
+            "saml.contact.ipa_code",
+            "saml.contact.telephone",
+            "saml.federation[0].metadata_signing_certs",
+            "saml.federation[0].cache_dir",
+            "saml.federation[0].min_rsa_bits",
+            "saml.federation[0].attribute_set",
+            "saml.federation[1].name",
+        ] {
+            assert!(p.iter().any(|k| k == key), "{key} not in {p:?}");
+        }
+        let mut c = base();
+        c.contact.public = false;
+        c.federation.clear();
+        let p = problems(&c);
+        assert!(p.contains(&"saml.contact".to_string()));
+        assert!(p.contains(&"saml.federation".to_string()));
+    }
+}
