@@ -224,5 +224,35 @@ fn protected_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, minting, protected_path);
+/// The ACS's work per login: pre-filter, envelope, xmlsec signature verification and
+/// reduction, assertion rules (the corpus's valid response, its fixed clock).
+fn saml_acs(c: &mut Criterion) {
+    use base64::Engine as _;
+    use varco::identity::Level;
+    use varco::saml::authn_request::Profile;
+    use varco::saml::response::{Expected, validate_response};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/saml");
+    let xml = std::fs::read_to_string(format!("{dir}/valid-spid-response.xml")).unwrap();
+    let form = base64::engine::general_purpose::STANDARD.encode(&xml);
+    let pem = std::fs::read_to_string(format!("{dir}/idp-test.crt.pem")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let cert = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let exp = Expected {
+        profile: Profile::Spid,
+        idp_entity_id: "https://idp.example/",
+        sp_entity_id: "https://sp.example.it/",
+        acs_url: "https://sp.example.it/_varco/saml/acs",
+        request_id: "_req1",
+        request_issued_at: 1_795_840_000 - 30,
+        requested_level: Level::SpidL2,
+        now: 1_795_840_000,
+        skew: 5,
+    };
+    assert!(validate_response(&form, &exp, std::slice::from_ref(&cert)).is_ok());
+    c.bench_function("saml/validate_response", |b| {
+        b.iter(|| validate_response(&form, &exp, std::slice::from_ref(&cert)))
+    });
+}
+
+criterion_group!(benches, bench, minting, protected_path, saml_acs);
 criterion_main!(benches);
