@@ -236,7 +236,9 @@ fn saml_acs(c: &mut Criterion) {
     let form = base64::engine::general_purpose::STANDARD.encode(&xml);
     let pem = std::fs::read_to_string(format!("{dir}/idp-test.crt.pem")).unwrap();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let cert = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let cert = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     let exp = Expected {
         profile: Profile::Spid,
         idp_entity_id: "https://idp.example/",

@@ -605,31 +605,68 @@ async fn single_logout_both_ways_always_ends_the_local_session() {
     assert_eq!(r.status, 400);
 
     // IdP-initiated: the browser's session of this IdP ends; a signed answer goes back.
-    let cookie = login(&s, Level::SpidL2).await;
-    let logout = format!(
-        "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_idplr\" Version=\"2.0\" IssueInstant=\"2026-01-01T00:00:00Z\" Destination=\"https://gw.test/_varco/saml/slo\"><saml:Issuer>{IDP}</saml:Issuer><saml:NameID>x</saml:NameID></samlp:LogoutRequest>"
-    );
-    let forged =
-        redirect::sign_query(MessageKind::Request, &logout, None, &foreign_keys().rsa()).unwrap();
-    let r = request(
-        "GET",
-        &s.gw.url(&format!("/_varco/saml/slo?{forged}")),
-        &[BROWSER, ("cookie", &cookie)],
-        "",
+    let sent = begin(&s, "SpidL2", "/app").await;
+    let xml = response_for(&sent, Level::SpidL2, |_| {});
+    let r = post_acs(&s, &xml, &sent.relay).await;
+    assert_eq!(r.status, 303);
+    let cookie = cookie_of(&r);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let name_id = doc
+        .descendants()
+        .find(|n| n.tag_name().name() == "NameID")
+        .and_then(|n| n.text())
+        .unwrap()
+        .to_string();
+    let logout_request = |id: &str, name_id: &str, instant: i64| {
+        format!(
+            "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"https://gw.test/_varco/saml/slo\"><saml:Issuer>{IDP}</saml:Issuer><saml:NameID Format=\"urn:oasis:names:tc:SAML:2.0:nameid-format:transient\" NameQualifier=\"{IDP}\">{name_id}</saml:NameID></samlp:LogoutRequest>",
+            varco::saml::time::format_utc(instant)
+        )
+    };
+    let slo = async |q: &str| {
+        request(
+            "GET",
+            &s.gw.url(&format!("/_varco/saml/slo?{q}")),
+            &[BROWSER, ("cookie", &cookie)],
+            "",
+        )
+        .await
+    };
+    // Signed by another key, stale, or for another subject: refused or without effect.
+    let forged = redirect::sign_query(
+        MessageKind::Request,
+        &logout_request("_f1", &name_id, now()),
+        None,
+        &foreign_keys().rsa(),
     )
-    .await;
-    assert_eq!(r.status, 400);
+    .unwrap();
+    assert_eq!(slo(&forged).await.status, 400);
+    let stale = redirect::sign_query(
+        MessageKind::Request,
+        &logout_request("_f2", &name_id, now() - 3600),
+        None,
+        &idp.rsa(),
+    )
+    .unwrap();
+    assert_eq!(slo(&stale).await.status, 400);
+    let other = redirect::sign_query(
+        MessageKind::Request,
+        &logout_request("_f3", "_someone_else", now()),
+        None,
+        &idp.rsa(),
+    )
+    .unwrap();
+    assert_eq!(slo(&other).await.status, 302);
     let still = request("GET", &s.gw.url("/app"), &[("cookie", &cookie)], "").await;
-    assert_eq!(still.status, 200, "a forged logout changes nothing");
-    let logout = logout.replace("<saml:NameID>x</saml:NameID>", "");
-    let q = redirect::sign_query(MessageKind::Request, &logout, Some("rs1"), &idp.rsa()).unwrap();
-    let r = request(
-        "GET",
-        &s.gw.url(&format!("/_varco/saml/slo?{q}")),
-        &[BROWSER, ("cookie", &cookie)],
-        "",
+    assert_eq!(still.status, 200, "these logouts change nothing");
+    let q = redirect::sign_query(
+        MessageKind::Request,
+        &logout_request("_idplr", &name_id, now()),
+        Some("rs1"),
+        &idp.rsa(),
     )
-    .await;
+    .unwrap();
+    let r = slo(&q).await;
     assert_eq!(r.status, 302, "{}", r.text());
     let loc = r.headers["location"].to_str().unwrap().to_string();
     let answer = redirect::verify_query(loc.split_once('?').unwrap().1, &sp_cert).unwrap();
@@ -638,7 +675,103 @@ async fn single_logout_both_ways_always_ends_the_local_session() {
     assert_eq!(answer.relay_state.as_deref(), Some("rs1"));
     let gone = request("GET", &s.gw.url("/app"), &[("cookie", &cookie)], "").await;
     assert_eq!(gone.status, 401);
+    // The same request again is a replay.
+    assert_eq!(slo(&q).await.status, 400);
     let _ = idp_cert;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_browser_binding_an_answer_counts_only_in_the_browser_that_asked() {
+    let up = upstreams::echo().await;
+    let (sp_cert_pem, sp_key_pem) = sp_keys();
+    let meta = idp_metadata(
+        IDP,
+        &format!("{IDP}sso"),
+        &format!("{IDP}slo"),
+        &idp_keys().cert,
+        "IdP",
+    );
+    let cfg = config(up, SPID_FILE, "").replace(
+        "key = \"@DIR@/sp-key.pem\"",
+        "key = \"@DIR@/sp-key.pem\"\nbrowser_binding = true",
+    );
+    let gw = Gateway::start_with(
+        &cfg,
+        &[
+            ("sp.pem", &sp_cert_pem),
+            ("sp-key.pem", &sp_key_pem),
+            ("idp.xml", &meta),
+        ],
+    );
+    let s = Setup {
+        gw,
+        sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
+            .unwrap()
+            .to_vec(),
+    };
+    let body = format!(
+        "idp={}&return=%2Fapp&level=SpidL2",
+        form_urlencoded::byte_serialize(IDP.as_bytes()).collect::<String>()
+    );
+    let start = async || {
+        let r = request(
+            "POST",
+            &s.gw.url("/_varco/saml/login"),
+            &[FORM],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 302);
+        let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("SameSite=None") && set.contains("Path=/_varco/saml/"),
+            "{set}"
+        );
+        let loc = r.headers["location"].to_str().unwrap().to_string();
+        let msg = redirect::verify_query(
+            loc.split_once('?').unwrap().1,
+            &[CertificateDer::from(s.sp_cert.as_slice())],
+        )
+        .unwrap();
+        let facts = parse_authn_request(&msg.xml).unwrap();
+        let sent = Sent {
+            request_id: facts.id,
+            relay: msg.relay_state.unwrap(),
+            level: facts.level,
+        };
+        (sent, set.split(';').next().unwrap().to_string())
+    };
+    let post = async |sent: &Sent, cookie: Option<&str>| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(response_for(
+            sent,
+            Level::SpidL2,
+            |_| {},
+        ));
+        let mut headers = vec![FORM, BROWSER];
+        if let Some(c) = cookie {
+            headers.push(("cookie", c));
+        }
+        request(
+            "POST",
+            &s.gw.url("/_varco/saml/acs"),
+            &headers,
+            format!(
+                "SAMLResponse={}&RelayState={}",
+                form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>(),
+                sent.relay
+            ),
+        )
+        .await
+    };
+    // The attacker's answer posted from a browser without (or with another) binding cookie.
+    let (sent, _) = start().await;
+    assert_eq!(post(&sent, None).await.status, 400);
+    let (sent, _) = start().await;
+    let (_, other) = start().await;
+    assert_eq!(post(&sent, Some(&other)).await.status, 400);
+    // The browser that asked.
+    let (sent, mine) = start().await;
+    assert_eq!(post(&sent, Some(&mine)).await.status, 303);
 }
 
 fn run_check(cfg_text: &str, files: &[(&str, &str)]) -> (bool, String) {
@@ -770,9 +903,14 @@ async fn metadata_server(body: std::sync::Arc<std::sync::Mutex<Option<String>>>)
 
 /// The aggregate, signed by the registry key (the test IdP key plays the registry).
 fn signed_aggregate(entities: &[String]) -> String {
+    signed_aggregate_until(entities, now() + 86_400)
+}
+
+fn signed_aggregate_until(entities: &[String], valid_until: i64) -> String {
     let keys = idp_keys();
     let unsigned = format!(
-        "<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" ID=\"_agg\">{}{}</md:EntitiesDescriptor>",
+        "<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" ID=\"_agg\" validUntil=\"{}\">{}{}</md:EntitiesDescriptor>",
+        varco::saml::time::format_utc(valid_until),
         varco::saml::xmldsig::signature_template("_agg", &keys.cert),
         entities.concat()
     );
@@ -878,6 +1016,72 @@ refresh_interval = "1s"
         .await
         .text();
     assert!(page.contains("IdP Beta"));
+    drop(gw2);
+
+    // A signed but older copy (replayed by whoever sits on the path) is not installed.
+    *body.lock().unwrap() = Some(signed_aggregate_until(
+        &[entity("https://old.test/", "IdP Vecchio")],
+        now() + 3600,
+    ));
+    assert!(
+        gw.wait_log(|l| l.contains("older than the copy in use"))
+            .is_some(),
+        "{}",
+        gw.logs().join("\n")
+    );
+    assert!(!chooser().await.contains("IdP Vecchio"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_last_good_copy_is_no_longer_trusted() {
+    let up = upstreams::echo().await;
+    let (sp_cert, sp_key) = sp_keys();
+    let idp = idp_keys();
+    let entity = idp_metadata(
+        "https://a.test/",
+        "https://a.test/sso",
+        "https://a.test/slo",
+        &idp.cert,
+        "IdP Alfa",
+    );
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(signed_aggregate_until(
+        &[entity],
+        now() + 3,
+    ))));
+    let server = metadata_server(body.clone()).await;
+    let fed = format!(
+        r#"
+[[saml.federation]]
+name = "spid"
+profile = "spid"
+metadata_url = "http://{server}/entities-idp"
+metadata_signing_certs = ["@DIR@/registry.pem"]
+cache_dir = "@DIR@"
+refresh_interval = "1s"
+"#
+    );
+    let gw = Gateway::start_with(
+        &config(up, &fed, ""),
+        &[
+            ("sp.pem", sp_cert.as_str()),
+            ("sp-key.pem", sp_key.as_str()),
+            ("registry.pem", idp.cert_pem.as_str()),
+        ],
+    );
+    let chooser = async || {
+        request("GET", &gw.url("/_varco/login"), &[BROWSER], "")
+            .await
+            .text()
+    };
+    assert!(chooser().await.contains("IdP Alfa"));
+    *body.lock().unwrap() = None;
+    assert!(
+        gw.wait_log(|l| l.contains("last good copy has expired"))
+            .is_some(),
+        "{}",
+        gw.logs().join("\n")
+    );
+    assert!(!chooser().await.contains("IdP Alfa"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,10 +35,12 @@ const PENDING_LOGOUT: &str = "saml-logout:";
 enum AcsError {
     #[error(transparent)]
     Saml(#[from] SamlError),
-    #[error("InResponseTo names no pending request of ours (unknown, expired or already used)")]
+    #[error(
+        "InResponseTo and RelayState name no pending request of ours (unknown, expired or already used)"
+    )]
     UnknownRequest,
-    #[error("RelayState does not match the request")]
-    RelayState,
+    #[error("the answer arrived in another browser than the one that started the login")]
+    OtherBrowser,
     #[error("the identity provider is no longer in the federation's metadata")]
     UnknownIdp,
     #[error("the assertion was already used (replay)")]
@@ -84,7 +86,7 @@ impl AcsError {
                 | SamlError::Unsolicited,
             )
             | AcsError::UnknownRequest
-            | AcsError::RelayState => f(
+            | AcsError::OtherBrowser => f(
                 StatusCode::BAD_REQUEST,
                 "saml_unexpected_response",
                 "La risposta di accesso non corrisponde a una richiesta in corso (scaduta o già usata). Riprova ad accedere.",
@@ -123,15 +125,26 @@ fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
     out
 }
 
+fn digest_hex(value: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn random_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The `<param>` value of a raw query, percent-decoded.
+/// The `<param>` value of a raw query, percent-decoded only (as the Redirect binding's
+/// signature check reads it: a raw `+` stays a `+`, which base64 uses).
 fn query_param(raw: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(raw.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    raw.split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+        .map(|v| v.into_owned())
 }
 
 fn redirect_to(url: &str) -> Result<Response<GatewayBody>, GatewayError> {
@@ -203,10 +216,20 @@ impl Gateway {
         data.insert("level".to_string(), level.to_string());
         data.insert("issued_at".to_string(), now.to_string());
         data.insert("relay".to_string(), relay);
+        let binding_cookie = if self.cfg.saml.as_ref().is_some_and(|c| c.browser_binding) {
+            let nonce = random_token();
+            data.insert("browser".to_string(), digest_hex(&nonce));
+            Some(self.login_binding_cookie(&nonce))
+        } else {
+            None
+        };
+        // Keyed by request id and RelayState: an answer with another RelayState finds
+        // nothing and cannot use up the pending login of the browser that started it.
+        let key = format!("{PENDING_LOGIN}{}:{}", sent.id, data["relay"]);
         self.services
             .store
             .put_pending(
-                &format!("{PENDING_LOGIN}{}", sent.id),
+                &key,
                 PendingLogin { return_to, data },
                 self.cfg.session.login_timeout,
             )
@@ -221,8 +244,8 @@ impl Gateway {
             request_id = %sent.id,
             "AuthnRequest sent"
         );
-        match sent.outgoing {
-            Outgoing::Redirect(url) => redirect_to(&url),
+        let mut resp = match sent.outgoing {
+            Outgoing::Redirect(url) => redirect_to(&url)?,
             Outgoing::PostForm(html) => {
                 let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", html);
                 resp.headers_mut().insert(
@@ -231,9 +254,47 @@ impl Gateway {
                         "default-src 'none'; script-src 'unsafe-inline'; frame-ancestors 'none'",
                     ),
                 );
-                Ok(resp)
+                resp
             }
+        };
+        if let Some(cookie) = binding_cookie {
+            let v = HeaderValue::from_str(&cookie).map_err(|_| GatewayError::Minting)?;
+            resp.headers_mut().insert(header::SET_COOKIE, v);
         }
+        Ok(resp)
+    }
+
+    /// Name of the login-binding cookie: `__Secure-` when cookies are secure; scoped to
+    /// the SAML endpoints, so it never reaches an upstream.
+    fn login_binding_name(&self) -> String {
+        if self.cookie.secure {
+            "__Secure-varco-saml".into()
+        } else {
+            "varco-saml".into()
+        }
+    }
+
+    fn login_binding_cookie(&self, nonce: &str) -> String {
+        format!(
+            "{}={nonce}; Path={};{} HttpOnly; SameSite=None; Max-Age={}",
+            self.login_binding_name(),
+            self.paths.saml,
+            if self.cookie.secure { " Secure;" } else { "" },
+            self.cfg.session.login_timeout.as_secs()
+        )
+    }
+
+    /// The login-binding cookie the browser sent, if any.
+    fn login_binding_value(&self, headers: &http::HeaderMap) -> Option<String> {
+        let name = self.login_binding_name();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
     }
 
     /// `acs`: the IdP's HTTP-POST answer.
@@ -246,6 +307,7 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let old = self.cookie.read(req.headers());
+        let browser = self.login_binding_value(req.headers());
         let body = Limited::new(req.into_body(), MAX_ACS_FORM_BYTES)
             .collect()
             .await
@@ -253,7 +315,9 @@ impl Gateway {
             .to_bytes();
         let fields = form_fields(&body);
         let now = self.services.clock.now();
-        let result = self.consume_response(sp, &fields, now).await;
+        let result = self
+            .consume_response(sp, &fields, browser.as_deref(), now)
+            .await;
         let metrics = &self.services.metrics;
         let (session, return_to) = match result {
             Ok(v) => v,
@@ -331,6 +395,7 @@ impl Gateway {
         &self,
         sp: &ServiceProvider,
         fields: &BTreeMap<String, String>,
+        browser: Option<&str>,
         now: u64,
     ) -> Result<(Session, String), (Result<AcsError, StoreFailure>, Option<String>)> {
         let plain = |e: AcsError| (Ok(e), None);
@@ -340,16 +405,19 @@ impl Gateway {
         let xml = prefilter::decode_post(b64).map_err(|e| plain(SamlError::from(e).into()))?;
         let irt = sp::in_response_to(&xml).ok_or_else(|| plain(SamlError::Unsolicited.into()))?;
         let store = &self.services.store;
+        let relay = fields.get("RelayState").map_or("", String::as_str);
         let pending = store
-            .take_pending(&format!("{PENDING_LOGIN}{irt}"))
+            .take_pending(&format!("{PENDING_LOGIN}{irt}:{relay}"))
             .await
             .map_err(|_| (Err(StoreFailure), None))?
             .ok_or_else(|| plain(AcsError::UnknownRequest))?;
         let data = &pending.data;
         let idp_id = data.get("idp").cloned().unwrap_or_default();
         let with_idp = |e: AcsError| (Ok(e), Some(idp_id.clone()));
-        if fields.get("RelayState") != data.get("relay") {
-            return Err(with_idp(AcsError::RelayState));
+        if let Some(expected) = data.get("browser")
+            && browser.map(digest_hex).as_ref() != Some(expected)
+        {
+            return Err(with_idp(AcsError::OtherBrowser));
         }
         let fed = data
             .get("federation")
@@ -452,7 +520,7 @@ impl Gateway {
         req: Request<Incoming>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        if req.method() != Method::GET {
             return Err(GatewayError::MethodNotAllowed);
         }
         let raw = req.uri().query().unwrap_or("");
@@ -479,8 +547,30 @@ impl Gateway {
         match msg.kind {
             MessageKind::Request => {
                 let facts = sp::parse_logout_request(&msg.xml, &sp.slo_url)
-                    .filter(|f| f.issuer == idp.entity_id)
+                    .filter(|f| f.issuer == idp.entity_id && !f.name_id.is_empty())
                     .ok_or(GatewayError::BadForm)?;
+                // Fresh (IssueInstant within the login timeout, both ways by the skew) and
+                // used once: a captured logout URL cannot be replayed later.
+                let window = i64::try_from(self.cfg.session.login_timeout.as_secs()).unwrap_or(600);
+                if facts.issue_instant < now_i - window - sp.skew
+                    || facts.issue_instant > now_i + sp.skew
+                {
+                    tracing::warn!(target: "varco::audit", event = "saml_logout_refused", idp = %idp.entity_id, reason = "IssueInstant outside the allowed window", "SLO message refused");
+                    return Err(GatewayError::BadForm);
+                }
+                let first = self
+                    .services
+                    .store
+                    .insert_if_absent(
+                        &format!("saml-logout-request:{}\n{}", idp.entity_id, facts.id),
+                        self.cfg.session.login_timeout * 2,
+                    )
+                    .await
+                    .map_err(|_| GatewayError::StoreUnavailable)?;
+                if !first {
+                    tracing::warn!(target: "varco::audit", event = "saml_logout_refused", idp = %idp.entity_id, reason = "LogoutRequest replayed", "SLO message refused");
+                    return Err(GatewayError::BadForm);
+                }
                 // The browser's session ends if it is this IdP's login of this subject.
                 let presented = self.cookie.read(req.headers());
                 let mut ended = false;
@@ -493,10 +583,7 @@ impl Gateway {
                     let matches = session
                         .as_ref()
                         .and_then(|s| s.saml.as_ref())
-                        .is_some_and(|l| {
-                            l.idp == idp.entity_id
-                                && (facts.name_id.is_empty() || l.name_id == facts.name_id)
-                        });
+                        .is_some_and(|l| l.idp == idp.entity_id && l.name_id == facts.name_id);
                     if matches {
                         store
                             .delete(id)

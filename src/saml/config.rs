@@ -31,6 +31,12 @@ pub struct SamlConfig {
     /// Allowed clock difference with IdPs.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
+    /// Also tie each login to the browser that started it, with a `SameSite=None` cookie
+    /// scoped to the SAML endpoints (defends against login CSRF: an attacker's answer
+    /// posted from the victim's browser). Off by default: the pending state is
+    /// server-side and the IdP's cross-site POST then depends on no cookie at all.
+    #[serde(default)]
+    pub browser_binding: bool,
     /// The service name shown in AttributeConsumingService.
     #[serde(default = "default_service_name")]
     pub service_name: String,
@@ -282,6 +288,7 @@ mod tests {
             key: cert.clone(),
             binding: Binding::Redirect,
             clock_skew: default_skew(),
+            browser_binding: false,
             service_name: default_service_name(),
             organization: Organization {
                 name: "o".into(),

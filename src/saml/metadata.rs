@@ -210,6 +210,16 @@ pub fn parse(
     Ok(out)
 }
 
+/// The root's `validUntil` (seconds), read from the raw bytes (only used to order signed
+/// copies and to expire them; the signature is checked by [`load`]).
+pub fn valid_until(bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let doc = Document::parse(text).ok()?;
+    doc.root_element()
+        .attribute("validUntil")
+        .and_then(super::time::parse_utc)
+}
+
 /// Loads metadata bytes: the pre-filter, then (when `pinned` is given) the signature of
 /// the root element by one of the pinned certificates, then [`parse`].
 pub fn load(

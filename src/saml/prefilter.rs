@@ -24,6 +24,10 @@ pub enum PrefilterError {
     Entity,
     #[error("the SAML message carries a processing instruction")]
     ProcessingInstruction,
+    #[error("the SAML message declares an encoding other than UTF-8")]
+    Encoding,
+    #[error("the SAML message carries a comment")]
+    Comment,
 }
 
 /// Decodes the base64 `SAMLResponse` of the HTTP-POST binding (line breaks tolerated)
@@ -42,13 +46,43 @@ pub fn decode_post(b64: &str) -> Result<String, PrefilterError> {
     check_xml(bytes)
 }
 
-/// Checks decoded XML bytes and returns them as text.
+/// Checks decoded XML bytes of a protocol message and returns them as text. Messages may
+/// not carry comments: IdPs do not send them, canonicalization ignores them (so they can
+/// split a signed value), and they are the cheapest way to make signature reduction slow.
 pub fn check_xml(bytes: Vec<u8>) -> Result<String, PrefilterError> {
-    check_xml_with_limit(bytes, MAX_MESSAGE_BYTES)
+    let text = check(bytes, MAX_MESSAGE_BYTES)?;
+    if text.contains("<!--") {
+        return Err(PrefilterError::Comment);
+    }
+    Ok(text)
 }
 
-/// [`check_xml`] with another size limit (metadata aggregates are larger than messages).
+/// The checks for metadata documents: a larger limit, comments allowed (metadata is
+/// either a local file or an aggregate signed by a pinned certificate).
 pub fn check_xml_with_limit(bytes: Vec<u8>, limit: usize) -> Result<String, PrefilterError> {
+    check(bytes, limit)
+}
+
+/// The `encoding` of an XML declaration, if it names one.
+fn declared_encoding(decl: &str) -> Result<Option<&str>, PrefilterError> {
+    let Some(i) = decl.find("encoding") else {
+        return Ok(None);
+    };
+    let rest = decl[i + "encoding".len()..].trim_start();
+    let rest = rest
+        .strip_prefix('=')
+        .ok_or(PrefilterError::Encoding)?
+        .trim_start();
+    let quote = rest.chars().next().ok_or(PrefilterError::Encoding)?;
+    if quote != '"' && quote != '\'' {
+        return Err(PrefilterError::Encoding);
+    }
+    let value = &rest[1..];
+    let end = value.find(quote).ok_or(PrefilterError::Encoding)?;
+    Ok(Some(&value[..end]))
+}
+
+fn check(bytes: Vec<u8>, limit: usize) -> Result<String, PrefilterError> {
     if bytes.is_empty() {
         return Err(PrefilterError::Empty);
     }
@@ -76,7 +110,18 @@ pub fn check_xml_with_limit(bytes: Vec<u8>, limit: usize) -> Result<String, Pref
     // Only the XML declaration may be a processing instruction (and only at the start).
     let body = text.trim_start_matches('\u{feff}');
     let decl_end = if body.starts_with("<?xml") {
-        body.find("?>").map_or(0, |e| e + 2)
+        let end = body
+            .find("?>")
+            .ok_or(PrefilterError::ProcessingInstruction)?
+            + 2;
+        // libxml honours the declared encoding (UTF-7 would hide markup from every check
+        // made on the UTF-8 text): only UTF-8 is accepted.
+        if let Some(enc) = declared_encoding(&body[..end])?
+            && !enc.eq_ignore_ascii_case("utf-8")
+        {
+            return Err(PrefilterError::Encoding);
+        }
+        end
     } else {
         0
     };
@@ -96,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_plain_response_passes() {
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><samlp:Response ID=\"_1\"><!-- c --><x><![CDATA[a]]></x></samlp:Response>";
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><samlp:Response ID=\"_1\"><x><![CDATA[a]]></x></samlp:Response>";
         assert_eq!(decode_post(&b64(xml)).unwrap(), xml);
         // Line-wrapped base64 as some IdPs send it.
         let wrapped: String = b64(xml)
@@ -128,6 +173,36 @@ mod tests {
         for (xml, err) in cases {
             assert_eq!(decode_post(&b64(xml)), Err(err), "{xml}");
         }
+    }
+
+    #[test]
+    fn other_encodings_and_comments_in_messages_are_refused() {
+        for xml in [
+            "<?xml version=\"1.0\" encoding=\"UTF-7\"?><r>+ADw-x/+AD4-</r>",
+            "<?xml version='1.0' encoding = 'utf-16'?><r/>",
+            "<?xml version=\"1.0\" encoding=ISO-8859-1?><r/>",
+        ] {
+            assert_eq!(
+                decode_post(&b64(xml)),
+                Err(PrefilterError::Encoding),
+                "{xml}"
+            );
+        }
+        assert!(decode_post(&b64("<?xml version='1.0' encoding='utf-8'?><r/>")).is_ok());
+        assert_eq!(
+            decode_post(&b64("<?xml version='1.0'<r/>")),
+            Err(PrefilterError::ProcessingInstruction)
+        );
+        assert_eq!(
+            decode_post(&b64("<r>TINIT-AAA<!---->BBB</r>")),
+            Err(PrefilterError::Comment)
+        );
+        // Metadata may carry comments, never another encoding.
+        assert!(check_xml_with_limit(b"<r><!-- ok --></r>".to_vec(), 100).is_ok());
+        assert_eq!(
+            check_xml_with_limit(b"<?xml version='1.0' encoding='UTF-7'?><r/>".to_vec(), 100),
+            Err(PrefilterError::Encoding)
+        );
     }
 
     #[test]

@@ -121,6 +121,15 @@ pub enum RedirectError {
     Signing,
 }
 
+/// A sender-chosen value made safe for logs and error pages: printable ASCII, 80 chars.
+pub(crate) fn sanitize(value: &str) -> String {
+    value
+        .chars()
+        .take(80)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
 /// DEFLATE (raw) + base64: the value of `SAMLRequest` before URL-encoding.
 pub fn deflate_base64(xml: &str) -> String {
     use std::io::Write as _;
@@ -233,7 +242,8 @@ pub fn verify_query(
     let value = |pair: &str| pair.split_once('=').map_or("", |(_, v)| v).to_string();
 
     let alg_uri = decode_value(&value(sig_alg_pair))?;
-    let alg = SigAlg::from_uri(&alg_uri).ok_or(RedirectError::Algorithm(alg_uri))?;
+    let alg =
+        SigAlg::from_uri(&alg_uri).ok_or_else(|| RedirectError::Algorithm(sanitize(&alg_uri)))?;
     let sig = STANDARD
         .decode(decode_value(&value(signature_pair))?)
         .map_err(|_| RedirectError::SignatureEncoding)?;

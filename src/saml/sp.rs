@@ -67,6 +67,9 @@ pub struct IdpList {
     pub source: &'static str,
     /// When this list was loaded (seconds).
     pub loaded_at: i64,
+    /// The fetched aggregate's `validUntil` (seconds), when it has one: after it the
+    /// fetched IdPs are no longer trusted, and an older copy is never installed.
+    pub valid_until: Option<i64>,
 }
 
 pub struct Federation {
@@ -257,6 +260,7 @@ impl ServiceProvider {
                     idps: file_idps.clone(),
                     source: "files",
                     loaded_at: now,
+                    valid_until: None,
                 })),
                 file_idps,
                 pinned,
@@ -267,15 +271,18 @@ impl ServiceProvider {
                 if let Err(reason) = fed_fetch(&fed, &url, now).await {
                     let cached = fed.cache_file().and_then(|f| std::fs::read(f).ok());
                     let used = cached.and_then(|bytes| {
-                        metadata::load(bytes, Some(&fed.pinned), fc.min_rsa_bits, now).ok()
+                        let until = metadata::valid_until(&bytes);
+                        metadata::load(bytes, Some(&fed.pinned), fc.min_rsa_bits, now)
+                            .ok()
+                            .map(|idps| (idps, until))
                     });
                     match used {
-                        Some(idps) => {
+                        Some((idps, until)) => {
                             tracing::warn!(
                                 federation = %fc.name, url = %url, reason = %reason,
                                 "IdP metadata fetch failed at start-up: using the last good copy"
                             );
-                            fed.install(idps, "cache", now);
+                            fed.install(idps, "cache", now, until);
                         }
                         None => {
                             return Err(SpError::NoMetadata {
@@ -332,12 +339,12 @@ impl ServiceProvider {
     ) -> Result<SentRequest, RedirectError> {
         let id = new_request_id();
         let instant = format_utc(now);
+        // The configured binding when the IdP offers it, else the other one.
         let (binding, destination) = match (self.binding, &idp.sso_redirect, &idp.sso_post) {
-            (Binding::Redirect, Some(r), _) | (Binding::Post, None, Some(r)) => {
+            (Binding::Redirect, Some(r), _) | (Binding::Post, Some(r), None) => {
                 (Binding::Redirect, r)
             }
-            (_, _, Some(p)) => (Binding::Post, p),
-            (_, Some(r), None) => (Binding::Redirect, r),
+            (Binding::Post, _, Some(p)) | (Binding::Redirect, None, Some(p)) => (Binding::Post, p),
             (_, None, None) => return Err(RedirectError::Signing),
         };
         let params = AuthnRequestParams {
@@ -478,10 +485,22 @@ ID=\"{}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\" InResponseTo=\"
                 let r = fed_fetch(fed, url, now).await;
                 match &r {
                     Ok(()) => tracing::info!(federation = %fed.cfg.name, "IdP metadata refreshed"),
-                    Err(reason) => tracing::warn!(
-                        federation = %fed.cfg.name, url = %url, reason = %reason,
-                        "IdP metadata refresh failed: keeping the last good copy"
-                    ),
+                    Err(reason) => {
+                        let current = fed.idps();
+                        if current.valid_until.is_some_and(|t| t <= now) {
+                            // The last good copy has expired: its IdPs are trusted no more.
+                            tracing::error!(
+                                federation = %fed.cfg.name, url = %url, reason = %reason,
+                                "IdP metadata refresh failed and the last good copy has expired: its identity providers are no longer accepted"
+                            );
+                            fed.install(Vec::new(), "expired", now, None);
+                        } else {
+                            tracing::warn!(
+                                federation = %fed.cfg.name, url = %url, reason = %reason,
+                                "IdP metadata refresh failed: keeping the last good copy"
+                            );
+                        }
+                    }
                 }
                 out.push((fed.cfg.name.clone(), r));
             }
@@ -491,7 +510,13 @@ ID=\"{}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\" InResponseTo=\"
 }
 
 impl Federation {
-    fn install(&self, fetched: Vec<IdpDescriptor>, source: &'static str, now: i64) {
+    fn install(
+        &self,
+        fetched: Vec<IdpDescriptor>,
+        source: &'static str,
+        now: i64,
+        valid_until: Option<i64>,
+    ) {
         let mut idps = self.file_idps.clone();
         for i in fetched {
             if !idps.iter().any(|f| f.entity_id == i.entity_id) {
@@ -502,6 +527,7 @@ impl Federation {
             idps,
             source,
             loaded_at: now,
+            valid_until,
         });
     }
 }
@@ -518,6 +544,14 @@ async fn fed_fetch(fed: &Federation, url: &str, now: i64) -> Result<(), String> 
     .map_err(|e| e.to_string())?;
     let idps = metadata::load(bytes.to_vec(), Some(&fed.pinned), fed.cfg.min_rsa_bits, now)
         .map_err(|e| e.to_string())?;
+    // A signed but older aggregate (an attacker replaying an old copy with a rotated-out
+    // certificate) is not installed over a newer one.
+    let until = metadata::valid_until(&bytes);
+    if let (Some(new), Some(current)) = (until, fed.idps().valid_until)
+        && new < current
+    {
+        return Err("the aggregate is older than the copy in use (validUntil)".into());
+    }
     if let Some(file) = fed.cache_file() {
         let tmp = file.with_extension("xml.tmp");
         let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &file));
@@ -525,7 +559,7 @@ async fn fed_fetch(fed: &Federation, url: &str, now: i64) -> Result<(), String> 
             tracing::warn!(federation = %fed.cfg.name, error = %e, "cannot keep a copy of the IdP metadata");
         }
     }
-    fed.install(idps, "url", now);
+    fed.install(idps, "url", now, until);
     Ok(())
 }
 
@@ -561,6 +595,8 @@ pub struct LogoutRequestFacts {
     pub id: String,
     pub issuer: String,
     pub name_id: String,
+    /// Seconds since the epoch.
+    pub issue_instant: i64,
 }
 
 /// Parses a verified LogoutRequest: ID, Issuer, NameID; `Destination` must be our SLO URL.
@@ -571,9 +607,12 @@ pub fn parse_logout_request(xml: &str, slo_url: &str) -> Option<LogoutRequestFac
     {
         return None;
     }
-    if root.attribute("Destination").is_some_and(|d| d != slo_url) {
+    if root.attribute("Destination") != Some(slo_url) || root.attribute("Version") != Some("2.0") {
         return None;
     }
+    let issue_instant = root
+        .attribute("IssueInstant")
+        .and_then(super::time::parse_utc)?;
     let text = |name: &str| {
         root.children()
             .find(|c| {
@@ -588,6 +627,7 @@ pub fn parse_logout_request(xml: &str, slo_url: &str) -> Option<LogoutRequestFac
         id: root.attribute("ID")?.to_string(),
         issuer: text("Issuer")?,
         name_id: text("NameID").unwrap_or_default(),
+        issue_instant,
     })
 }
 

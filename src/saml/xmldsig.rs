@@ -26,6 +26,11 @@ use samael::crypto::{
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
 const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+/// Bounds on what is handed to xmlsec (SPID responses have ~60 elements, a registry
+/// aggregate some thousands).
+const MAX_ELEMENTS: usize = 50_000;
+const MAX_DEPTH: usize = 64;
 
 /// SHA-256 and up; RSA and ECDSA (SPID/CIE use RSA).
 const ALLOWED: &[AllowedSignatureAlgorithm] = &[
@@ -56,6 +61,10 @@ pub enum SignatureError {
     Transform,
     #[error("the message carries a ds:Object")]
     Object,
+    #[error("an ID attribute in a namespace, or xml:id: the parsers would disagree on IDs")]
+    AmbiguousId,
+    #[error("the message is nested too deeply or has too many elements")]
+    TooComplex,
     #[error("the signature is not valid for any trusted certificate (or uses a weak algorithm)")]
     Invalid,
     #[error("no trusted certificate is configured")]
@@ -120,11 +129,24 @@ fn check_signature_shape(sig: Node<'_, '_>, parent_id: Option<&str>) -> Result<(
 /// which must carry its own signature.
 fn check_shape(doc: &Document<'_>, ns: &str, name: &'static str) -> Result<String, SignatureError> {
     let mut seen = std::collections::HashSet::new();
+    let mut elements = 0usize;
     for n in doc.descendants().filter(|n| n.is_element()) {
+        elements += 1;
+        if elements > MAX_ELEMENTS || n.ancestors().count() > MAX_DEPTH {
+            return Err(SignatureError::TooComplex);
+        }
+        // libxml's ID lookup ignores attribute namespaces and honours xml:id; roxmltree
+        // and the rules here look at the plain `ID` only. Refuse what could differ.
+        if n.attributes().any(|a| {
+            (a.name() == "ID" && a.namespace().is_some())
+                || (a.name() == "id" && a.namespace() == Some(XML_NS))
+        }) {
+            return Err(SignatureError::AmbiguousId);
+        }
         if let Some(id) = n.attribute("ID")
             && !seen.insert(id)
         {
-            return Err(SignatureError::DuplicateId(id.chars().take(64).collect()));
+            return Err(SignatureError::DuplicateId(super::redirect::sanitize(id)));
         }
         if is(n, DSIG_NS, "Object") {
             return Err(SignatureError::Object);
@@ -328,6 +350,47 @@ mod tests {
             verify_signed_element(&dup, ASSERTION_NS, "Assertion", std::slice::from_ref(&cert)),
             Err(SignatureError::DuplicateId(_))
         ));
+        let namespaced = response(&format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" xmlns:x=\"urn:x\" x:ID=\"_z\" ID=\"_a\"/>"
+        ));
+        assert_eq!(
+            verify_signed_element(
+                &namespaced,
+                ASSERTION_NS,
+                "Assertion",
+                std::slice::from_ref(&cert)
+            )
+            .unwrap_err(),
+            SignatureError::AmbiguousId
+        );
+        let xml_id = response(&format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" xml:id=\"_z\" ID=\"_a\"/>"
+        ));
+        assert_eq!(
+            verify_signed_element(
+                &xml_id,
+                ASSERTION_NS,
+                "Assertion",
+                std::slice::from_ref(&cert)
+            )
+            .unwrap_err(),
+            SignatureError::AmbiguousId
+        );
+        let deep = response(&format!(
+            "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"_a\">{}{}</saml:Assertion>",
+            "<d>".repeat(100),
+            "</d>".repeat(100)
+        ));
+        assert_eq!(
+            verify_signed_element(
+                &deep,
+                ASSERTION_NS,
+                "Assertion",
+                std::slice::from_ref(&cert)
+            )
+            .unwrap_err(),
+            SignatureError::TooComplex
+        );
         let wrong_ref = response(&format!(
             "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"_a\">{}</saml:Assertion>",
             signature_template("_r", &cert)

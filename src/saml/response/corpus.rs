@@ -199,6 +199,14 @@ fn wrapping_cases() -> Vec<(&'static str, String)> {
             plain.replace(">Mario<", ">&b;<")
         ),
     ));
+    // UTF-7: libxml would decode `+ADw-` into markup that no check of the UTF-8 text saw.
+    cases.push((
+        "utf-7 encoding declaration hiding markup",
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-7\"?>{}",
+            plain.replace(">Mario<", ">+ADw-x ID+AD0AIg-evil+ACI-/+AD4-<")
+        ),
+    ));
     cases.push((
         "external entity",
         format!(
@@ -307,10 +315,14 @@ fn cases() -> Vec<(String, String, Profile, Result<(), SamlError>)> {
         let expected = match name {
             n if n.starts_with("xsw") => Err(SamlError::AssertionCount(2)),
             n if n.starts_with("signed foreign") => sig(SignatureError::Unsigned("Assertion")),
-            // xmlsec verifies the digest, but samael's reduction cannot match the split
-            // text to what was signed; the value rule (SplitValue) is the second line,
-            // tested on its own in tests.rs.
-            n if n.starts_with("comment") => sig(SignatureError::Invalid),
+            // Refused before any parser (messages carry no comments); the value rule
+            // (SplitValue) is the second line, tested on its own in tests.rs.
+            n if n.starts_with("comment") => Err(SamlError::Prefilter(
+                crate::saml::prefilter::PrefilterError::Comment,
+            )),
+            n if n.starts_with("utf-7") => Err(SamlError::Prefilter(
+                crate::saml::prefilter::PrefilterError::Encoding,
+            )),
             n if n.starts_with("duplicate") => sig(SignatureError::DuplicateId("_assert1".into())),
             n if n.contains("changed") => sig(SignatureError::Invalid),
             _ => Err(SamlError::Prefilter(
