@@ -119,6 +119,8 @@ pub struct LoginChoice<'a> {
     pub fields: Vec<(&'a str, &'a str)>,
     pub label_it: &'a str,
     pub label_en: &'a str,
+    /// An https logo (IdP metadata's `mdui:Logo`), shown before the label.
+    pub logo: Option<&'a str>,
 }
 
 /// A group of choices under a heading (SPID with its identity providers, CIE, ...).
@@ -175,10 +177,20 @@ pub fn login_page(
                     escape_html(v)
                 ));
             }
+            let logo = c.logo.map_or(String::new(), |src| {
+                format!(
+                    "<img src=\"{}\" alt=\"\" width=\"24\" height=\"24\"> ",
+                    escape_html(src)
+                )
+            });
+            let english = if c.label_en == c.label_it {
+                String::new()
+            } else {
+                format!(" <span lang=\"en\">({})</span>", escape_html(c.label_en))
+            };
             body.push_str(&format!(
-                "<button type=\"submit\">{} <span lang=\"en\">({})</span></button></form></li>",
+                "<button type=\"submit\">{logo}{}{english}</button></form></li>",
                 escape_html(c.label_it),
-                escape_html(c.label_en)
             ));
         }
         body.push_str("</ul></section>");

@@ -140,6 +140,7 @@ impl Gateway {
                         ],
                         label_it: idp.display_name.as_str(),
                         label_en: idp.display_name.as_str(),
+                        logo: idp.logo.as_deref(),
                     };
                     match profile {
                         Profile::Cie => cie.push(LoginChoice {
@@ -174,6 +175,7 @@ impl Gateway {
                 fields: vec![("user", u.key), ("return", &return_to)],
                 label_it: u.label_it,
                 label_en: u.label_en,
+                logo: None,
             })
             .collect();
         sections.push(LoginSection {
@@ -197,7 +199,13 @@ impl Gateway {
         );
         resp.headers_mut().insert(
             "content-security-policy",
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+            // Browsers apply form-action to the redirect that follows the POST (to the
+            // IdP): https origins are allowed; the demo's development IdP is plain http.
+            HeaderValue::from_static(if self.demo_users.is_some() {
+                "default-src 'none'; style-src 'unsafe-inline'; img-src https:; form-action 'self' https: http:; frame-ancestors 'none'"
+            } else {
+                "default-src 'none'; style-src 'unsafe-inline'; img-src https:; form-action 'self' https:; frame-ancestors 'none'"
+            }),
         );
         Ok(resp)
     }
