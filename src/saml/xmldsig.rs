@@ -187,21 +187,50 @@ pub fn verify_signed_element(
     if trusted.is_empty() {
         return Err(SignatureError::NoTrustedCertificate);
     }
-    let id = {
+    let (id, standalone, root_signed) = {
         let doc = Document::parse(xml).map_err(|_| SignatureError::Xml)?;
-        check_shape(&doc, ns, name)?
+        let id = check_shape(&doc, ns, name)?;
+        let root = doc.root_element();
+        let target = doc
+            .descendants()
+            .find(|n| is(*n, ns, name))
+            .ok_or(SignatureError::Count(name, 0))?;
+        let standalone = if target == root {
+            None
+        } else {
+            Some(standalone_element(xml, target)?)
+        };
+        let root_signed = element_children(root, DSIG_NS, "Signature")
+            .next()
+            .is_some();
+        (id, standalone, root_signed)
     };
     let certs: Vec<CertificateDer> = trusted.iter().cloned().map(CertificateDer::from).collect();
-    let reduced = catch_unwind(AssertUnwindSafe(|| {
-        XmlSec::reduce_xml_to_signed_with_allowed_algorithms(
-            xml,
-            &certs,
-            ReduceMode::ValidateAndMarkNoAncestors,
-            Some(ALLOWED),
-        )
-    }))
-    .map_err(|_| SignatureError::Library)?
-    .map_err(|_| SignatureError::Invalid)?;
+    let reduce = |text: &str| {
+        catch_unwind(AssertUnwindSafe(|| {
+            XmlSec::reduce_xml_to_signed_with_allowed_algorithms(
+                text,
+                &certs,
+                ReduceMode::ValidateAndMarkNoAncestors,
+                Some(ALLOWED),
+            )
+        }))
+        .map_err(|_| SignatureError::Library)?
+        .map_err(|_| SignatureError::Invalid)
+    };
+    // The signed element is verified as its own document (its root), so what xmlsec
+    // reduces is exactly the element's bytes. (Reducing to a non-root element leaks the
+    // old root in samael 0.0.22: found by fuzzing under LeakSanitizer.) A signature on
+    // the document root (a signed Response) must verify too.
+    let reduced = match &standalone {
+        None => reduce(xml)?,
+        Some(text) => {
+            if root_signed {
+                reduce(xml)?;
+            }
+            reduce(text)?
+        }
+    };
     // The signed element must have survived the reduction, once, under its own ID.
     let doc = Document::parse(&reduced).map_err(|_| SignatureError::Invalid)?;
     let kept = doc
@@ -212,6 +241,65 @@ pub fn verify_signed_element(
         return Err(SignatureError::Invalid);
     }
     Ok(Verified { xml: reduced, id })
+}
+
+/// The text of `target` as a document of its own: its exact bytes, with the namespace
+/// declarations it inherits added to its start tag (exclusive c14n renders the same
+/// bytes for it in either place).
+fn standalone_element(xml: &str, target: Node<'_, '_>) -> Result<String, SignatureError> {
+    let range = target.range();
+    let text = xml.get(range.clone()).ok_or(SignatureError::Xml)?;
+    // The start tag's end: the first `>` outside a quoted attribute value.
+    let mut quote = None;
+    let mut end = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let end = end.ok_or(SignatureError::Xml)?;
+    let start_tag = &text[..end];
+    let name_end = start_tag
+        .find(|c: char| c.is_ascii_whitespace() || c == '/')
+        .unwrap_or(start_tag.len());
+    // Declarations already on the start tag (attribute names outside quotes).
+    let mut declared = std::collections::HashSet::new();
+    let mut rest = &start_tag[name_end..];
+    loop {
+        rest = rest.trim_start();
+        let Some(eq) = rest.find('=') else { break };
+        let attr = rest[..eq].trim();
+        declared.insert(attr.to_string());
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            break;
+        };
+        let Some(close) = after[1..].find(q) else {
+            break;
+        };
+        rest = &after[close + 2..];
+    }
+    let mut extra = String::new();
+    for ns in target.namespaces() {
+        let attr = match ns.name() {
+            Some("xml") => continue,
+            Some(p) => format!("xmlns:{p}"),
+            None => "xmlns".to_string(),
+        };
+        if !declared.contains(&attr) {
+            extra.push_str(&format!(
+                " {attr}=\"{}\"",
+                crate::pages::escape_html(ns.uri())
+            ));
+        }
+    }
+    Ok(format!("{}{extra}{}", &text[..name_end], &text[name_end..]))
 }
 
 /// An enveloped signature template for the element with ID `id`: exclusive c14n,
