@@ -350,3 +350,98 @@ mod tests {
         ));
     }
 }
+
+/// What our SP certificate lacks of the SPID profile (AgID Avviso 29): the policy OID
+/// (1.3.76.16.4.2.1 public / 1.3.76.16.4.3.1 private), the subject `uri` = entityID and
+/// the `organizationIdentifier`. Empty when it conforms. (Reported at start-up; SPID IdPs
+/// may refuse a non-conforming SP.)
+pub fn avviso29_gaps(cert_der: &[u8], entity_id: &str, public: bool) -> Vec<&'static str> {
+    use x509_parser::extensions::ParsedExtension;
+    let Ok((_, cert)) = X509Certificate::from_der(cert_der) else {
+        return vec!["the certificate cannot be read"];
+    };
+    let mut gaps = Vec::new();
+    let wanted = if public {
+        "1.3.76.16.4.2.1"
+    } else {
+        "1.3.76.16.4.3.1"
+    };
+    let has_policy = cert
+        .extensions()
+        .iter()
+        .any(|e| match e.parsed_extension() {
+            ParsedExtension::CertificatePolicies(p) => {
+                p.iter().any(|i| i.policy_id.to_id_string() == wanted)
+            }
+            _ => false,
+        });
+    if !has_policy {
+        gaps.push(if public {
+            "certificate policy 1.3.76.16.4.2.1 (public SP)"
+        } else {
+            "certificate policy 1.3.76.16.4.3.1 (private SP)"
+        });
+    }
+    let attr = |oid: &str| {
+        cert.subject()
+            .iter_attributes()
+            .find(|a| a.attr_type().to_id_string() == oid)
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_string)
+    };
+    if attr("2.5.4.83").as_deref() != Some(entity_id) {
+        gaps.push("subject uri (2.5.4.83) equal to the entityID");
+    }
+    let org_id_ok = attr("2.5.4.97").is_some_and(|v| {
+        if public {
+            v.starts_with("PA:IT-")
+        } else {
+            v.starts_with("VATIT-") || v.starts_with("CF:IT-")
+        }
+    });
+    if !org_id_ok {
+        gaps.push("subject organizationIdentifier (PA:IT-<ipa>, VATIT-... or CF:IT-...)");
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod avviso29_tests {
+    use super::*;
+    use rcgen::{CertificateParams, CustomExtension, DnType, KeyPair};
+
+    #[test]
+    fn a_conforming_sp_certificate_has_no_gap_and_a_plain_one_has_three() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let plain = CertificateParams::new(vec![])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(
+            avviso29_gaps(plain.der(), "https://sp.example.it/", true).len(),
+            3
+        );
+
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 83]),
+            "https://sp.example.it/",
+        );
+        p.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 97]), "PA:IT-c_h501");
+        // certificatePolicies: SEQUENCE { SEQUENCE { OID 1.3.76.16.4.2.1 } }
+        let policies = vec![
+            0x30, 0x0a, 0x30, 0x08, 0x06, 0x06, 0x2b, 0x4c, 0x10, 0x04, 0x02, 0x01,
+        ];
+        p.custom_extensions = vec![CustomExtension::from_oid_content(&[2, 5, 29, 32], policies)];
+        let good = p.self_signed(&key).unwrap();
+        assert_eq!(
+            avviso29_gaps(good.der(), "https://sp.example.it/", true),
+            Vec::<&str>::new()
+        );
+        // The same certificate for a private SP, or another entityID: gaps named.
+        let private = avviso29_gaps(good.der(), "https://sp.example.it/", false);
+        assert_eq!(private.len(), 2, "{private:?}");
+        assert_eq!(avviso29_gaps(good.der(), "https://other/", true).len(), 1);
+    }
+}

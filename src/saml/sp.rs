@@ -212,6 +212,19 @@ impl ServiceProvider {
     /// Loads keys and metadata. Every problem stops the start with the key that causes it.
     pub async fn load(cfg: &SamlConfig, reserved_prefix: &str, now: i64) -> Result<Self, SpError> {
         let (cert_der, key_der, key) = load_keys(cfg)?;
+        if cfg
+            .federation
+            .iter()
+            .any(|f| f.profile == super::config::ProfileName::Spid)
+        {
+            let gaps = metadata::avviso29_gaps(&cert_der, &cfg.entity_id, cfg.contact.public);
+            if !gaps.is_empty() {
+                tracing::warn!(
+                    missing = %gaps.join("; "),
+                    "the SP certificate does not follow the SPID profile (AgID Avviso 29): SPID identity providers may refuse our requests"
+                );
+            }
+        }
         let base = format!("{}{}saml", cfg.base_url, reserved_prefix);
         let acs_url = format!("{base}/acs");
         let slo_url = format!("{base}/slo");
