@@ -115,6 +115,7 @@ fn identity() -> varco::identity::Identity {
         method: Method::Spid,
         idp: "https://idp.example/".into(),
         roles: vec![Role("operatore".into())],
+        patronato: None,
         auth_time: 0,
         extra: Default::default(),
     }

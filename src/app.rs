@@ -21,6 +21,8 @@ pub enum StartError {
     Assertion(#[from] crate::assertion::AssertionError),
     #[error(transparent)]
     Saml(#[from] crate::saml::sp::SpError),
+    #[error("directory: {0}")]
+    Directory(String),
 }
 
 /// A gateway whose listeners are bound, ready to run.
@@ -58,6 +60,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         }
         spawn_metadata_refresh(sp.clone(), metrics.clone());
         services.saml = Some(sp);
+    }
+    if let Some(dcfg) = &cfg.directory {
+        let dir = Arc::new(
+            crate::policy::directory::Directory::load(dcfg).map_err(StartError::Directory)?,
+        );
+        let reloading = dir.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(reloading.reload_interval());
+            loop {
+                ticker.tick().await;
+                reloading.reload_files();
+            }
+        });
+        services.directory = Some(dir);
     }
     let services = Arc::new(services);
     // One gateway per worker thread: each owns its upstream connection pools.

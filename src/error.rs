@@ -54,6 +54,12 @@ pub enum GatewayError {
     /// A SAML login refused (the precise reason is in the audit log, not here).
     #[error("SAML login refused ({})", .0.code)]
     LoginRefused(LoginFailure),
+    /// The route's policy denies this user this request.
+    #[error("access denied: {0}")]
+    Forbidden(crate::policy::Denial),
+    /// A role or delegation source did not answer: refused, never allowed.
+    #[error("the {0} source is unavailable")]
+    SourceUnavailable(&'static str),
 }
 
 /// What the user is told about a refused login: status, a stable code, the sentences.
@@ -84,6 +90,8 @@ impl GatewayError {
             BadForm => StatusCode::BAD_REQUEST,
             Minting => StatusCode::INTERNAL_SERVER_ERROR,
             LoginRefused(f) => f.status,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            SourceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -93,7 +101,7 @@ impl GatewayError {
             UpstreamConnect { .. } | UpstreamTimeout { .. } | UpstreamProtocol { .. } => {
                 Culprit::Upstream
             }
-            ShuttingDown | StoreUnavailable | Minting => Culprit::Internal,
+            ShuttingDown | StoreUnavailable | Minting | SourceUnavailable(_) => Culprit::Internal,
             _ => Culprit::Downstream,
         }
     }
@@ -120,6 +128,8 @@ impl GatewayError {
             BadForm => "bad_form",
             Minting => "internal_error",
             LoginRefused(f) => f.code,
+            Forbidden(d) => d.code(),
+            SourceUnavailable(_) => "authorization_source_unavailable",
         }
     }
 
@@ -184,6 +194,11 @@ impl GatewayError {
                 "The submitted data is not valid.",
             ),
             LoginRefused(f) => (f.it, f.en),
+            Forbidden(d) => d.message(),
+            SourceUnavailable(_) => (
+                "Non è possibile verificare ora i permessi di accesso. Riprova più tardi.",
+                "Access rights cannot be checked right now. Please try again later.",
+            ),
         }
     }
 }

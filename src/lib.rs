@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod pages;
+pub mod policy;
 pub mod proxy;
 pub mod routes;
 pub mod saml;

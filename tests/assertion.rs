@@ -22,6 +22,7 @@ fn identity() -> Identity {
         method: Method::Spid,
         idp: "https://idp.example/".into(),
         roles: vec![Role("operatore".into())],
+        patronato: None,
         auth_time: 0,
         extra: Default::default(),
     }

@@ -13,6 +13,7 @@ fn identity() -> Identity {
         method: Method::Spid,
         idp: "https://idp.example/".into(),
         roles: vec![Role("operatore".into())],
+        patronato: None,
         auth_time: 1_790_000_000,
         extra: Default::default(),
     }

@@ -89,6 +89,9 @@ pub struct Config {
     /// SPID/CIE over SAML 2.0 (see `saml`).
     #[serde(default)]
     pub saml: Option<crate::saml::config::SamlConfig>,
+    /// Where roles and delegations come from (see `policy::directory`).
+    #[serde(default)]
+    pub directory: Option<crate::policy::directory::DirectoryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +300,10 @@ pub struct RouteConfig {
     /// with a lower one is sent to log in again at this level (step-up).
     #[serde(default)]
     pub min_level: Option<crate::identity::Level>,
+    /// Authorization on a protected route: methods, level, roles, per-role rules,
+    /// delegation (see `policy`).
+    #[serde(default)]
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 fn default_host() -> String {
@@ -542,7 +549,64 @@ impl Config {
         if let Some(saml) = &self.saml {
             saml.validate(&mut bad);
         }
+        if let Some(d) = &self.directory {
+            for (k, p) in [
+                ("roles_file", &d.roles_file),
+                ("delegations_file", &d.delegations_file),
+            ] {
+                if let Some(p) = p
+                    && !p.is_file()
+                {
+                    bad(
+                        format!("directory.{k}"),
+                        format!("{} is not a file", p.display()),
+                    );
+                }
+            }
+            if d.roles_file.is_some() && d.roles_url.is_some() {
+                bad(
+                    "directory.roles_url".into(),
+                    "roles_file or roles_url, not both".into(),
+                );
+            }
+            if d.delegations_file.is_some() && d.delegations_url.is_some() {
+                bad(
+                    "directory.delegations_url".into(),
+                    "delegations_file or delegations_url, not both".into(),
+                );
+            }
+        }
         for (i, r) in self.route.iter().enumerate() {
+            if let Some(p) = &r.policy {
+                if r.public == Some(true) {
+                    bad(
+                        format!("route[{i}].policy"),
+                        "a public route has no user to authorize".into(),
+                    );
+                }
+                if r.min_level.is_some() && p.min_level.is_some() {
+                    bad(
+                        format!("route[{i}].min_level"),
+                        "give the level once, in route.policy.min_level".into(),
+                    );
+                }
+                if let Err((k, m)) = p.compile() {
+                    bad(format!("route[{i}].policy.{k}"), m);
+                }
+                let needs_directory = p
+                    .delegation
+                    .as_ref()
+                    .is_some_and(|d| !d.required_for.is_empty())
+                    || p.rule.iter().any(|r| r.role != crate::policy::CITIZEN)
+                    || p.roles.iter().any(|r| r != crate::policy::CITIZEN);
+                if needs_directory && self.directory.is_none() && self.mode != Mode::Demo {
+                    bad(
+                        format!("route[{i}].policy"),
+                        "roles and delegations need a [directory] (role and delegation sources)"
+                            .into(),
+                    );
+                }
+            }
             if r.min_level.is_some() && r.public == Some(true) {
                 bad(
                     format!("route[{i}].min_level"),

@@ -38,6 +38,7 @@ fn user(
             method: Method::Spid,
             idp: "https://demo.varco.invalid/idp".into(),
             roles: roles.iter().map(|r| Role((*r).into())).collect(),
+            patronato: (!roles.is_empty()).then(|| "patronato-demo".to_string()),
             auth_time: 0,
             extra: Default::default(),
         },

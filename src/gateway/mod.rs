@@ -56,6 +56,8 @@ pub struct Services {
     pub clock: Arc<SystemClock>,
     /// The SAML service provider, when `[saml]` is configured.
     pub saml: Option<Arc<crate::saml::sp::ServiceProvider>>,
+    /// Role and delegation sources, when `[directory]` is configured.
+    pub directory: Option<Arc<crate::policy::directory::Directory>>,
 }
 
 impl Services {
@@ -76,6 +78,7 @@ impl Services {
             store,
             clock,
             saml: None,
+            directory: None,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Gateway {
     plain: PlainHeaders,
     /// The development login's users; `Some` only in demo mode.
     demo_users: Option<Vec<TestUser>>,
+    /// By route index: the route's compiled policy.
+    policies: Vec<Option<crate::policy::RoutePolicy>>,
     /// By route index: the route's upstream and metrics, resolved at start-up.
     route_upstreams: Vec<Arc<Upstream>>,
     route_metrics: Vec<RouteMetrics>,
@@ -137,7 +142,17 @@ impl Gateway {
         let upstreams = Upstreams::new(&cfg)?;
         let mut route_upstreams = Vec::with_capacity(cfg.route.len());
         let mut route_metrics = Vec::with_capacity(cfg.route.len());
+        let mut policies = Vec::with_capacity(cfg.route.len());
         for (i, r) in cfg.route.iter().enumerate() {
+            // Fail closed: a policy that does not compile stops the start (validate()
+            // reports it first, with its key).
+            let policy = match &r.policy {
+                Some(p) => Some(p.compile().map_err(|(k, m)| {
+                    UpstreamSetupError::unknown(&format!("route[{i}].policy.{k}: {m}"))
+                })?),
+                None => None,
+            };
+            policies.push(policy);
             // `validate()` guarantees every route names a configured upstream.
             let up = upstreams
                 .get(&r.upstream)
@@ -156,6 +171,7 @@ impl Gateway {
             roles: header_name(&format!("{id}roles"))?,
         };
         Ok(Gateway {
+            policies,
             no_route_metrics: metrics.route(&Arc::from("none")),
             internal_metrics: metrics.route(&Arc::from("internal")),
             route_upstreams,
@@ -389,11 +405,18 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)?
             .clone();
         ex.route = RouteSlot::Route(route.index);
+        let policy = self.policies.get(route.index).and_then(Option::as_ref);
         let session = if route.public {
             None
         } else {
+            // The level is checked here for routes without a policy; `decide` checks it
+            // (with the login method) for routes with one.
             let min_level = self.cfg.route.get(route.index).and_then(|r| r.min_level);
-            Some(self.authenticate(&req, &path, min_level).await?)
+            let session = self.authenticate(&req, &path, min_level).await?;
+            Some(match policy {
+                Some(p) => self.authorize(p, session, &req, &path, &route).await?,
+                None => session,
+            })
         };
         let declared_len = req
             .headers()
@@ -431,18 +454,104 @@ impl Gateway {
         };
         // Step-up: a session below the route's level logs in again at that level.
         let session = session.filter(|s| min_level.is_none_or(|m| s.identity.level >= m));
-        session.ok_or_else(|| {
-            let mut return_to = path.to_string();
-            if let Some(q) = req.uri().query() {
-                return_to.push('?');
-                return_to.push_str(q);
+        session.ok_or_else(|| self.login_required_error(req, path, min_level))
+    }
+
+    /// "Log in (again, at `level`)" with the URL that comes back here.
+    fn login_required_error(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+        level: Option<crate::identity::Level>,
+    ) -> GatewayError {
+        let mut return_to = path.to_string();
+        if let Some(q) = req.uri().query() {
+            return_to.push('?');
+            return_to.push_str(q);
+        }
+        let encoded: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        let level = level.map_or(String::new(), |l| format!("&level={l}"));
+        GatewayError::LoginRequired {
+            login_url: format!("{}?return={encoded}{level}", self.paths.login),
+        }
+    }
+
+    /// Applies the route's policy to `session`: the roles are refreshed from the directory
+    /// (a changed set yields a session copy with rebuilt claims for the header), the
+    /// delegation the request needs is fetched, then [`crate::policy::decide`].
+    async fn authorize(
+        &self,
+        policy: &crate::policy::RoutePolicy,
+        session: Arc<Session>,
+        req: &Request<Incoming>,
+        path: &str,
+        route: &Route,
+    ) -> Result<Arc<Session>, GatewayError> {
+        use crate::policy::{Decision, Prefetched, RequestFacts, decide, delegation_needed};
+        let today = crate::identity::Date::from_days_since_epoch(
+            i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
+        );
+        let session = match &self.services.directory {
+            Some(dir) if dir.has_roles() => {
+                let grants = dir
+                    .roles(&session.identity.subject, today)
+                    .await
+                    .map_err(|crate::policy::SourceDown(s)| GatewayError::SourceUnavailable(s))?;
+                let (roles, patronato) = crate::policy::directory::roles_of(&grants);
+                if roles == session.identity.roles && patronato == session.identity.patronato {
+                    session
+                } else {
+                    let mut s = (*session).clone();
+                    s.identity.roles = roles;
+                    s.identity.patronato = patronato;
+                    s.claims =
+                        SessionClaims::new(&self.cfg.assertion.issuer, &s.identity, &s.sid).ok();
+                    Arc::new(s)
+                }
             }
-            let encoded: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-            let level = min_level.map_or(String::new(), |l| format!("&level={l}"));
-            GatewayError::LoginRequired {
-                login_url: format!("{}?return={encoded}{level}", self.paths.login),
+            _ => session,
+        };
+        let facts = RequestFacts {
+            method: req.method(),
+            path,
+            query: req.uri().query(),
+            headers: req.headers(),
+            today,
+        };
+        let key = delegation_needed(policy, &session.identity, &facts);
+        let answer = match (&key, &self.services.directory) {
+            (Some((p, a)), Some(dir)) => dir.delegation(p, a).await,
+            (Some(_), None) => Ok(None),
+            (None, _) => Ok(None),
+        };
+        let decision = decide(
+            policy,
+            &session.identity,
+            &facts,
+            &Prefetched { key, answer },
+        );
+        let deny = |reason: &str| {
+            tracing::warn!(
+                target: "varco::audit",
+                event = "access_denied",
+                route = %route.id,
+                subject = session.identity.subject.as_str(),
+                reason,
+                "access denied"
+            );
+        };
+        match decision {
+            Decision::Allow => Ok(session),
+            Decision::StepUp(level) => Err(self.login_required_error(req, path, Some(level))),
+            Decision::Deny(d) => {
+                deny(&d.to_string());
+                Err(GatewayError::Forbidden(d))
             }
-        })
+            Decision::Unavailable(source) => {
+                deny(&format!("the {source} source is unavailable"));
+                Err(GatewayError::SourceUnavailable(source))
+            }
+        }
     }
 
     /// Adds the signed identity header (and the plain ones when the route asks) for

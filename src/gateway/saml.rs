@@ -478,9 +478,22 @@ impl Gateway {
             name_qualifier: facts.name_qualifier.clone(),
             session_index: facts.session_index.clone(),
         };
-        let identity = facts
+        let mut identity = facts
             .into_identity(fed.profile, &idp.entity_id, now)
             .map_err(|e| with_idp(e.into()))?;
+        // Roles and patronato from the directory, at login (refreshed per request later).
+        if let Some(dir) = self.services.directory.as_deref().filter(|d| d.has_roles()) {
+            let today = crate::identity::Date::from_days_since_epoch(
+                i64::try_from(now / 86_400).unwrap_or(0),
+            );
+            let grants = dir
+                .roles(&identity.subject, today)
+                .await
+                .map_err(|_| (Err(StoreFailure), Some(idp_id.clone())))?;
+            let (roles, patronato) = crate::policy::directory::roles_of(&grants);
+            identity.roles = roles;
+            identity.patronato = patronato;
+        }
         Ok((
             Session {
                 identity,

@@ -103,6 +103,10 @@ pub struct Identity {
     /// The IdP's entity id or the OP's issuer (or the CA for CNS).
     pub idp: String,
     pub roles: Vec<Role>,
+    /// The patronato (organization id) the roles belong to, from the role directory:
+    /// delegations are from a client to a patronato.
+    #[serde(default)]
+    pub patronato: Option<String>,
     /// Seconds since the Unix epoch.
     pub auth_time: u64,
     /// Further attributes the IdP released (name → value).

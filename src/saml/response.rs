@@ -445,6 +445,7 @@ impl AssertionFacts {
             },
             idp: idp_entity_id.to_string(),
             roles: Vec::new(),
+            patronato: None,
             auth_time,
             extra: self.attributes,
         })

@@ -40,6 +40,7 @@ fn session(now: u64) -> Session {
             method: Method::Spid,
             idp: "https://idp.example/".into(),
             roles: vec![],
+            patronato: None,
             auth_time: now,
             extra: Default::default(),
         },

@@ -1,0 +1,489 @@
+//! Per-route authorization (issue 5, spec "Patronato roles"): which login methods, which
+//! level, which roles with which HTTP methods on which paths, and whether a delegation
+//! (delega) from the client (assistito) to the user's patronato must exist on the request
+//! date. [`decide`] is a pure function: the gateway gathers the facts and the lookups,
+//! `decide` says allow, step up, deny (with the reason), or "a source is down" (deny, 503).
+//!
+//! Case: allow rules match path literals exactly; deny rules match them ignoring ASCII
+//! case, so a case-insensitive backend cannot be reached around a denial (`/DOMANDE`).
+
+pub mod directory;
+pub mod pattern;
+
+use http::Method as HttpMethod;
+use serde::Deserialize;
+
+use crate::identity::{Date, FiscalCode, Identity, Level, Method};
+pub use pattern::{Pattern, PatternError};
+
+/// The role of users without one in the directory: citizens acting for themselves.
+pub const CITIZEN: &str = "cittadino";
+
+/// `[route.policy]` as written in the configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Accepted login methods (`spid`, `cie`, `cns`, `oidc`, `pin`); default all but `pin`.
+    #[serde(default)]
+    pub methods: Vec<Method>,
+    /// The least level; a browser below it logs in again at this level.
+    #[serde(default)]
+    pub min_level: Option<Level>,
+    /// Roles allowed on the route (`operatore`, `volontario`, `cittadino`, ...); empty: any
+    /// logged-in user.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Per-role HTTP method and path rules, first match decides; a role with rules may do
+    /// only what one of them allows.
+    #[serde(default)]
+    pub rule: Vec<RuleConfig>,
+    /// Where the client's fiscal code is, and who needs a delegation to act for them.
+    #[serde(default)]
+    pub delegation: Option<DelegationConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub role: String,
+    pub effect: Effect,
+    /// HTTP methods (`GET`, `POST`...); empty: any.
+    #[serde(default)]
+    pub http_methods: Vec<String>,
+    /// Path patterns (`/fascicolo/**`); empty: any path of the route.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationConfig {
+    /// A path pattern with `{assistito}` ...
+    #[serde(default)]
+    pub path: Option<String>,
+    /// ... or a query parameter ...
+    #[serde(default)]
+    pub query: Option<String>,
+    /// ... or a request header carrying the client's fiscal code.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Roles that need a valid delegation (default: `volontario`).
+    #[serde(default = "default_delegated_roles")]
+    pub required_for: Vec<String>,
+    /// Roles that may only reach their own file (the `assistito` must be the subject).
+    #[serde(default = "default_self_roles")]
+    pub self_only: Vec<String>,
+}
+
+fn default_delegated_roles() -> Vec<String> {
+    vec!["volontario".into()]
+}
+fn default_self_roles() -> Vec<String> {
+    vec![CITIZEN.into()]
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct RoleRule {
+    pub role: String,
+    pub effect: Effect,
+    pub http_methods: Vec<HttpMethod>,
+    pub paths: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AssistitoSource {
+    Path(Pattern),
+    Query(String),
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct Delegation {
+    pub source: AssistitoSource,
+    pub required_for: Vec<String>,
+    pub self_only: Vec<String>,
+}
+
+/// A route's compiled policy.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    pub methods: Vec<Method>,
+    pub min_level: Option<Level>,
+    pub roles: Vec<String>,
+    pub rules: Vec<RoleRule>,
+    pub delegation: Option<Delegation>,
+}
+
+impl PolicyConfig {
+    /// Compiles the configuration; errors name the key under `route[N].policy`.
+    pub fn compile(&self) -> Result<RoutePolicy, (String, String)> {
+        let mut rules = Vec::new();
+        for (i, r) in self.rule.iter().enumerate() {
+            let mut http_methods = Vec::new();
+            for m in &r.http_methods {
+                let m =
+                    HttpMethod::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                        (
+                            format!("rule[{i}].http_methods"),
+                            format!("`{m}` is not a method"),
+                        )
+                    })?;
+                http_methods.push(m);
+            }
+            let mut paths = Vec::new();
+            for p in &r.paths {
+                paths.push(
+                    Pattern::parse(p).map_err(|e| (format!("rule[{i}].paths"), e.to_string()))?,
+                );
+            }
+            rules.push(RoleRule {
+                role: r.role.clone(),
+                effect: r.effect,
+                http_methods,
+                paths,
+            });
+        }
+        let delegation = match &self.delegation {
+            None => None,
+            Some(d) => {
+                let source = match (&d.path, &d.query, &d.header) {
+                    (Some(p), None, None) => {
+                        let pat = Pattern::parse(p)
+                            .map_err(|e| ("delegation.path".to_string(), e.to_string()))?;
+                        if !p.contains("{assistito}") {
+                            return Err((
+                                "delegation.path".into(),
+                                "must capture `{assistito}`".into(),
+                            ));
+                        }
+                        AssistitoSource::Path(pat)
+                    }
+                    (None, Some(q), None) => AssistitoSource::Query(q.clone()),
+                    (None, None, Some(h)) => AssistitoSource::Header(
+                        http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(
+                            |_| {
+                                (
+                                    "delegation.header".to_string(),
+                                    "not a header name".to_string(),
+                                )
+                            },
+                        )?,
+                    ),
+                    _ => {
+                        return Err((
+                            "delegation".into(),
+                            "exactly one of `path`, `query`, `header`".into(),
+                        ));
+                    }
+                };
+                Some(Delegation {
+                    source,
+                    required_for: d.required_for.clone(),
+                    self_only: d.self_only.clone(),
+                })
+            }
+        };
+        Ok(RoutePolicy {
+            methods: self.methods.clone(),
+            min_level: self.min_level,
+            roles: self.roles.clone(),
+            rules,
+            delegation,
+        })
+    }
+}
+
+/// What the request is, besides who makes it.
+pub struct RequestFacts<'a> {
+    pub method: &'a HttpMethod,
+    /// The normalized path.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub today: Date,
+}
+
+/// A delegation from a client to a patronato, as its system of record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationRecord {
+    pub valid_from: Date,
+    pub valid_to: Option<Date>,
+    pub revoked: bool,
+}
+
+/// A source that could not answer (fail closed: 503).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDown(pub &'static str);
+
+/// What `decide` may look up.
+pub trait Lookups {
+    /// The delegation from `assistito` to `patronato`, if any.
+    fn delegation(
+        &self,
+        patronato: &str,
+        assistito: &FiscalCode,
+    ) -> Result<Option<DelegationRecord>, SourceDown>;
+}
+
+/// Why a request is denied. `Display` names what is missing, never other people's data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("login method `{0}` is not accepted here")]
+    LoginMethod(&'static str),
+    #[error("your role does not give access here")]
+    Role,
+    #[error("role `{role}` may not use {method} here")]
+    RoleRule { role: String, method: String },
+    #[error("the client's fiscal code is missing or not valid")]
+    MissingAssistito,
+    #[error("only your own file can be opened here")]
+    NotOwnFile,
+    #[error("no delegation from this client to your patronato")]
+    NoDelegation,
+    #[error("the delegation from this client is not valid on this date")]
+    DelegationNotValid,
+    #[error("the delegation from this client was revoked")]
+    DelegationRevoked,
+    #[error("no patronato is recorded for your role")]
+    NoPatronato,
+}
+
+impl Denial {
+    /// Stable code for JSON bodies and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::LoginMethod(_) => "login_method_not_accepted",
+            Denial::Role => "role_not_allowed",
+            Denial::RoleRule { .. } => "operation_not_allowed_for_role",
+            Denial::MissingAssistito => "client_fiscal_code_missing",
+            Denial::NotOwnFile => "not_own_file",
+            Denial::NoDelegation => "delegation_missing",
+            Denial::DelegationNotValid => "delegation_not_in_force",
+            Denial::DelegationRevoked => "delegation_revoked",
+            Denial::NoPatronato => "patronato_missing",
+        }
+    }
+
+    /// What the user is told, Italian then English: what is missing, nothing about others.
+    pub fn message(&self) -> (&'static str, &'static str) {
+        match self {
+            Denial::LoginMethod(_) => (
+                "Questo servizio non accetta il metodo di accesso usato: accedi con SPID, CIE o CNS.",
+                "This service does not accept the login method you used: log in with SPID, CIE or CNS.",
+            ),
+            Denial::Role => (
+                "Il tuo ruolo non consente l'accesso a questo servizio.",
+                "Your role does not give access to this service.",
+            ),
+            Denial::RoleRule { .. } => (
+                "Il tuo ruolo non consente questa operazione (ad esempio l'invio di domande).",
+                "Your role does not allow this operation (for example submitting applications).",
+            ),
+            Denial::MissingAssistito => (
+                "Manca il codice fiscale dell'assistito, o non è valido.",
+                "The client's fiscal code is missing or not valid.",
+            ),
+            Denial::NotOwnFile => (
+                "Puoi consultare solo la tua posizione.",
+                "You can only open your own file.",
+            ),
+            Denial::NoDelegation => (
+                "Manca una delega di questo assistito al tuo patronato.",
+                "There is no delegation from this client to your patronato.",
+            ),
+            Denial::DelegationNotValid => (
+                "La delega di questo assistito non è valida in questa data.",
+                "The delegation from this client is not valid on this date.",
+            ),
+            Denial::DelegationRevoked => (
+                "La delega di questo assistito è stata revocata.",
+                "The delegation from this client was revoked.",
+            ),
+            Denial::NoPatronato => (
+                "Il tuo ruolo non è associato a un patronato.",
+                "Your role is not associated with a patronato.",
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Log in again at this level (browser) or 401 naming it (API).
+    StepUp(Level),
+    Deny(Denial),
+    /// A source is down: 503, never allow.
+    Unavailable(&'static str),
+}
+
+fn roles_of(identity: &Identity) -> Vec<&str> {
+    if identity.roles.is_empty() {
+        vec![CITIZEN]
+    } else {
+        identity.roles.iter().map(|r| r.0.as_str()).collect()
+    }
+}
+
+fn rule_applies(rule: &RoleRule, facts: &RequestFacts<'_>) -> bool {
+    let method_ok = rule.http_methods.is_empty() || rule.http_methods.contains(facts.method);
+    // Deny rules fold case so that case cannot dodge them; allow rules do not.
+    let fold = rule.effect == Effect::Deny;
+    let path_ok = rule.paths.is_empty() || rule.paths.iter().any(|p| p.matches(facts.path, fold));
+    method_ok && path_ok
+}
+
+/// The client's fiscal code named by the request, as configured.
+fn assistito(d: &Delegation, facts: &RequestFacts<'_>) -> Option<FiscalCode> {
+    let raw: String = match &d.source {
+        AssistitoSource::Path(p) => p.capture(facts.path, "assistito", true)?.to_string(),
+        AssistitoSource::Query(name) => form_urlencoded::parse(facts.query?.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())?,
+        AssistitoSource::Header(h) => facts.headers.get(h)?.to_str().ok()?.to_string(),
+    };
+    FiscalCode::parse(&raw).ok()
+}
+
+/// The delegation `decide` will ask about for this request, if any: the gateway fetches
+/// it (asynchronously, through the caches) before calling `decide` with [`Prefetched`].
+pub fn delegation_needed(
+    policy: &RoutePolicy,
+    identity: &Identity,
+    facts: &RequestFacts<'_>,
+) -> Option<(String, FiscalCode)> {
+    let d = policy.delegation.as_ref()?;
+    let needs = roles_of(identity)
+        .iter()
+        .any(|r| d.required_for.iter().any(|x| x == r));
+    if !needs {
+        return None;
+    }
+    Some((identity.patronato.clone()?, assistito(d, facts)?))
+}
+
+/// Lookups answered from what the gateway fetched before deciding.
+pub struct Prefetched {
+    pub key: Option<(String, FiscalCode)>,
+    pub answer: Result<Option<DelegationRecord>, SourceDown>,
+}
+
+impl Lookups for Prefetched {
+    fn delegation(
+        &self,
+        patronato: &str,
+        assistito: &FiscalCode,
+    ) -> Result<Option<DelegationRecord>, SourceDown> {
+        match &self.key {
+            Some((p, a)) if p == patronato && a == assistito => self.answer.clone(),
+            // Not fetched: fail closed.
+            _ => Err(SourceDown("delegations")),
+        }
+    }
+}
+
+/// Decides one role's access; `Ok(())` allows.
+fn decide_role(
+    policy: &RoutePolicy,
+    role: &str,
+    identity: &Identity,
+    facts: &RequestFacts<'_>,
+    lookups: &dyn Lookups,
+) -> Result<(), Decision> {
+    if !policy.roles.is_empty() && !policy.roles.iter().any(|r| r == role) {
+        return Err(Decision::Deny(Denial::Role));
+    }
+    let mine: Vec<&RoleRule> = policy.rules.iter().filter(|r| r.role == role).collect();
+    if !mine.is_empty() {
+        let verdict = mine
+            .iter()
+            .find(|r| rule_applies(r, facts))
+            .map(|r| r.effect);
+        if verdict != Some(Effect::Allow) {
+            return Err(Decision::Deny(Denial::RoleRule {
+                role: role.to_string(),
+                method: facts.method.to_string(),
+            }));
+        }
+    }
+    let Some(d) = &policy.delegation else {
+        return Ok(());
+    };
+    let self_only = d.self_only.iter().any(|r| r == role);
+    let needs_delega = d.required_for.iter().any(|r| r == role);
+    if !self_only && !needs_delega {
+        return Ok(());
+    }
+    let client = assistito(d, facts).ok_or(Decision::Deny(Denial::MissingAssistito))?;
+    if self_only {
+        return if client == identity.subject {
+            Ok(())
+        } else {
+            Err(Decision::Deny(Denial::NotOwnFile))
+        };
+    }
+    let patronato = identity
+        .patronato
+        .as_deref()
+        .ok_or(Decision::Deny(Denial::NoPatronato))?;
+    let record = lookups
+        .delegation(patronato, &client)
+        .map_err(|SourceDown(s)| Decision::Unavailable(s))?
+        .ok_or(Decision::Deny(Denial::NoDelegation))?;
+    if record.revoked {
+        return Err(Decision::Deny(Denial::DelegationRevoked));
+    }
+    let in_force =
+        record.valid_from <= facts.today && record.valid_to.is_none_or(|to| facts.today <= to);
+    if !in_force {
+        return Err(Decision::Deny(Denial::DelegationNotValid));
+    }
+    Ok(())
+}
+
+/// The decision for `identity` making the request described by `facts` on a route with
+/// `policy`. Order: login method, level (step-up), then per role: role allowed, role
+/// rules, own-file or delegation. Several roles: allowed if one of them is.
+pub fn decide(
+    policy: &RoutePolicy,
+    identity: &Identity,
+    facts: &RequestFacts<'_>,
+    lookups: &dyn Lookups,
+) -> Decision {
+    let accepted = if policy.methods.is_empty() {
+        identity.method != Method::Pin
+    } else {
+        policy.methods.contains(&identity.method)
+    };
+    if !accepted {
+        return Decision::Deny(Denial::LoginMethod(identity.method.as_str()));
+    }
+    if let Some(min) = policy.min_level
+        && identity.level < min
+    {
+        return Decision::StepUp(min);
+    }
+    let mut first_refusal = None;
+    for role in roles_of(identity) {
+        match decide_role(policy, role, identity, facts, lookups) {
+            Ok(()) => return Decision::Allow,
+            // A source down decides at once: never fall through to another role.
+            Err(d @ Decision::Unavailable(_)) => return d,
+            Err(d) => {
+                first_refusal.get_or_insert(d);
+            }
+        }
+    }
+    first_refusal.unwrap_or(Decision::Deny(Denial::Role))
+}
+
+#[cfg(test)]
+mod tests;
