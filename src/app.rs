@@ -63,7 +63,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     if let Some(dcfg) = &cfg.directory {
         let dir = Arc::new(
-            crate::policy::directory::Directory::load(dcfg).map_err(StartError::Directory)?,
+            crate::policy::directory::Directory::load(
+                dcfg,
+                crate::policy::directory::DirectoryMetrics {
+                    lookups: metrics.directory_lookups.clone(),
+                },
+            )
+            .map_err(StartError::Directory)?,
         );
         let reloading = dir.clone();
         tokio::spawn(async move {

@@ -283,7 +283,7 @@ pub struct Directory {
 }
 
 /// Lookup counters: (hits, misses, errors) by source (`roles`, `delegations`).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct DirectoryMetrics {
     pub lookups: prometheus_client::metrics::family::Family<
         Vec<(String, String)>,
@@ -304,7 +304,7 @@ impl DirectoryMetrics {
 
 impl Directory {
     /// Loads the configured files (a bad file stops the start, naming the line).
-    pub fn load(cfg: &DirectoryConfig) -> Result<Directory, String> {
+    pub fn load(cfg: &DirectoryConfig, metrics: DirectoryMetrics) -> Result<Directory, String> {
         let roles = match (&cfg.roles_file, &cfg.roles_url) {
             (Some(p), None) => Source::File(FileSource::load(p.clone(), parse_roles_csv)?),
             (None, Some(u)) => Source::Http(u.clone()),
@@ -335,7 +335,7 @@ impl Directory {
             role_negative: cache(cfg.negative_ttl),
             delegation_cache: cache(cfg.cache_ttl),
             delegation_negative: cache(cfg.negative_ttl),
-            metrics: DirectoryMetrics::default(),
+            metrics,
         })
     }
 

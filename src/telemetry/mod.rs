@@ -133,6 +133,8 @@ pub struct Metrics {
     pub saml_metadata_fetches: Family<Vec<(String, String)>, Counter>,
     /// 1 while a federation serves a last good copy because its fetch failed.
     pub saml_metadata_stale: Family<Vec<(String, String)>, Gauge>,
+    /// Role and delegation lookups by source and outcome (`hit`, `miss`, `error`).
+    pub directory_lookups: Family<Vec<(String, String)>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -194,7 +196,14 @@ impl Metrics {
             "1 while a federation keeps its last good IdP metadata after a failed fetch",
             saml_metadata_stale.clone(),
         );
+        let directory_lookups = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "directory_lookups",
+            "Role and delegation lookups, by source and outcome (hit, miss, error)",
+            directory_lookups.clone(),
+        );
         Metrics {
+            directory_lookups,
             registry,
             requests,
             duration,

@@ -1,0 +1,374 @@
+//! Patronato authorization through the real gateway: roles and delegations from files
+//! (reloaded on change) and from an HTTP source (down → 503), denials as pages and JSON
+//! with an audit event, and path tricks that never turn a denial into an allow.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Resp, request, upstreams};
+use varco::identity::fiscal_code::check_character;
+
+fn cf(first15: &str) -> String {
+    format!("{first15}{}", check_character(first15.as_bytes()) as char)
+}
+
+/// The demo's users (development login) and a client without an account.
+fn citizen() -> String {
+    cf("RSSMRA80A01H501")
+}
+fn operator() -> String {
+    cf("BNCGLI85C52H501")
+}
+fn volunteer() -> String {
+    cf("VRDLCU90L20F205")
+}
+fn client() -> String {
+    cf("VRDGPP70B02F205")
+}
+
+fn config(up: SocketAddr, directory: &str) -> String {
+    format!(
+        r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+
+{directory}
+
+[[route]]
+path = "/fascicolo"
+upstream = "app"
+public = false
+[route.policy]
+min_level = "SpidL2"
+roles = ["operatore", "volontario", "cittadino"]
+[[route.policy.rule]]
+role = "volontario"
+effect = "allow"
+http_methods = ["GET", "HEAD"]
+paths = ["/fascicolo/**"]
+[route.policy.delegation]
+path = "/fascicolo/{{assistito}}/**"
+required_for = ["volontario"]
+self_only = ["cittadino"]
+
+[[route]]
+path = "/domande"
+upstream = "app"
+public = false
+[route.policy]
+min_level = "SpidL2"
+roles = ["operatore"]
+
+[[route]]
+path = "/programmi"
+upstream = "app"
+public = true
+"#
+    )
+}
+
+fn files_directory() -> &'static str {
+    r#"
+[directory]
+roles_file = "@DIR@/roles.csv"
+delegations_file = "@DIR@/deleghe.csv"
+cache_ttl = "1s"
+negative_ttl = "1s"
+reload_interval = "200ms"
+"#
+}
+
+fn roles_csv() -> String {
+    format!(
+        "fiscal_code,role,patronato,valid_from,valid_to\n{},operatore,P1,2020-01-01,\n{},volontario,P1,2020-01-01,\n",
+        operator(),
+        volunteer()
+    )
+}
+
+fn deleghe_csv(extra: &str) -> String {
+    format!(
+        "patronato,assistito,valid_from,valid_to,revoked\nP1,{},2025-01-01,,false\nP1,{},2020-01-01,2021-01-01,false\n{extra}",
+        citizen(),
+        client()
+    )
+}
+
+async fn login(gw: &Gateway, user: &str) -> String {
+    let r = request(
+        "POST",
+        &gw.url("/_varco/dev-login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("user={user}&return=%2F"),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn as_user(gw: &Gateway, cookie: &str, method: &str, path: &str) -> Resp {
+    request(
+        method,
+        &gw.url(path),
+        &[("cookie", cookie), ("accept", "application/json")],
+        "",
+    )
+    .await
+}
+
+fn code(r: &Resp) -> String {
+    r.json()["error"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_delegations_from_files_decide_each_request() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start_with(
+        &config(up, files_directory()),
+        &[
+            ("roles.csv", &roles_csv()),
+            ("deleghe.csv", &deleghe_csv("")),
+        ],
+    );
+    let op = login(&gw, "operatore").await;
+    let vol = login(&gw, "volontario").await;
+    let cit = login(&gw, "cittadino").await;
+    let own = format!("/fascicolo/{}/estratto", citizen());
+    let expired = format!("/fascicolo/{}/estratto", client());
+
+    // Operators: read and write, no delegation needed; the header carries their roles.
+    let r = as_user(&gw, &op, "GET", &expired).await;
+    assert_eq!(r.status, 200);
+    let token = r.echoed("x-varco-assertion").pop().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["roles"], serde_json::json!(["operatore"]));
+    assert_eq!(as_user(&gw, &op, "POST", &own).await.status, 200);
+    assert_eq!(
+        as_user(&gw, &op, "POST", "/domande/nuova").await.status,
+        200
+    );
+
+    // Volunteers: read with a delegation in force, never write, never applications.
+    assert_eq!(as_user(&gw, &vol, "GET", &own).await.status, 200);
+    let r = as_user(&gw, &vol, "POST", &own).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "operation_not_allowed_for_role".into())
+    );
+    let r = as_user(&gw, &vol, "GET", &expired).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "delegation_not_in_force".into())
+    );
+    let r = as_user(&gw, &vol, "GET", "/domande/nuova").await;
+    assert_eq!((r.status, code(&r)), (403, "role_not_allowed".into()));
+    // A page for browsers, saying what is missing.
+    let page = request(
+        "GET",
+        &gw.url(&expired),
+        &[("cookie", &vol), ("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 403);
+    assert!(
+        page.text().contains("non è valida in questa data"),
+        "{}",
+        page.text()
+    );
+    assert!(
+        !page.text().contains(&client()),
+        "no client data on the page"
+    );
+
+    // Citizens: their own file only.
+    assert_eq!(as_user(&gw, &cit, "GET", &own).await.status, 200);
+    let r = as_user(&gw, &cit, "GET", &expired).await;
+    assert_eq!((r.status, code(&r)), (403, "not_own_file".into()));
+
+    // The audit trail names route, subject and reason.
+    let line = gw
+        .wait_log(|l| l.contains("access_denied") && l.contains("not valid on this date"))
+        .expect("an access_denied event");
+    assert!(
+        line.contains(&volunteer()) && line.contains("route[0]"),
+        "{line}"
+    );
+
+    // The delegation file changes: the new delegation counts without a restart.
+    std::fs::write(
+        gw.dir.path().join("deleghe.csv"),
+        format!(
+            "patronato,assistito,valid_from,valid_to,revoked\nP1,{},2025-01-01,,false\nP1,{},2026-01-01,,false\n",
+            citizen(),
+            client()
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if as_user(&gw, &vol, "GET", &expired).await.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", gw.logs().join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A public route needs nothing.
+    let r = request("GET", &gw.url("/programmi/x"), &[], "").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_never_reach_applications_as_a_volunteer() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start_with(
+        &config(up, files_directory()),
+        &[
+            ("roles.csv", &roles_csv()),
+            ("deleghe.csv", &deleghe_csv("")),
+        ],
+    );
+    let vol = login(&gw, "volontario").await;
+    for path in [
+        "/domande/nuova",
+        "/domande/../domande/nuova",
+        "/fascicolo/../domande/nuova",
+        "/%64omande/nuova",
+        "/domande/%2e%2e/domande/nuova",
+        "//domande//nuova",
+        "/domande./nuova",
+        "/DOMANDE/nuova",
+        "/domande;x=1/nuova",
+        "/domande%2Fnuova",
+        "/fascicolo/x/..%2F..%2Fdomande",
+    ] {
+        for method in ["GET", "POST"] {
+            let r = as_user(&gw, &vol, method, path).await;
+            assert_ne!(r.status, 200, "{method} {path}");
+            assert!(
+                matches!(r.status, 400 | 403 | 404),
+                "{method} {path}: {}",
+                r.status
+            );
+        }
+    }
+}
+
+/// A delegation service whose answers the test controls: `None` answers 500.
+async fn delegation_server(records: Arc<Mutex<Option<Vec<(String, String)>>>>) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let records = records.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let path = req.uri().path().to_string();
+                    let current = records.lock().unwrap().clone();
+                    async move {
+                        let (status, body) = match current {
+                            None => (500, String::new()),
+                            Some(list) => {
+                                match list.iter().find(|(k, _)| path.ends_with(k.as_str())) {
+                                    Some((_, json)) => (200, json.clone()),
+                                    None => (404, String::new()),
+                                }
+                            }
+                        };
+                        let mut resp = http::Response::new(Full::new(bytes::Bytes::from(body)));
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_delegation_source_is_cached_and_its_outage_is_a_503() {
+    let up = upstreams::echo().await;
+    let records = Arc::new(Mutex::new(Some(vec![(
+        format!("/P1/{}", citizen()),
+        r#"{"valid_from": "2025-01-01", "valid_to": null, "revoked": false}"#.to_string(),
+    )])));
+    let server = delegation_server(records.clone()).await;
+    let directory = format!(
+        r#"
+[directory]
+roles_file = "@DIR@/roles.csv"
+delegations_url = "http://{server}/deleghe/{{patronato}}/{{assistito}}"
+cache_ttl = "1s"
+negative_ttl = "1s"
+"#
+    );
+    let gw = Gateway::start_with(&config(up, &directory), &[("roles.csv", &roles_csv())]);
+    let vol = login(&gw, "volontario").await;
+    let own = format!("/fascicolo/{}/estratto", citizen());
+    let other = format!("/fascicolo/{}/estratto", client());
+    assert_eq!(as_user(&gw, &vol, "GET", &own).await.status, 200);
+    let r = as_user(&gw, &vol, "GET", &other).await;
+    assert_eq!((r.status, code(&r)), (403, "delegation_missing".into()));
+    // Down: cached answers still count until they expire, then 503 — never an allow.
+    *records.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = as_user(&gw, &vol, "GET", &own).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (503, "authorization_source_unavailable".into())
+    );
+    let page = request(
+        "GET",
+        &gw.url(&own),
+        &[("cookie", &vol), ("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 503);
+    assert!(page.text().contains("permessi"), "{}", page.text());
+    // Back: a revoked delegation is a 403.
+    *records.lock().unwrap() = Some(vec![(
+        format!("/P1/{}", citizen()),
+        r#"{"valid_from": "2025-01-01", "revoked": true}"#.to_string(),
+    )]);
+    let r = as_user(&gw, &vol, "GET", &own).await;
+    assert_eq!((r.status, code(&r)), (403, "delegation_revoked".into()));
+    let metrics = request("GET", &gw.url("/_varco/metrics"), &[], "")
+        .await
+        .text();
+    assert!(
+        metrics.contains("varco_directory_lookups_total{source=\"delegations\",outcome=\"error\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("outcome=\"hit\""));
+}
