@@ -275,8 +275,11 @@ async fn path_tricks_never_reach_applications_as_a_volunteer() {
     }
 }
 
-/// A delegation service whose answers the test controls: `None` answers 500.
-async fn delegation_server(records: Arc<Mutex<Option<Vec<(String, String)>>>>) -> SocketAddr {
+/// (path suffix, JSON answer) pairs; `None` makes the service answer 500.
+type Records = Arc<Mutex<Option<Vec<(String, String)>>>>;
+
+/// A delegation service whose answers the test controls.
+async fn delegation_server(records: Records) -> SocketAddr {
     use http_body_util::Full;
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
