@@ -257,5 +257,81 @@ fn saml_acs(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, minting, protected_path, saml_acs);
+/// Policy evaluation on every request: `decide` for a volunteer opening a client's file
+/// on the example's pension-file route (delegation prefetched, as from a warm cache), and
+/// an operator on the applications route.
+fn policy(c: &mut Criterion) {
+    use varco::config::Config;
+    use varco::identity::{Date, Level, Method, Role};
+    use varco::policy::{DelegationRecord, Prefetched, RequestFacts, decide, delegation_needed};
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/patronato.example.toml"
+    ))
+    .unwrap();
+    let mut replaced = text.clone();
+    for p in [
+        "/etc/varco/tls/chain.pem",
+        "/etc/varco/tls/key.pem",
+        "/etc/varco/keys/2026-11.pem",
+        "/etc/varco/patronato/ruoli.csv",
+        "/etc/varco/patronato/deleghe.csv",
+        "/etc/varco/inps-ca.pem",
+    ] {
+        let f = dir.path().join(p.rsplit('/').next().unwrap());
+        std::fs::write(&f, "x").unwrap();
+        replaced = replaced.replace(p, &f.display().to_string());
+    }
+    let cfg = Config::from_toml("patronato", &replaced).unwrap();
+    let fascicolo = cfg.route[0].policy.as_ref().unwrap().compile().unwrap();
+    let domande = cfg.route[1].policy.as_ref().unwrap().compile().unwrap();
+    let mut volunteer = identity();
+    volunteer.roles = vec![Role("volontario".into())];
+    volunteer.patronato = Some("P1".into());
+    volunteer.level = Level::SpidL2;
+    volunteer.method = Method::Spid;
+    let mut operator = volunteer.clone();
+    operator.roles = vec![Role("operatore".into())];
+    let headers = HeaderMap::new();
+    let path = "/fascicolo/RSSMRA80A01H501U/estratto-contributivo";
+    let facts = RequestFacts {
+        method: &http::Method::GET,
+        path,
+        query: None,
+        headers: &headers,
+        today: Date::new(2026, 11, 28).unwrap(),
+    };
+    let record = DelegationRecord {
+        valid_from: Date::new(2025, 1, 1).unwrap(),
+        valid_to: None,
+        revoked: false,
+    };
+    c.bench_function("policy/decide_volunteer_with_delegation", |b| {
+        b.iter(|| {
+            let key = delegation_needed(&fascicolo, &volunteer, &facts);
+            let lookups = Prefetched {
+                key,
+                answer: Ok(Some(record.clone())),
+            };
+            decide(&fascicolo, &volunteer, &facts, &lookups)
+        })
+    });
+    let post = RequestFacts {
+        method: &http::Method::POST,
+        path: "/domande/nuova",
+        ..facts
+    };
+    c.bench_function("policy/decide_operator_application", |b| {
+        b.iter(|| {
+            let lookups = Prefetched {
+                key: None,
+                answer: Ok(None),
+            };
+            decide(&domande, &operator, &post, &lookups)
+        })
+    });
+}
+
+criterion_group!(benches, bench, minting, protected_path, saml_acs, policy);
 criterion_main!(benches);

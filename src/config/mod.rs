@@ -817,6 +817,34 @@ mod example_tests {
         assert_eq!(cfg.route.len(), 1);
     }
 
+    /// The patronato example: every route of issue 5, valid once its files exist.
+    #[test]
+    fn the_patronato_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/patronato.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut replaced = text.clone();
+        for p in [
+            "/etc/varco/tls/chain.pem",
+            "/etc/varco/tls/key.pem",
+            "/etc/varco/keys/2026-11.pem",
+            "/etc/varco/patronato/ruoli.csv",
+            "/etc/varco/patronato/deleghe.csv",
+            "/etc/varco/inps-ca.pem",
+        ] {
+            let f = dir.path().join(p.rsplit('/').next().unwrap());
+            std::fs::write(&f, "x").unwrap();
+            replaced = replaced.replace(p, &f.display().to_string());
+        }
+        let cfg = Config::from_toml("patronato", &replaced).unwrap();
+        assert_eq!(cfg.route.len(), 5);
+        for r in &cfg.route {
+            if let Some(p) = &r.policy {
+                p.compile().unwrap();
+            }
+        }
+    }
+
     /// The commented `[saml]` block of the example, uncommented with real files, is a
     /// valid configuration: every documented key exists.
     #[test]
