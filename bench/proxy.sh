@@ -114,7 +114,24 @@ url = "http://127.0.0.1:$UP_PORT"
 path = "/"
 upstream = "echo"
 public = false
+# The delegation case: a volunteer opening a client's file (policy + delegation lookup).
+[directory]
+delegations_file = "$OUT/deleghe.csv"
+[[route]]
+path = "/fascicolo"
+upstream = "echo"
+public = false
+[route.policy]
+min_level = "SpidL2"
+roles = ["operatore", "volontario"]
+[[route.policy.rule]]
+role = "volontario"
+effect = "allow"
+http_methods = ["GET", "HEAD"]
+[route.policy.delegation]
+path = "/fascicolo/{assistito}/**"
 TOML
+printf 'patronato,assistito,valid_from,valid_to,revoked\npatronato-demo,RSSMRA80A01H501U,2025-01-01,,false\n' > "$OUT/deleghe.csv"
 "$VARCO" demo --config "$OUT/protected.toml" --certs-dir "$OUT/certs" > "$OUT/protected.log" 2>&1 &
 pids+=($!)
 
@@ -128,8 +145,8 @@ done
 # wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
-run() { # name port [header]
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency ${3:+-H "$3"} "http://127.0.0.1:$2$PATH_UNDER_TEST" > "$OUT/$1.wrk"
+run() { # name port [header] [path]
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency ${3:+-H "$3"} "http://127.0.0.1:$2${4:-$PATH_UNDER_TEST}" > "$OUT/$1.wrk"
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$1.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$OUT/$1.wrk" | to_ms)
   p99=$(awk '$1=="99%" {print $2}' "$OUT/$1.wrk" | to_ms)
@@ -140,18 +157,24 @@ run() { # name port [header]
 
 for _ in $(seq 100); do
   COOKIE=$(curl -s -o /dev/null -D - -d 'user=operatore&return=/' "http://127.0.0.1:$PROTECTED_PORT/_varco/dev-login" 2>/dev/null \
-    | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')
+    | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}') || true
   [ -n "$COOKIE" ] && break
   sleep 0.1
 done
 [ -n "$COOKIE" ] || { echo "could not log in to the protected gateway"; cat "$OUT/protected.log"; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$PROTECTED_PORT$PATH_UNDER_TEST")
 [ "$code" = 200 ] || { echo "protected route answered $code"; exit 1; }
+VOLUNTEER=$(curl -s -o /dev/null -D - -d 'user=volontario&return=/' "http://127.0.0.1:$PROTECTED_PORT/_varco/dev-login" \
+  | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2}')
+DELEGATED_PATH=/fascicolo/RSSMRA80A01H501U/estratto
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $VOLUNTEER" "http://127.0.0.1:$PROTECTED_PORT$DELEGATED_PATH")
+[ "$code" = 200 ] || { echo "delegated route answered $code"; cat "$OUT/protected.log"; exit 1; }
 
 echo "== whole-proxy benchmark: wrk -t$THREADS -c$CONNS -d$DURATION, GET $PATH_UNDER_TEST, $(nproc) cores"
 run nginx "$NGINX_PORT"
 run varco "$VARCO_PORT"
 run protected "$PROTECTED_PORT" "Cookie: $COOKIE"
+run delegated "$PROTECTED_PORT" "Cookie: $VOLUNTEER" "$DELEGATED_PATH"
 ratio() { # label rps p50 p99
   awk -v label="$1" -v vr="$2" -v nr="$nginx_rps" -v v50="$3" -v n50="$nginx_p50" -v v99="$4" -v n99="$nginx_p99" 'BEGIN {
     printf "ratio %s/nginx: throughput %.2fx   p50 %.2fx   p99 %.2fx\n", label, vr/nr, v50/n50, v99/n99
@@ -159,3 +182,4 @@ ratio() { # label rps p50 p99
 }
 ratio "varco(public)" "$varco_rps" "$varco_p50" "$varco_p99"
 ratio "varco(protected,$PROTECTED_ALG)" "$protected_rps" "$protected_p50" "$protected_p99"
+ratio "varco(delegation,$PROTECTED_ALG)" "$delegated_rps" "$delegated_p50" "$delegated_p99"

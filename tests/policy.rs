@@ -73,6 +73,13 @@ roles = ["operatore"]
 path = "/programmi"
 upstream = "app"
 public = true
+
+[[route]]
+path = "/riservato"
+upstream = "app"
+public = false
+[route.policy]
+min_level = "SpidL3"
 "#
     )
 }
@@ -234,6 +241,29 @@ async fn roles_and_delegations_from_files_decide_each_request() {
         assert!(Instant::now() < deadline, "{}", gw.logs().join("\n"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Below the route's level: browsers log in again at it, APIs get 401 naming it.
+    let r = request(
+        "GET",
+        &gw.url("/riservato/x"),
+        &[("cookie", &op), ("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    assert!(
+        r.headers["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("&level=SpidL3")
+    );
+    let r = as_user(&gw, &op, "GET", "/riservato/x").await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("level=SpidL3")
+    );
     // A public route needs nothing.
     let r = request("GET", &gw.url("/programmi/x"), &[], "").await;
     assert_eq!(r.status, 200);
