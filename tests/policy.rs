@@ -405,3 +405,48 @@ negative_ttl = "1s"
     );
     assert!(metrics.contains("outcome=\"hit\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_from_an_http_directory_are_cached_and_its_outage_is_a_503() {
+    let up = upstreams::echo().await;
+    let records: Records = Arc::new(Mutex::new(Some(vec![(
+        format!("/ruoli/{}", operator()),
+        r#"[{"role": "operatore", "patronato": "P1", "valid_from": "2020-01-01"}]"#.to_string(),
+    )])));
+    let server = delegation_server(records.clone()).await;
+    let directory = format!(
+        r#"
+[directory]
+roles_url = "http://{server}/ruoli/{{fiscal_code}}"
+delegations_file = "@DIR@/deleghe.csv"
+cache_ttl = "1s"
+negative_ttl = "1s"
+"#
+    );
+    let gw = Gateway::start_with(
+        &config(up, &directory),
+        &[("deleghe.csv", &deleghe_csv(""))],
+    );
+    let op = login(&gw, "operatore").await;
+    // The directory, not the development login, says who is an operator.
+    assert_eq!(
+        as_user(&gw, &op, "POST", "/domande/nuova").await.status,
+        200
+    );
+    let vol = login(&gw, "volontario").await;
+    let r = as_user(&gw, &vol, "GET", "/domande/nuova").await;
+    assert_eq!((r.status, code(&r)), (403, "role_not_allowed".into()));
+    // The directory changes: after the cache entry expires the role is gone.
+    *records.lock().unwrap() = Some(Vec::new());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = as_user(&gw, &op, "POST", "/domande/nuova").await;
+    assert_eq!((r.status, code(&r)), (403, "role_not_allowed".into()));
+    // Down: 503, never an allow.
+    *records.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = as_user(&gw, &op, "POST", "/domande/nuova").await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (503, "authorization_source_unavailable".into())
+    );
+}

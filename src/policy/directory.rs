@@ -21,7 +21,8 @@ use crate::identity::{Date, FiscalCode};
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// CSV `fiscal_code,role,patronato,valid_from,valid_to` (dates `YYYY-MM-DD`, `valid_to`
-    /// may be empty); lines starting with `#` are comments.
+    /// may be empty; lines starting with `#` are comments), or a `.toml` file of
+    /// `[[grant]]` tables with the same keys.
     #[serde(default)]
     pub roles_file: Option<PathBuf>,
     /// `GET <url with {fiscal_code}>` → JSON `[{"role", "patronato", "valid_from", "valid_to"}]`.
@@ -160,6 +161,51 @@ pub fn parse_roles_csv(file: &str, text: &str) -> Result<RoleTable, CsvError> {
             });
     }
     Ok(out)
+}
+
+#[derive(Deserialize)]
+struct RolesToml {
+    #[serde(default)]
+    grant: Vec<GrantToml>,
+}
+
+#[derive(Deserialize)]
+struct GrantToml {
+    fiscal_code: String,
+    #[serde(flatten)]
+    grant: RoleGrant,
+}
+
+/// Parses a roles file in TOML: `[[grant]]` tables with `fiscal_code`, `role`,
+/// `patronato`, `valid_from`, optional `valid_to`.
+pub fn parse_roles_toml(file: &str, text: &str) -> Result<RoleTable, CsvError> {
+    let err = |reason| CsvError {
+        file: file.to_string(),
+        line: 0,
+        reason,
+    };
+    let parsed: RolesToml = ::config::Config::builder()
+        .add_source(::config::File::from_str(text, ::config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|_| err("not a [[grant]] TOML file (fiscal_code, role, patronato, valid_from)"))?;
+    let mut out: RoleTable = HashMap::new();
+    for g in parsed.grant {
+        let code = FiscalCode::parse(&g.fiscal_code).map_err(|_| err("not a valid fiscal code"))?;
+        out.entry(code.as_str().to_string())
+            .or_default()
+            .push(g.grant);
+    }
+    Ok(out)
+}
+
+/// The roles file's parser by extension: `.toml` or CSV.
+pub fn parse_roles_file(file: &str, text: &str) -> Result<RoleTable, CsvError> {
+    if file.ends_with(".toml") {
+        parse_roles_toml(file, text)
+    } else {
+        parse_roles_csv(file, text)
+    }
 }
 
 /// Parses the delegations CSV. A header line (`patronato,...`) is skipped.
@@ -306,7 +352,7 @@ impl Directory {
     /// Loads the configured files (a bad file stops the start, naming the line).
     pub fn load(cfg: &DirectoryConfig, metrics: DirectoryMetrics) -> Result<Directory, String> {
         let roles = match (&cfg.roles_file, &cfg.roles_url) {
-            (Some(p), None) => Source::File(FileSource::load(p.clone(), parse_roles_csv)?),
+            (Some(p), None) => Source::File(FileSource::load(p.clone(), parse_roles_file)?),
             (None, Some(u)) => Source::Http(u.clone()),
             (None, None) => Source::None,
             _ => return Err("directory: roles_file or roles_url, not both".into()),
@@ -539,5 +585,12 @@ mod tests {
         .unwrap();
         assert!(!d[&("P1".to_string(), "RSSMRA80A01H501U".to_string())].revoked);
         assert!(parse_delegations_csv("d.csv", "P1,RSSMRA80A01H501U,2025-01-01,,maybe\n").is_err());
+        let toml = format!(
+            "[[grant]]\nfiscal_code = \"{op}\"\nrole = \"operatore\"\npatronato = \"P1\"\nvalid_from = \"2020-01-01\"\n\
+             [[grant]]\nfiscal_code = \"{op}\"\nrole = \"volontario\"\npatronato = \"P2\"\nvalid_from = \"2020-01-01\"\nvalid_to = \"2021-01-01\"\n"
+        );
+        let t = parse_roles_file("ruoli.toml", &toml).unwrap();
+        assert_eq!(t[&op], roles[&op]);
+        assert!(parse_roles_file("ruoli.toml", "[[grant]]\nrole = 1\n").is_err());
     }
 }
