@@ -61,13 +61,20 @@ pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
     let status = err.status();
     let (it, en) = err.user_message();
     if json {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": err.code(),
             "status": status.as_u16(),
             "message": en,
             "messaggio": it,
             "request_id": request_id,
         });
+        // API clients learn where to log in and, for a step-up, the level required.
+        if let GatewayError::LoginRequired { login_url } = err {
+            body["login_url"] = serde_json::Value::from(login_url.as_str());
+            if let Some(level) = login_url.split("level=").nth(1) {
+                body["required_level"] = serde_json::Value::from(level);
+            }
+        }
         return Page {
             status,
             content_type: HeaderValue::from_static("application/json"),

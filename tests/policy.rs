@@ -258,6 +258,7 @@ async fn roles_and_delegations_from_files_decide_each_request() {
     );
     let r = as_user(&gw, &op, "GET", "/riservato/x").await;
     assert_eq!(r.status, 401);
+    assert_eq!(r.json()["required_level"], "SpidL3");
     assert!(
         r.headers["www-authenticate"]
             .to_str()

@@ -128,6 +128,10 @@ pub struct ServerConfig {
     pub tunnel_max_lifetime: Duration,
     /// Peers allowed to read `<reserved_prefix>metrics`.
     pub metrics_allow: Vec<IpNet>,
+    /// Route prefixes match ignoring ASCII case. Set it in front of a case-insensitive
+    /// backend (IIS, some Java containers): otherwise `/DOMANDE/x` would not be under a
+    /// `/domande` route and could fall to a less protected one (a catch-all `/`).
+    pub case_insensitive_paths: bool,
 }
 
 impl Default for ServerConfig {
@@ -151,6 +155,7 @@ impl Default for ServerConfig {
                 .iter()
                 .filter_map(|n| n.parse().ok())
                 .collect(),
+            case_insensitive_paths: false,
         }
     }
 }

@@ -88,18 +88,28 @@ pub fn check_host_pattern(host: &str) -> Result<(), String> {
 pub struct RouteTable {
     /// Sorted by (host rank is computed per lookup) path length, longest first.
     routes: Vec<(HostPattern, Arc<Route>)>,
+    /// `server.case_insensitive_paths`.
+    fold_case: bool,
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
     if prefix == "/" {
         return true;
     }
     // A segment ends at `/` or at a path parameter (`/admin;x/users` is under `/admin`,
     // as Java servlet containers read it).
     let p = prefix.trim_end_matches('/');
-    path == p
+    let head_matches = |n: usize| {
+        let head = &path.as_bytes()[..n];
+        if fold_case {
+            head.eq_ignore_ascii_case(p.as_bytes())
+        } else {
+            head == p.as_bytes()
+        }
+    };
+    (path.len() == p.len() && head_matches(p.len()))
         || (path.len() > p.len()
-            && path.starts_with(p)
+            && head_matches(p.len())
             && matches!(path.as_bytes()[p.len()], b'/' | b';'))
 }
 
@@ -124,7 +134,10 @@ impl RouteTable {
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            fold_case: cfg.server.case_insensitive_paths,
+        }
     }
 
     /// The route for `host` (lower-case, no port) and a normalized `path`, if any.
@@ -135,7 +148,7 @@ impl RouteTable {
             if rank == 0 || best.is_some_and(|(r, _)| r >= rank) {
                 continue;
             }
-            if prefix_matches(&route.prefix, path) {
+            if prefix_matches(&route.prefix, path, self.fold_case) {
                 // Routes are sorted longest prefix first: the first match at a rank is the
                 // longest at that rank; only a more specific host can still win.
                 best = Some((rank, route));
@@ -221,6 +234,17 @@ mod tests {
             ));
         }
         RouteTable::new(&Config::from_toml("t", &text).unwrap())
+    }
+
+    #[test]
+    fn case_insensitive_paths_keep_a_case_variant_under_its_route() {
+        let mut t = table(&[("*", "/", "a"), ("*", "/domande", "b")]);
+        assert_eq!(up(&t, "h", "/DOMANDE/nuova"), Some("a".into()));
+        t.fold_case = true;
+        for p in ["/DOMANDE/nuova", "/Domande", "/domande;x/y", "/dOmAnDe/"] {
+            assert_eq!(up(&t, "h", p), Some("b".into()), "{p}");
+        }
+        assert_eq!(up(&t, "h", "/domandex"), Some("a".into()));
     }
 
     fn up(t: &RouteTable, host: &str, path: &str) -> Option<String> {
