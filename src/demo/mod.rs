@@ -60,7 +60,36 @@ pub async fn spawn_dev_idp(
     .await?;
     let file = certs_dir.join("dev-idp-metadata.xml");
     std::fs::write(&file, &spawned.metadata)?;
+    write_directory(certs_dir)?;
     Ok((spawned.addr, file))
+}
+
+/// The demo's systems of record: the operator and the volunteer belong to
+/// `patronato-demo`; the citizen (Mario Rossi) has delegated that patronato.
+fn write_directory(dir: &Path) -> std::io::Result<()> {
+    let users = users::test_users();
+    let code = |key: &str| {
+        users
+            .iter()
+            .find(|u| u.key == key)
+            .map(|u| u.identity.subject.as_str().to_string())
+            .unwrap_or_default()
+    };
+    std::fs::write(
+        dir.join("demo-ruoli.csv"),
+        format!(
+            "fiscal_code,role,patronato,valid_from,valid_to\n{},operatore,patronato-demo,2020-01-01,\n{},volontario,patronato-demo,2020-01-01,\n",
+            code("operatore"),
+            code("volontario")
+        ),
+    )?;
+    std::fs::write(
+        dir.join("demo-deleghe.csv"),
+        format!(
+            "patronato,assistito,valid_from,valid_to,revoked\npatronato-demo,{},2025-01-01,,false\n",
+            code("cittadino")
+        ),
+    )
 }
 
 /// The demo configuration, with the echo upstream's address, the TLS and SAML files and
@@ -78,6 +107,10 @@ pub fn demo_config(
         .replace("@SAML_CERT@", &toml_path(&saml.sp_cert))
         .replace("@SAML_KEY@", &toml_path(&saml.sp_key))
         .replace("@IDP_METADATA@", &toml_path(idp_metadata))
+        .replace(
+            "@DIRECTORY@",
+            &toml_path(idp_metadata.parent().unwrap_or(Path::new("."))),
+        )
         .replace("@ECHO@", &echo.to_string())
         .replace("@CERT@", &toml_path(&tls.cert))
         .replace("@KEY@", &toml_path(&tls.key));
