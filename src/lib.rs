@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod assertion;
+pub mod cns;
 pub mod config;
 pub mod demo;
 pub mod error;

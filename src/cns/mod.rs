@@ -1,0 +1,177 @@
+//! CNS (Carta Nazionale dei Servizi) smart-card certificates (issue 6, groundwork): the
+//! pure validation of a client certificate chain into an identity. The chain must lead to
+//! a configured CA (rustls-webpki, client-auth usage, validity dates), the end-entity
+//! certificate must not be revoked by the configured CRLs (a CRL for its issuer is
+//! required when CRLs are configured), must carry one of the allowed certificate policies
+//! (CNS: 1.3.76.16.2.1), and its subject CN must be `<fiscal code>/<serial>.<hash>`: the
+//! first 16 characters are the fiscal code, checksum-validated; names from G and SN.
+//!
+//! Not wired into the request path yet: the CNS login endpoint, the header from a
+//! TLS-terminating ingress and the chooser option come with issue 6.
+
+use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use webpki::{
+    EndEntityCert, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::identity::FiscalCode;
+
+/// The CNS certificate policy.
+pub const CNS_POLICY: &str = "1.3.76.16.2.1";
+
+/// What CNS certificates are checked against.
+pub struct CnsTrust {
+    pub anchors: Vec<TrustAnchor<'static>>,
+    pub intermediates: Vec<CertificateDer<'static>>,
+    pub crls: Vec<webpki::CertRevocationList<'static>>,
+    /// Accepted certificate policy OIDs (dotted), e.g. [`CNS_POLICY`].
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CnsError {
+    #[error("no client certificate")]
+    NoCertificate,
+    #[error("the certificate cannot be read")]
+    Malformed,
+    #[error("the certificate has expired")]
+    Expired,
+    #[error("the certificate is not valid yet")]
+    NotYetValid,
+    #[error("the certificate was revoked")]
+    Revoked,
+    #[error("the revocation status of the certificate is unknown (no CRL for its issuer)")]
+    RevocationUnknown,
+    #[error("the certificate was not issued by a trusted CNS authority")]
+    UntrustedIssuer,
+    #[error("the certificate is not for client authentication")]
+    Usage,
+    #[error("the certificate chain is not valid")]
+    Chain,
+    #[error("the certificate has none of the accepted CNS policies")]
+    Policy,
+    #[error("the certificate's common name is not `fiscal code/serial.hash`")]
+    CommonName,
+    #[error("the certificate's fiscal code is not valid")]
+    FiscalCode,
+}
+
+/// Who a valid CNS certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnsIdentity {
+    pub subject: FiscalCode,
+    pub given_name: String,
+    pub family_name: String,
+}
+
+impl CnsTrust {
+    /// Builds the trust from DER CA certificates and DER CRLs.
+    pub fn new(
+        ca_der: &[CertificateDer<'_>],
+        intermediates: Vec<CertificateDer<'static>>,
+        crl_der: &[Vec<u8>],
+        policies: Vec<String>,
+    ) -> Result<CnsTrust, CnsError> {
+        let anchors = ca_der
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|_| CnsError::Malformed)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let crls = crl_der
+            .iter()
+            .map(|d| {
+                OwnedCertRevocationList::from_der(d)
+                    .map(webpki::CertRevocationList::from)
+                    .map_err(|_| CnsError::Malformed)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CnsTrust {
+            anchors,
+            intermediates,
+            crls,
+            policies,
+        })
+    }
+}
+
+fn map_webpki(e: webpki::Error) -> CnsError {
+    use webpki::Error::*;
+    match e {
+        CertExpired { .. } => CnsError::Expired,
+        CertNotValidYet { .. } => CnsError::NotYetValid,
+        CertRevoked => CnsError::Revoked,
+        UnknownRevocationStatus => CnsError::RevocationUnknown,
+        UnknownIssuer => CnsError::UntrustedIssuer,
+        RequiredEkuNotFoundContext(_) => CnsError::Usage,
+        _ => CnsError::Chain,
+    }
+}
+
+/// Validates a client certificate chain (end entity first) at `now`.
+pub fn validate(
+    chain: &[CertificateDer<'_>],
+    trust: &CnsTrust,
+    now: UnixTime,
+) -> Result<CnsIdentity, CnsError> {
+    let (ee_der, presented) = chain.split_first().ok_or(CnsError::NoCertificate)?;
+    let ee = EndEntityCert::try_from(ee_der).map_err(|_| CnsError::Malformed)?;
+    let mut intermediates: Vec<CertificateDer<'_>> = presented.to_vec();
+    intermediates.extend(trust.intermediates.iter().cloned());
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
+    let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+        b.with_depth(RevocationCheckDepth::EndEntity)
+            .with_status_policy(UnknownStatusPolicy::Deny)
+            .build()
+    });
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &trust.anchors,
+        &intermediates,
+        now,
+        KeyUsage::client_auth(),
+        revocation,
+        None,
+    )
+    .map_err(map_webpki)?;
+
+    let (_, cert) = X509Certificate::from_der(ee_der).map_err(|_| CnsError::Malformed)?;
+    let has_policy = cert
+        .extensions()
+        .iter()
+        .any(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::CertificatePolicies(p) => p.iter().any(|i| {
+                let oid = i.policy_id.to_id_string();
+                trust.policies.contains(&oid)
+            }),
+            _ => false,
+        });
+    if !has_policy {
+        return Err(CnsError::Policy);
+    }
+    let attr = |oid: &str| {
+        cert.subject()
+            .iter_attributes()
+            .find(|a| a.attr_type().to_id_string() == oid)
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_string)
+    };
+    let cn = attr("2.5.4.3").ok_or(CnsError::CommonName)?;
+    let (code, rest) = cn.split_once('/').ok_or(CnsError::CommonName)?;
+    if code.len() != 16 || rest.is_empty() {
+        return Err(CnsError::CommonName);
+    }
+    let subject = FiscalCode::parse(code).map_err(|_| CnsError::FiscalCode)?;
+    Ok(CnsIdentity {
+        subject,
+        given_name: attr("2.5.4.42").unwrap_or_default(),
+        family_name: attr("2.5.4.4").unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
