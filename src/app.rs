@@ -61,6 +61,23 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         spawn_metadata_refresh(sp.clone(), metrics.clone());
         services.saml = Some(sp);
     }
+    if let Some(c) = &cfg.cns {
+        let cas = crate::server::tls::load_certs(&c.ca)
+            .map_err(|e| StartError::Directory(format!("cns.ca: {e}")))?;
+        let mut crls = Vec::new();
+        for p in &c.crls {
+            use rustls::pki_types::pem::PemObject as _;
+            let der = match rustls::pki_types::CertificateRevocationListDer::from_pem_file(p) {
+                Ok(d) => d.to_vec(),
+                Err(_) => std::fs::read(p)
+                    .map_err(|e| StartError::Directory(format!("cns.crls {}: {e}", p.display())))?,
+            };
+            crls.push(der);
+        }
+        let trust = crate::cns::CnsTrust::new(&cas, Vec::new(), &crls, c.policies.clone())
+            .map_err(|e| StartError::Directory(format!("cns: {e}")))?;
+        services.cns = Some(Arc::new(trust));
+    }
     if let Some(dcfg) = &cfg.directory {
         let dir = Arc::new(
             crate::policy::directory::Directory::load(

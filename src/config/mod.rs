@@ -92,6 +92,32 @@ pub struct Config {
     /// Where roles and delegations come from (see `policy::directory`).
     #[serde(default)]
     pub directory: Option<crate::policy::directory::DirectoryConfig>,
+    /// CNS smart-card login (see `cns`).
+    #[serde(default)]
+    pub cns: Option<CnsConfig>,
+}
+
+/// `[cns]`: which authorities issue CNS cards, their CRLs, the accepted policies, and the
+/// level a CNS login gets. A TLS listener must request client certificates (`client_ca`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnsConfig {
+    /// PEM bundle of the CNS certification authorities (e.g. AgID's list).
+    pub ca: PathBuf,
+    /// CRLs (PEM or DER files); when given, a card whose issuer has no CRL is refused.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    #[serde(default = "default_cns_policies")]
+    pub policies: Vec<String>,
+    #[serde(default = "default_cns_level")]
+    pub level: crate::identity::Level,
+}
+
+fn default_cns_policies() -> Vec<String> {
+    vec![crate::cns::CNS_POLICY.to_string()]
+}
+fn default_cns_level() -> crate::identity::Level {
+    crate::identity::Level::SpidL2
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -553,6 +579,28 @@ impl Config {
         }
         if let Some(saml) = &self.saml {
             saml.validate(&mut bad);
+        }
+        if let Some(c) = &self.cns {
+            for (k, p) in std::iter::once(("ca".to_string(), &c.ca)).chain(
+                c.crls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("crls[{i}]"), p)),
+            ) {
+                if !p.is_file() {
+                    bad(format!("cns.{k}"), format!("{} is not a file", p.display()));
+                }
+            }
+            let requests_certs = s
+                .listener
+                .iter()
+                .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+            if !requests_certs {
+                bad(
+                    "cns".into(),
+                    "a TLS listener must request client certificates (tls.client_ca)".into(),
+                );
+            }
         }
         if let Some(d) = &self.directory {
             for (k, p) in [

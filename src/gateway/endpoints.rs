@@ -54,6 +54,7 @@ impl Gateway {
         req: Request<Incoming>,
         path: &str,
         ex: &Exchange,
+        conn: &crate::server::ConnInfo,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let p = &self.paths;
         if path == p.health {
@@ -88,6 +89,8 @@ impl Gateway {
             self.dev_login(req).await
         } else if path == p.logout {
             self.logout(&req).await
+        } else if path == p.cns_login && self.services.cns.is_some() {
+            self.cns_login(req, conn).await
         } else if let Some(rest) = path.strip_prefix(p.saml.as_str()) {
             self.saml_endpoint(req, rest).await
         } else {
@@ -165,6 +168,19 @@ impl Gateway {
                 choices: cie,
             });
         }
+        if self.services.cns.is_some() {
+            sections.push(LoginSection {
+                title_it: "Carta Nazionale dei Servizi",
+                title_en: "National Services Card",
+                choices: vec![LoginChoice {
+                    action: &self.paths.cns_login,
+                    fields: vec![("return", return_to.as_str())],
+                    label_it: "Entra con CNS (inserisci la carta nel lettore)",
+                    label_en: "Log in with CNS (insert the card in the reader)",
+                    logo: None,
+                }],
+            });
+        }
         let dev: Vec<LoginChoice<'_>> = self
             .demo_users
             .as_deref()
@@ -207,6 +223,130 @@ impl Gateway {
                 "default-src 'none'; style-src 'unsafe-inline'; img-src https:; form-action 'self' https:; frame-ancestors 'none'"
             }),
         );
+        Ok(resp)
+    }
+
+    /// CNS login: the client certificate of this TLS connection, validated as a CNS card
+    /// (chain, CRL, policy, fiscal code), becomes a session at the configured level.
+    async fn cns_login(
+        &self,
+        req: Request<Incoming>,
+        conn: &crate::server::ConnInfo,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        use crate::cns::CnsError;
+        use crate::error::LoginFailure;
+        if !matches!(*req.method(), Method::GET | Method::POST) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let trust = self.services.cns.as_deref().ok_or(GatewayError::NoRoute)?;
+        let chain: &[rustls::pki_types::CertificateDer<'static>] =
+            conn.client_chain.as_deref().unwrap_or(&[]);
+        let now = self.services.clock.now();
+        let result = crate::cns::validate(
+            chain,
+            trust,
+            rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
+        );
+        let card = match result {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(target: "varco::audit", event = "cns_login_refused", reason = %e, "CNS login refused");
+                let failure = match e {
+                    CnsError::NoCertificate => LoginFailure {
+                        status: StatusCode::UNAUTHORIZED,
+                        code: "cns_no_certificate",
+                        it: "Nessuna carta letta: inserisci la CNS nel lettore e riprova.",
+                        en: "No card was read: insert your CNS in the reader and try again.",
+                    },
+                    CnsError::Revoked | CnsError::Expired | CnsError::NotYetValid => LoginFailure {
+                        status: StatusCode::FORBIDDEN,
+                        code: "cns_certificate_not_valid",
+                        it: "Il certificato della carta è scaduto o revocato.",
+                        en: "The card's certificate has expired or was revoked.",
+                    },
+                    _ => LoginFailure {
+                        status: StatusCode::FORBIDDEN,
+                        code: "cns_not_accepted",
+                        it: "La carta non è una CNS accettata da questo servizio.",
+                        en: "The card is not a CNS this service accepts.",
+                    },
+                };
+                return Err(GatewayError::LoginRefused(failure));
+            }
+        };
+        let reserved = &self.cfg.server.reserved_prefix;
+        let old = self.cookie.read(req.headers());
+        // `return` from the query (GET) or the chooser's form (POST).
+        let return_to = if req.method() == Method::POST {
+            let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
+                .collect()
+                .await
+                .map_err(|_| GatewayError::BadForm)?
+                .to_bytes();
+            form_urlencoded::parse(&body)
+                .find(|(k, _)| k == "return")
+                .and_then(|(_, v)| safe_return(&v, reserved))
+        } else {
+            return_param(req.uri().query(), reserved)
+        }
+        .unwrap_or_else(|| "/".into());
+        let mut identity = crate::identity::Identity {
+            subject: card.subject,
+            given_name: card.given_name,
+            family_name: card.family_name,
+            level: self
+                .cfg
+                .cns
+                .as_ref()
+                .map_or(crate::identity::Level::SpidL2, |c| c.level),
+            method: crate::identity::Method::Cns,
+            idp: "cns".into(),
+            roles: Vec::new(),
+            patronato: None,
+            auth_time: now,
+            extra: Default::default(),
+        };
+        if let Some(dir) = self.services.directory.as_deref().filter(|d| d.has_roles()) {
+            let today = crate::identity::Date::from_days_since_epoch(
+                i64::try_from(now / 86_400).unwrap_or(0),
+            );
+            let grants = dir
+                .roles(&identity.subject, today)
+                .await
+                .map_err(|crate::policy::SourceDown(s)| GatewayError::SourceUnavailable(s))?;
+            let (roles, patronato) = crate::policy::directory::roles_of(&grants);
+            identity.roles = roles;
+            identity.patronato = patronato;
+        }
+        let store = &self.services.store;
+        if let Some(old) = old {
+            store
+                .delete(&old)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+        }
+        let id = SessionId::random();
+        let sid = id.hash();
+        let claims = SessionClaims::new(&self.cfg.assertion.issuer, &identity, &sid)
+            .map_err(|_| GatewayError::Minting)?;
+        tracing::info!(target: "varco::audit", event = "login", method = "cns", subject = identity.subject.as_str(), sid = %sid, "CNS login");
+        store
+            .put(
+                &id,
+                Session {
+                    identity,
+                    created: now,
+                    sid,
+                    claims: Some(claims),
+                    saml: None,
+                },
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        let mut resp = see_other(&return_to)?;
+        let cookie =
+            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
         Ok(resp)
     }
 

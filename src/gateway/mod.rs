@@ -58,6 +58,8 @@ pub struct Services {
     pub saml: Option<Arc<crate::saml::sp::ServiceProvider>>,
     /// Role and delegation sources, when `[directory]` is configured.
     pub directory: Option<Arc<crate::policy::directory::Directory>>,
+    /// CNS trust (authorities, CRLs, policies), when `[cns]` is configured.
+    pub cns: Option<Arc<crate::cns::CnsTrust>>,
 }
 
 impl Services {
@@ -79,6 +81,7 @@ impl Services {
             clock,
             saml: None,
             directory: None,
+            cns: None,
         }
     }
 }
@@ -94,6 +97,8 @@ struct Paths {
     dev_login: String,
     /// `<prefix>saml/`: login, acs, slo, metadata.
     saml: String,
+    /// `<prefix>cns/login`.
+    cns_login: String,
 }
 
 /// Names of the plain identity headers (opt-in per route).
@@ -189,6 +194,7 @@ impl Gateway {
                 logout: format!("{prefix}logout"),
                 dev_login: format!("{prefix}dev-login"),
                 saml: format!("{prefix}saml/"),
+                cns_login: format!("{prefix}cns/login"),
             },
             cookie: CookieSpec {
                 name: cfg.session.cookie_name.clone(),
@@ -386,7 +392,7 @@ impl Gateway {
         }
         if path.starts_with(&s.reserved_prefix) {
             ex.route = RouteSlot::Internal;
-            return self.internal(req, &path, ex).await;
+            return self.internal(req, &path, ex, conn).await;
         }
 
         let host_value = match req.uri().authority() {
