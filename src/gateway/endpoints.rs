@@ -318,36 +318,8 @@ impl Gateway {
             identity.roles = roles;
             identity.patronato = patronato;
         }
-        let store = &self.services.store;
-        if let Some(old) = old {
-            store
-                .delete(&old)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?;
-        }
-        let id = SessionId::random();
-        let sid = id.hash();
-        let claims = SessionClaims::new(&self.cfg.assertion.issuer, &identity, &sid)
-            .map_err(|_| GatewayError::Minting)?;
-        tracing::info!(target: "varco::audit", event = "login", method = "cns", subject = identity.subject.as_str(), sid = %sid, "CNS login");
-        store
-            .put(
-                &id,
-                Session {
-                    identity,
-                    created: now,
-                    sid,
-                    claims: Some(claims),
-                    saml: None,
-                },
-            )
+        self.start_session(identity, None, old, &return_to, "cns")
             .await
-            .map_err(|_| GatewayError::StoreUnavailable)?;
-        let mut resp = see_other(&return_to)?;
-        let cookie =
-            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
-        resp.headers_mut().insert(header::SET_COOKIE, cookie);
-        Ok(resp)
     }
 
     /// Demo mode only: log in as a test user. A new session id every time (no fixation);
@@ -384,6 +356,23 @@ impl Gateway {
             .and_then(|r| safe_return(&r, reserved))
             .unwrap_or_else(|| "/".into());
 
+        let mut identity = user.identity.clone();
+        identity.auth_time = self.services.clock.now();
+        self.start_session(identity, None, old, &return_to, "dev")
+            .await
+    }
+
+    /// Starts a new session for `identity` under a new id (no fixation), ending the
+    /// browser's previous one, audits the login, and answers 303 to `return_to` with the
+    /// cookie. Every login method ends here.
+    pub(super) async fn start_session(
+        &self,
+        identity: crate::identity::Identity,
+        saml: Option<crate::session::SamlLink>,
+        old: Option<SessionId>,
+        return_to: &str,
+        via: &'static str,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         let store = &self.services.store;
         if let Some(old) = old {
             store
@@ -391,35 +380,34 @@ impl Gateway {
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
         }
-        let now = self.services.clock.now();
         let id = SessionId::random();
         let sid = id.hash();
-        let mut identity = user.identity.clone();
-        identity.auth_time = now;
         let claims = SessionClaims::new(&self.cfg.assertion.issuer, &identity, &sid)
             .map_err(|_| GatewayError::Minting)?;
         tracing::info!(
             target: "varco::audit",
             event = "login",
-            method = "dev",
+            method = via,
+            idp = %identity.idp,
+            level = %identity.level,
             subject = identity.subject.as_str(),
             sid = %sid,
-            "development login"
+            "login"
         );
         store
             .put(
                 &id,
                 Session {
+                    created: identity.auth_time,
                     identity,
-                    created: now,
                     sid,
                     claims: Some(claims),
-                    saml: None,
+                    saml,
                 },
             )
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
-        let mut resp = see_other(&return_to)?;
+        let mut resp = see_other(return_to)?;
         let cookie =
             HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
         resp.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 
 use super::Gateway;
 use super::endpoints::{respond, see_other};
-use crate::assertion::SessionClaims;
 use crate::error::{GatewayError, LoginFailure};
 use crate::identity::Level;
 use crate::proxy::GatewayBody;
@@ -23,7 +22,7 @@ use crate::saml::redirect::{self, MessageKind};
 use crate::saml::response::{Expected, SamlError, validate_response_xml};
 use crate::saml::sp::{self, Outgoing, ServiceProvider};
 use crate::session::return_url::safe_return;
-use crate::session::{Clock, PendingLogin, SamlLink, Session, SessionId, SessionStore};
+use crate::session::{Clock, PendingLogin, SamlLink, Session, SessionStore};
 
 /// Largest ACS form body (a base64 response of at most 256 KiB, plus RelayState).
 const MAX_ACS_FORM_BYTES: usize = 400 * 1024;
@@ -354,39 +353,8 @@ impl Gateway {
             .saml_logins
             .get_or_create(&vec![("outcome".into(), "ok".into())])
             .inc();
-        let store = &self.services.store;
-        if let Some(old) = old {
-            store
-                .delete(&old)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?;
-        }
-        let id = SessionId::random();
-        let mut session = session;
-        session.sid = id.hash();
-        session.claims = Some(
-            SessionClaims::new(&self.cfg.assertion.issuer, &session.identity, &session.sid)
-                .map_err(|_| GatewayError::Minting)?,
-        );
-        tracing::info!(
-            target: "varco::audit",
-            event = "login",
-            method = session.identity.method.as_str(),
-            idp = %session.identity.idp,
-            level = %session.identity.level,
-            subject = session.identity.subject.as_str(),
-            sid = %session.sid,
-            "SAML login"
-        );
-        store
-            .put(&id, session)
+        self.start_session(session.identity, session.saml, old, &return_to, "saml")
             .await
-            .map_err(|_| GatewayError::StoreUnavailable)?;
-        let mut resp = see_other(&return_to)?;
-        let cookie =
-            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
-        resp.headers_mut().insert(header::SET_COOKIE, cookie);
-        Ok(resp)
     }
 
     /// Validates the form's response against the pending request it answers. The error
