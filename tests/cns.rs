@@ -221,3 +221,81 @@ crls = ["@DIR@/cns.crl"]
             .is_some()
     );
 }
+
+/// Behind a TLS-terminating ingress: the certificate arrives URL-encoded in a header and
+/// counts only from a trusted proxy; from anyone else it is removed (and never forwarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_header_counts_only_from_the_trusted_ingress() {
+    let up = upstreams::echo().await;
+    let ca = cns_ca();
+    let good = card(&ca, 20, 2);
+    let config = |trusted: &str| {
+        format!(
+            r#"
+mode = "demo"
+[server]
+trusted_proxies = ["{trusted}"]
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/"
+upstream = "app"
+public = true
+[cns]
+ca = "@DIR@/cns-ca.pem"
+header = "X-SSL-Client-Cert"
+"#
+        )
+    };
+    let escaped =
+        percent_encoding::utf8_percent_encode(&good.0, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let files = [("cns-ca.pem", ca.pem())];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    // From the trusted ingress (loopback here): a login.
+    let gw = Gateway::start_with(&config("127.0.0.1/32"), &files);
+    let r = common::request(
+        "GET",
+        &gw.url("/_varco/cns/login?return=%2Fapp"),
+        &[
+            ("x-ssl-client-cert", &escaped),
+            ("accept", "application/json"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    // The header never reaches an upstream.
+    let r = common::request(
+        "GET",
+        &gw.url("/app"),
+        &[
+            ("x-ssl-client-cert", &escaped),
+            ("accept", "application/json"),
+        ],
+        "",
+    )
+    .await;
+    assert!(r.echoed("x-ssl-client-cert").is_empty());
+    // From an untrusted peer: removed, so no certificate — refused with its page.
+    let gw = Gateway::start_with(&config("10.9.9.9/32"), &files);
+    let r = common::request(
+        "GET",
+        &gw.url("/_varco/cns/login?return=%2Fapp"),
+        &[
+            ("x-ssl-client-cert", &escaped),
+            ("accept", "application/json"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "cns_no_certificate");
+    assert!(r.headers.get("set-cookie").is_none());
+}

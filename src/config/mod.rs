@@ -111,6 +111,11 @@ pub struct CnsConfig {
     pub policies: Vec<String>,
     #[serde(default = "default_cns_level")]
     pub level: crate::identity::Level,
+    /// Behind an ingress that terminates TLS: the header carrying the client certificate
+    /// as URL-encoded PEM (nginx `$ssl_client_escaped_cert`), accepted only from
+    /// `server.trusted_proxies`; from anyone else it is removed.
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 fn default_cns_policies() -> Vec<String> {
@@ -595,11 +600,22 @@ impl Config {
                 .listener
                 .iter()
                 .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
-            if !requests_certs {
+            if !requests_certs && c.header.is_none() {
                 bad(
                     "cns".into(),
-                    "a TLS listener must request client certificates (tls.client_ca)".into(),
+                    "a TLS listener must request client certificates (tls.client_ca), or an ingress must pass them in cns.header".into(),
                 );
+            }
+            if let Some(h) = &c.header {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    bad("cns.header".into(), "not a header name".into());
+                }
+                if s.trusted_proxies.is_empty() {
+                    bad(
+                        "cns.header".into(),
+                        "the certificate header is only accepted from server.trusted_proxies, which is empty".into(),
+                    );
+                }
             }
         }
         if let Some(d) = &self.directory {

@@ -239,8 +239,28 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let trust = self.services.cns.as_deref().ok_or(GatewayError::NoRoute)?;
-        let chain: &[rustls::pki_types::CertificateDer<'static>] =
-            conn.client_chain.as_deref().unwrap_or(&[]);
+        // The TLS connection's certificate, or the ingress's header (only trusted peers'
+        // headers are left by the time a request gets here).
+        let from_header: Vec<rustls::pki_types::CertificateDer<'static>> =
+            match (&conn.client_chain, &self.cns_header) {
+                (None, Some(h)) => req
+                    .headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+                    .map(|pem| {
+                        use rustls::pki_types::pem::PemObject as _;
+                        rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+                            .filter_map(Result::ok)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+        let chain: &[rustls::pki_types::CertificateDer<'static>] = match &conn.client_chain {
+            Some(c) => c,
+            None => &from_header,
+        };
         let now = self.services.clock.now();
         let result = crate::cns::validate(
             chain,

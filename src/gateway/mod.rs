@@ -125,6 +125,8 @@ pub struct Gateway {
     plain: PlainHeaders,
     /// The development login's users; `Some` only in demo mode.
     demo_users: Option<Vec<TestUser>>,
+    /// `cns.header`: the client certificate from a TLS-terminating ingress.
+    cns_header: Option<HeaderName>,
     /// By route index: the route's compiled policy.
     policies: Vec<Option<crate::policy::RoutePolicy>>,
     /// By route index: the route's upstream and metrics, resolved at start-up.
@@ -175,7 +177,12 @@ impl Gateway {
             method: header_name(&format!("{id}method"))?,
             roles: header_name(&format!("{id}roles"))?,
         };
+        let cns_header = match cfg.cns.as_ref().and_then(|c| c.header.as_deref()) {
+            Some(h) => Some(header_name(&h.to_ascii_lowercase())?),
+            None => None,
+        };
         Ok(Gateway {
+            cns_header,
             policies,
             no_route_metrics: metrics.route(&Arc::from("none")),
             internal_metrics: metrics.route(&Arc::from("internal")),
@@ -328,6 +335,12 @@ impl Handler for Gateway {
         // Identity hygiene comes before anything else looks at the headers.
         self.identity_prefix.strip(req.headers_mut());
         let trusted = self.is_trusted(conn.peer.ip());
+        // A client certificate in a header counts only from the TLS-terminating ingress.
+        if let Some(h) = &self.cns_header
+            && !trusted
+        {
+            req.headers_mut().remove(h);
+        }
         let request_id = self.request_id(req.headers(), trusted);
         let mut ex = Exchange {
             start,
@@ -655,6 +668,9 @@ impl Gateway {
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         self.cookie.strip(headers);
+        if let Some(h) = &self.cns_header {
+            headers.remove(h);
+        }
         set_forwarded(
             headers,
             &ClientHop {
