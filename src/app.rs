@@ -34,10 +34,19 @@ pub struct Running {
 
 /// Builds the gateway and binds its listeners. `/readyz` answers 200 once this returns.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    start_with_clock(cfg, Arc::new(crate::session::SystemClock::default())).await
+}
+
+/// [`start`] with a given clock: tests move it forward (the PIN cutoff, a minor's 18th
+/// birthday, a telephone PIN's expiry).
+pub async fn start_with_clock(
+    cfg: Config,
+    clock: Arc<crate::session::SystemClock>,
+) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let minter = minter(&cfg)?;
-    let mut services = Services::new(&cfg, metrics.clone(), minter);
+    let mut services = Services::with_clock(&cfg, metrics.clone(), minter, clock);
     if let Some(saml_cfg) = &cfg.saml {
         let now = i64::try_from(services.clock.now_secs()).unwrap_or(i64::MAX);
         let sp = Arc::new(
@@ -97,6 +106,22 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             }
         });
         services.directory = Some(dir);
+    }
+    if let Some(pcfg) = &cfg.pin {
+        let svc = Arc::new(crate::pin::PinService::load(pcfg).map_err(StartError::Directory)?);
+        if svc.registry.is_some() {
+            let reloading = svc.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    ticker.tick().await;
+                    if let Some(r) = &reloading.registry {
+                        r.reload_files();
+                    }
+                }
+            });
+        }
+        services.pin = Some(svc);
     }
     let services = Arc::new(services);
     // One gateway per worker thread: each owns its upstream connection pools.

@@ -60,6 +60,21 @@ pub enum GatewayError {
     /// A role or delegation source did not answer: refused, never allowed.
     #[error("the {0} source is unavailable")]
     SourceUnavailable(&'static str),
+    /// A legacy PIN credential the switch-off no longer accepts here.
+    #[error("PIN login refused ({})", .0.refusal.code())]
+    PinRefused(PinRefusal),
+    /// Too many failed PIN attempts for this fiscal code or client.
+    #[error("too many failed attempts")]
+    TooManyAttempts { retry_after: u64 },
+}
+
+/// A PIN refusal: why, where to log in instead, and (for a legacy session cookie) the
+/// `Set-Cookie` that removes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRefusal {
+    pub refusal: crate::pin::Refusal,
+    pub login_url: String,
+    pub clear_cookie: Option<String>,
 }
 
 /// What the user is told about a refused login: status, a stable code, the sentences.
@@ -92,6 +107,8 @@ impl GatewayError {
             LoginRefused(f) => f.status,
             Forbidden(_) => StatusCode::FORBIDDEN,
             SourceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PinRefused(_) => StatusCode::UNAUTHORIZED,
+            TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -130,6 +147,8 @@ impl GatewayError {
             LoginRefused(f) => f.code,
             Forbidden(d) => d.code(),
             SourceUnavailable(_) => "authorization_source_unavailable",
+            PinRefused(r) => r.refusal.code(),
+            TooManyAttempts { .. } => "too_many_attempts",
         }
     }
 
@@ -195,9 +214,18 @@ impl GatewayError {
             ),
             LoginRefused(f) => (f.it, f.en),
             Forbidden(d) => d.message(),
+            SourceUnavailable("pin") => (
+                "Non è possibile verificare ora il PIN. Riprova più tardi.",
+                "The PIN cannot be checked right now. Please try again later.",
+            ),
             SourceUnavailable(_) => (
                 "Non è possibile verificare ora i permessi di accesso. Riprova più tardi.",
                 "Access rights cannot be checked right now. Please try again later.",
+            ),
+            PinRefused(r) => r.refusal.message(),
+            TooManyAttempts { .. } => (
+                "Troppi tentativi non riusciti. Riprova più tardi.",
+                "Too many failed attempts. Please try again later.",
             ),
         }
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod pages;
+pub mod pin;
 pub mod policy;
 pub mod proxy;
 pub mod routes;

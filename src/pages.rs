@@ -75,6 +75,10 @@ pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
                 body["required_level"] = serde_json::Value::from(level);
             }
         }
+        if let GatewayError::PinRefused(r) = err {
+            body["login_url"] = serde_json::Value::from(r.login_url.as_str());
+            body["accepted_methods"] = serde_json::json!(["spid", "cie", "cns"]);
+        }
         return Page {
             status,
             content_type: HeaderValue::from_static("application/json"),
@@ -92,12 +96,19 @@ pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
 <title>{title}</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
 h1{{font-size:1.5rem}}.en{{color:#555}}code{{background:#eee;padding:0 .2rem}}</style></head>\
-<body><main><h1>{title}</h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>\
+<body><main><h1>{title}</h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>{action}\
 <p><small>Codice richiesta / Request id: <code>{rid}</code></small></p></main></body></html>\n",
         title = escape_html(&title),
         it = escape_html(it),
         en = escape_html(en),
         rid = escape_html(request_id),
+        action = match err {
+            GatewayError::PinRefused(r) => format!(
+                "<p><a href=\"{}\">Accedi con SPID, CIE o CNS</a> · <a lang=\"en\" href=\"{0}\">Log in with SPID, CIE or CNS</a></p>",
+                escape_html(&r.login_url)
+            ),
+            _ => String::new(),
+        },
     );
     Page {
         status,
@@ -106,7 +117,7 @@ h1{{font-size:1.5rem}}.en{{color:#555}}code{{background:#eee;padding:0 .2rem}}</
     }
 }
 
-fn page_shell(title: &str, body: &str) -> String {
+pub(crate) fn page_shell(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

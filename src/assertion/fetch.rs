@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -47,20 +47,42 @@ pub async fn get_with(
     accept: &'static str,
     max_bytes: usize,
 ) -> Result<Bytes, FetchError> {
-    tokio::time::timeout(
+    let (status, body) = tokio::time::timeout(
         Duration::from_secs(10),
-        get_inner(url, ca, accept, max_bytes),
+        request(url, ca, accept, None, max_bytes),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout)??;
+    if !(200..300).contains(&status) {
+        return Err(FetchError::Status(status));
+    }
+    Ok(body)
+}
+
+/// POSTs a JSON `body` and returns the status and the response body (at most
+/// `max_bytes`), whatever the status. Errors never contain the body sent.
+pub async fn post_json(
+    url: &str,
+    ca: Option<&Path>,
+    body: Bytes,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<(u16, Bytes), FetchError> {
+    tokio::time::timeout(
+        timeout,
+        request(url, ca, "application/json", Some(body), max_bytes),
     )
     .await
     .map_err(|_| FetchError::Timeout)?
 }
 
-async fn get_inner(
+async fn request(
     url: &str,
     ca: Option<&Path>,
     accept: &'static str,
+    body: Option<Bytes>,
     max_bytes: usize,
-) -> Result<Bytes, FetchError> {
+) -> Result<(u16, Bytes), FetchError> {
     let uri: http::Uri = url.parse().map_err(|_| FetchError::Url)?;
     let https = match uri.scheme_str() {
         Some("https") => true,
@@ -102,9 +124,9 @@ async fn get_inner(
             .connect(name, tcp)
             .await
             .map_err(|e| FetchError::Tls(e.to_string()))?;
-        exchange(tls, &authority, &path, accept, max_bytes).await
+        exchange(tls, &authority, &path, accept, body, max_bytes).await
     } else {
-        exchange(tcp, &authority, &path, accept, max_bytes).await
+        exchange(tcp, &authority, &path, accept, body, max_bytes).await
     }
 }
 
@@ -113,8 +135,9 @@ async fn exchange<S>(
     authority: &str,
     path: &str,
     accept: &'static str,
+    body: Option<Bytes>,
     max_bytes: usize,
-) -> Result<Bytes, FetchError>
+) -> Result<(u16, Bytes), FetchError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -122,21 +145,27 @@ where
         .await
         .map_err(|e| FetchError::Http(e.to_string()))?;
     tokio::spawn(conn);
-    let req = http::Request::get(path)
+    let builder = http::Request::builder()
+        .uri(path)
         .header(http::header::HOST, authority)
-        .header(http::header::ACCEPT, accept)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| FetchError::Http(e.to_string()))?;
+        .header(http::header::ACCEPT, accept);
+    let req = match body {
+        Some(b) => builder
+            .method(http::Method::POST)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(b)),
+        None => builder.method(http::Method::GET).body(Full::new(Bytes::new())),
+    }
+    .map_err(|e| FetchError::Http(e.to_string()))?;
     let resp = send
         .send_request(req)
         .await
         .map_err(|e| FetchError::Http(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Status(resp.status().as_u16()));
-    }
-    Limited::new(resp.into_body(), max_bytes)
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), max_bytes)
         .collect()
         .await
         .map(|b| b.to_bytes())
-        .map_err(|e| FetchError::Http(e.to_string()))
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    Ok((status, body))
 }

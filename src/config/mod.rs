@@ -95,6 +95,9 @@ pub struct Config {
     /// CNS smart-card login (see `cns`).
     #[serde(default)]
     pub cns: Option<CnsConfig>,
+    /// The legacy PIN switch-off and the telephone PIN (see `pin`).
+    #[serde(default)]
+    pub pin: Option<crate::pin::PinConfig>,
 }
 
 /// `[cns]`: which authorities issue CNS cards, their CRLs, the accepted policies, and the
@@ -347,6 +350,141 @@ fn default_host() -> String {
 }
 
 impl Config {
+    /// `[pin]`: dates in order, one verifier, sane paths, dedicated routes that exist and
+    /// are protected, a registry for the categories only it knows, an authenticated
+    /// telephone-PIN verify endpoint.
+    fn validate_pin(&self, p: &crate::pin::PinConfig, bad: &mut impl FnMut(String, String)) {
+        use crate::pin::Category;
+        if p.cutoff < p.issuance_stop {
+            bad(
+                "pin.cutoff".into(),
+                "the cutoff comes before the issuance stop".into(),
+            );
+        }
+        match (&p.verifier_url, &p.verifier_file) {
+            (Some(_), Some(_)) | (None, None) => bad(
+                "pin.verifier_url".into(),
+                "exactly one of verifier_url and verifier_file".into(),
+            ),
+            (None, Some(f)) if !f.is_file() => bad(
+                "pin.verifier_file".into(),
+                format!("{} is not a file", f.display()),
+            ),
+            (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => bad(
+                "pin.verifier_url".into(),
+                "not an http(s) URL".into(),
+            ),
+            _ => {}
+        }
+        let reserved = &self.server.reserved_prefix;
+        let absolute = |key: String, path: &str, bad: &mut dyn FnMut(String, String)| {
+            let normalized = crate::routes::normalize_path(path).ok();
+            if !path.starts_with('/') || normalized.as_deref() != Some(path) {
+                bad(key, "an absolute, normalized path".into());
+            } else if path.starts_with(reserved.as_str()) {
+                bad(key, format!("under the reserved prefix {reserved}"));
+            }
+        };
+        if let Some(f) = &p.form_path {
+            absolute("pin.form_path".into(), f, bad);
+        }
+        for (i, b) in p.basic_paths.iter().enumerate() {
+            absolute(format!("pin.basic_paths[{i}]"), b, bad);
+        }
+        if p.form_fiscal_code_field.is_empty()
+            || p.form_pin_field.is_empty()
+            || p.form_fiscal_code_field == p.form_pin_field
+        {
+            bad(
+                "pin.form_pin_field".into(),
+                "two different, non-empty field names".into(),
+            );
+        }
+        if let Some(c) = &p.legacy_cookie
+            && (c.is_empty() || c == &self.session.cookie_name || !c.bytes().all(|b| b.is_ascii_graphic() && !b";=,".contains(&b)))
+        {
+            bad(
+                "pin.legacy_cookie".into(),
+                "a cookie name other than the session cookie's".into(),
+            );
+        }
+        for c in Category::ALL {
+            for (i, prefix) in p.exceptions.of(c).iter().enumerate() {
+                let key = format!("pin.exceptions.{}[{i}]", c.as_str());
+                absolute(key.clone(), prefix, bad);
+                let route = self
+                    .route
+                    .iter()
+                    .filter(|r| crate::pin::under(prefix, &r.path))
+                    .max_by_key(|r| r.path.len());
+                match route {
+                    Some(r) if r.public == Some(true) => {
+                        bad(key, "on a public route: nobody logs in there".into())
+                    }
+                    Some(r)
+                        if r.policy.as_ref().is_some_and(|pol| {
+                            !pol.methods.contains(&crate::identity::Method::Pin)
+                        }) =>
+                    {
+                        bad(
+                            key,
+                            "its route's policy does not accept pin (add \"pin\" to policy.methods)"
+                                .into(),
+                        )
+                    }
+                    Some(_) => {}
+                    None => bad(key, "no route serves this path".into()),
+                }
+            }
+            if c != Category::Minor && !p.exceptions.of(c).is_empty() && p.registry.is_none() {
+                bad(
+                    format!("pin.exceptions.{}", c.as_str()),
+                    "this category comes from pin.registry, which is not configured".into(),
+                );
+            }
+        }
+        if let Some(r) = &p.registry {
+            match (&r.file, &r.url) {
+                (Some(f), None) if !f.is_file() => bad(
+                    "pin.registry.file".into(),
+                    format!("{} is not a file", f.display()),
+                ),
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => bad(
+                    "pin.registry".into(),
+                    "exactly one of file and url".into(),
+                ),
+            }
+        }
+        let limits = &p.rate_limit;
+        if limits.max_failures_per_fiscal_code == 0
+            || limits.max_failures_per_address == 0
+            || limits.window.is_zero()
+        {
+            bad(
+                "pin.rate_limit".into(),
+                "limits and window must be above zero".into(),
+            );
+        }
+        if let Some(t) = &p.telephone {
+            if t.verify_tokens.is_empty() && t.verify_clients.is_empty() {
+                bad(
+                    "pin.telephone".into(),
+                    "the verify endpoint needs verify_tokens or verify_clients".into(),
+                );
+            }
+            if t.verify_tokens.iter().any(|k| k.len() < 32) {
+                bad(
+                    "pin.telephone.verify_tokens".into(),
+                    "each token needs at least 32 characters".into(),
+                );
+            }
+            if !(6..=16).contains(&t.digits) {
+                bad("pin.telephone.digits".into(), "between 6 and 16".into());
+            }
+        }
+    }
+
     /// Loads `file` (TOML) with `VARCO__SECTION__KEY` environment overrides, then validates.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let cfg = Self::load_unvalidated(file)?;
@@ -617,6 +755,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(p) = &self.pin {
+            self.validate_pin(p, &mut bad);
         }
         if let Some(d) = &self.directory {
             for (k, p) in [

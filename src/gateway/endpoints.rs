@@ -91,6 +91,12 @@ impl Gateway {
             self.logout(&req).await
         } else if path == p.cns_login && self.services.cns.is_some() {
             self.cns_login(req, conn).await
+        } else if path == p.pin_login && self.services.pin.is_some() {
+            self.pin_form_login(req, ex).await
+        } else if path == p.telephone_verify && self.services.pin.is_some() {
+            self.telephone_verify(req, conn).await
+        } else if path == p.telephone && self.services.pin.is_some() {
+            self.telephone_page(req, path).await
         } else if let Some(rest) = path.strip_prefix(p.saml.as_str()) {
             self.saml_endpoint(req, rest).await
         } else {
@@ -177,6 +183,26 @@ impl Gateway {
                     fields: vec![("return", return_to.as_str())],
                     label_it: "Entra con CNS (inserisci la carta nel lettore)",
                     label_en: "Log in with CNS (insert the card in the reader)",
+                    logo: None,
+                }],
+            });
+        }
+        // Until the cutoff, the legacy PIN (its form says until when).
+        let pin_open = self.services.pin.as_deref().is_some_and(|p| {
+            let today = crate::identity::Date::from_days_since_epoch(
+                i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
+            );
+            today < p.switch.cutoff
+        });
+        if pin_open {
+            sections.push(LoginSection {
+                title_it: "PIN INPS (in dismissione)",
+                title_en: "INPS PIN (being switched off)",
+                choices: vec![LoginChoice {
+                    action: &self.paths.pin_login,
+                    fields: vec![("return", return_to.as_str())],
+                    label_it: "Entra con il PIN INPS",
+                    label_en: "Log in with the INPS PIN",
                     logo: None,
                 }],
             });
@@ -338,7 +364,7 @@ impl Gateway {
             identity.roles = roles;
             identity.patronato = patronato;
         }
-        self.start_session(identity, None, old, &return_to, "cns")
+        self.start_session(identity, None, None, old, &return_to, "cns")
             .await
     }
 
@@ -378,7 +404,7 @@ impl Gateway {
 
         let mut identity = user.identity.clone();
         identity.auth_time = self.services.clock.now();
-        self.start_session(identity, None, old, &return_to, "dev")
+        self.start_session(identity, None, None, old, &return_to, "dev")
             .await
     }
 
@@ -389,6 +415,7 @@ impl Gateway {
         &self,
         identity: crate::identity::Identity,
         saml: Option<crate::session::SamlLink>,
+        pin: Option<crate::pin::PinGrant>,
         old: Option<SessionId>,
         return_to: &str,
         via: &'static str,
@@ -423,6 +450,7 @@ impl Gateway {
                     sid,
                     claims: Some(claims),
                     saml,
+                    pin,
                 },
             )
             .await

@@ -43,6 +43,7 @@ const HEADER_VALUE_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 mod endpoints;
+mod pin;
 mod saml;
 
 /// What every worker's gateway shares: metrics, the identity-header minter, the session
@@ -60,12 +61,23 @@ pub struct Services {
     pub directory: Option<Arc<crate::policy::directory::Directory>>,
     /// CNS trust (authorities, CRLs, policies), when `[cns]` is configured.
     pub cns: Option<Arc<crate::cns::CnsTrust>>,
+    /// The PIN switch-off and telephone PIN, when `[pin]` is configured.
+    pub pin: Option<Arc<crate::pin::PinService>>,
 }
 
 impl Services {
     /// Services for `cfg` with the given minter and a fresh in-memory session store.
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, minter: Option<Arc<Minter>>) -> Services {
-        let clock = Arc::new(SystemClock::default());
+        Self::with_clock(cfg, metrics, minter, Arc::new(SystemClock::default()))
+    }
+
+    /// The same with a given clock (tests move it forward).
+    pub fn with_clock(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        minter: Option<Arc<Minter>>,
+        clock: Arc<SystemClock>,
+    ) -> Services {
         let store = Arc::new(Store::Memory(MemoryStore::new(
             Limits {
                 idle: cfg.session.idle_timeout,
@@ -82,6 +94,7 @@ impl Services {
             saml: None,
             directory: None,
             cns: None,
+            pin: None,
         }
     }
 }
@@ -99,6 +112,11 @@ struct Paths {
     saml: String,
     /// `<prefix>cns/login`.
     cns_login: String,
+    /// `<prefix>pin/login`: the gateway's own PIN form.
+    pin_login: String,
+    /// `<prefix>pin-telefonico` and its `/verify`.
+    telephone: String,
+    telephone_verify: String,
 }
 
 /// Names of the plain identity headers (opt-in per route).
@@ -127,6 +145,8 @@ pub struct Gateway {
     demo_users: Option<Vec<TestUser>>,
     /// `cns.header`: the client certificate from a TLS-terminating ingress.
     cns_header: Option<HeaderName>,
+    /// `pin.legacy_cookie`, read and removed like the session cookie.
+    legacy_cookie: Option<CookieSpec>,
     /// By route index: the route's compiled policy.
     policies: Vec<Option<crate::policy::RoutePolicy>>,
     /// By route index: the route's upstream and metrics, resolved at start-up.
@@ -181,7 +201,16 @@ impl Gateway {
             Some(h) => Some(header_name(&h.to_ascii_lowercase())?),
             None => None,
         };
+        let legacy_cookie = cfg
+            .pin
+            .as_ref()
+            .and_then(|p| p.legacy_cookie.clone())
+            .map(|name| CookieSpec {
+                name,
+                secure: cfg.session.secure,
+            });
         Ok(Gateway {
+            legacy_cookie,
             cns_header,
             policies,
             no_route_metrics: metrics.route(&Arc::from("none")),
@@ -202,6 +231,9 @@ impl Gateway {
                 dev_login: format!("{prefix}dev-login"),
                 saml: format!("{prefix}saml/"),
                 cns_login: format!("{prefix}cns/login"),
+                pin_login: format!("{prefix}pin/login"),
+                telephone: format!("{prefix}pin-telefonico"),
+                telephone_verify: format!("{prefix}pin-telefonico/verify"),
             },
             cookie: CookieSpec {
                 name: cfg.session.cookie_name.clone(),
@@ -367,7 +399,7 @@ impl Handler for Gateway {
 impl Gateway {
     async fn process(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -407,6 +439,14 @@ impl Gateway {
             ex.route = RouteSlot::Internal;
             return self.internal(req, &path, ex, conn).await;
         }
+        // The legacy PIN login form, wherever ops configured it.
+        if req.method() == Method::POST
+            && let Some(p) = &self.services.pin
+            && p.cfg.form_path.as_deref() == Some(path.as_str())
+        {
+            ex.route = RouteSlot::Internal;
+            return self.pin_form_login(req, ex).await;
+        }
 
         let host_value = match req.uri().authority() {
             Some(a) => a.as_str().to_string(),
@@ -431,7 +471,22 @@ impl Gateway {
             // The level is checked here for routes without a policy; `decide` checks it
             // (with the login method) for routes with one.
             let min_level = self.cfg.route.get(route.index).and_then(|r| r.min_level);
-            let session = self.authenticate(&req, &path, min_level).await?;
+            let session = match self.authenticate(&req, &path, min_level).await {
+                Ok(s) => s,
+                // No session: legacy PIN credentials are looked at (Basic on its paths,
+                // the legacy cookie after the cutoff) before the login redirect.
+                Err(e @ GatewayError::LoginRequired { .. }) if self.services.pin.is_some() => {
+                    match self.pin_credentials(&mut req, &path, ex).await? {
+                        Some(s) => s,
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if session.identity.method == crate::identity::Method::Pin {
+                self.pin_gate(&session, policy, &req, &path, &route, ex)
+                    .await?;
+            }
             Some(match policy {
                 Some(p) => self.authorize(p, session, &req, &path, &route).await?,
                 None => session,
@@ -668,6 +723,11 @@ impl Gateway {
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         self.cookie.strip(headers);
+        if session.is_some()
+            && let Some(legacy) = &self.legacy_cookie
+        {
+            legacy.strip(headers);
+        }
         if let Some(h) = &self.cns_header {
             headers.remove(h);
         }
@@ -842,6 +902,20 @@ impl Gateway {
             return self.finish(self.login_required(login_url, &ex), ex);
         }
         let mut resp = self.page_response(&err, ex.request_id(), ex.json);
+        match &err {
+            GatewayError::PinRefused(r) => {
+                if let Some(c) = &r.clear_cookie
+                    && let Ok(v) = HeaderValue::from_str(c)
+                {
+                    resp.headers_mut().insert(header::SET_COOKIE, v);
+                }
+            }
+            GatewayError::TooManyAttempts { retry_after } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
         if err.closes_connection() && ex.version < Version::HTTP_2 {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

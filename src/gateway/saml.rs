@@ -353,7 +353,7 @@ impl Gateway {
             .saml_logins
             .get_or_create(&vec![("outcome".into(), "ok".into())])
             .inc();
-        self.start_session(session.identity, session.saml, old, &return_to, "saml")
+        self.start_session(session.identity, session.saml, None, old, &return_to, "saml")
             .await
     }
 
@@ -469,6 +469,7 @@ impl Gateway {
                 sid: String::new(),
                 claims: None,
                 saml: Some(link),
+                pin: None,
             },
             pending.return_to,
         ))

@@ -74,6 +74,45 @@ impl Date {
     }
 }
 
+impl Date {
+    /// `YYYY-MM-DD`.
+    pub fn parse_iso(s: &str) -> Option<Date> {
+        let s = s.trim();
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        Date::new(
+            s.get(0..4)?.parse().ok()?,
+            s.get(5..7)?.parse().ok()?,
+            s.get(8..10)?.parse().ok()?,
+        )
+    }
+
+    /// The date `years` later (29 February becomes 28 February in a common year).
+    pub fn plus_years(self, years: i32) -> Date {
+        let year = self.year + years;
+        Date::new(year, self.month, self.day).unwrap_or(Date {
+            year,
+            month: self.month,
+            day: days_in_month(year, self.month),
+        })
+    }
+}
+
+impl serde::Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Date::parse_iso(&s).ok_or_else(|| serde::de::Error::custom("not a YYYY-MM-DD date"))
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)

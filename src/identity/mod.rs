@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 
 pub use fiscal_code::{Date, FiscalCode, FiscalCodeError, Sex};
 
-/// SPID/CIE assurance level, ordered L1 < L2 < L3.
+/// SPID/CIE assurance level, ordered Legacy < L1 < L2 < L3. `Legacy` is the legacy INPS
+/// PIN's level: below every SPID level, so a route must opt in to accept it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Level {
+    Legacy,
     SpidL1,
     SpidL2,
     SpidL3,
@@ -22,13 +24,15 @@ impl Level {
     /// The `AuthnContextClassRef` / `acr` URI.
     pub fn uri(self) -> &'static str {
         match self {
+            Level::Legacy => LEGACY_ACR,
             Level::SpidL1 => "https://www.spid.gov.it/SpidL1",
             Level::SpidL2 => "https://www.spid.gov.it/SpidL2",
             Level::SpidL3 => "https://www.spid.gov.it/SpidL3",
         }
     }
 
-    /// Only the three SPID URIs are levels (the old `urn:oasis:...:SpidL1` form is not).
+    /// Only the three SPID URIs are levels (the old `urn:oasis:...:SpidL1` form is not);
+    /// an IdP can never assert `Legacy`.
     pub fn from_uri(uri: &str) -> Option<Level> {
         match uri {
             "https://www.spid.gov.it/SpidL1" => Some(Level::SpidL1),
@@ -39,12 +43,16 @@ impl Level {
     }
 }
 
+/// The `acr` of a legacy PIN login: not a SPID level.
+pub const LEGACY_ACR: &str = "urn:varco:acr:legacy-pin";
+
 impl std::str::FromStr for Level {
     type Err = ();
 
-    /// `SpidL1`, `SpidL2`, `SpidL3` (as in configuration and login URLs).
+    /// `Legacy`, `SpidL1`, `SpidL2`, `SpidL3` (as in configuration and login URLs).
     fn from_str(s: &str) -> Result<Level, ()> {
         match s {
+            "Legacy" => Ok(Level::Legacy),
             "SpidL1" => Ok(Level::SpidL1),
             "SpidL2" => Ok(Level::SpidL2),
             "SpidL3" => Ok(Level::SpidL3),

@@ -81,16 +81,7 @@ struct DelegationJson {
 
 /// `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Option<Date> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    Date::new(
-        s[0..4].parse().ok()?,
-        s[5..7].parse().ok()?,
-        s[8..10].parse().ok()?,
-    )
+    Date::parse_iso(s)
 }
 
 fn de_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
@@ -258,7 +249,7 @@ pub fn roles_of(grants: &[RoleGrant]) -> (Vec<crate::identity::Role>, Option<Str
 }
 
 /// A CSV file kept in memory, replaced whole when it changes and parses.
-struct FileSource<T> {
+pub(crate) struct FileSource<T> {
     path: PathBuf,
     table: RwLock<Arc<T>>,
     modified: RwLock<Option<SystemTime>>,
@@ -266,7 +257,10 @@ struct FileSource<T> {
 }
 
 impl<T> FileSource<T> {
-    fn load(path: PathBuf, parse: fn(&str, &str) -> Result<T, CsvError>) -> Result<Self, String> {
+    pub(crate) fn load(
+        path: PathBuf,
+        parse: fn(&str, &str) -> Result<T, CsvError>,
+    ) -> Result<Self, String> {
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let table = parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
@@ -279,7 +273,7 @@ impl<T> FileSource<T> {
         })
     }
 
-    fn current(&self) -> Arc<T> {
+    pub(crate) fn current(&self) -> Arc<T> {
         match self.table.read() {
             Ok(g) => Arc::clone(&g),
             Err(p) => Arc::clone(&p.into_inner()),
@@ -288,7 +282,7 @@ impl<T> FileSource<T> {
 
     /// Reloads when the file's modification time changed; a bad file keeps the old table.
     /// Returns whether a new table was installed.
-    fn reload_if_changed(&self) -> Result<bool, String> {
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, String> {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .map_err(|e| format!("{}: {e}", self.path.display()))?;

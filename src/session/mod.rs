@@ -107,6 +107,9 @@ pub struct Session {
     /// For a SAML login: what Single Logout needs.
     #[serde(default)]
     pub saml: Option<SamlLink>,
+    /// For a legacy PIN login: what the switch-off re-checks on every request.
+    #[serde(default)]
+    pub pin: Option<crate::pin::PinGrant>,
 }
 
 /// The SAML facts of a session, for Single Logout.

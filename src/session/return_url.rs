@@ -3,6 +3,9 @@
 //! `https:...`, a backslash, control characters, or any of these hidden behind
 //! percent-encoding — so the gateway can never be used as an open redirect.
 
+/// `<prefix>pin-telefonico`: a user page under the reserved prefix.
+pub const TELEPHONE_PIN_PAGE: &str = "pin-telefonico";
+
 /// The longest return URL kept.
 const MAX_LEN: usize = 2048;
 
@@ -37,7 +40,10 @@ pub fn safe_return(raw: &str, reserved_prefix: &str) -> Option<String> {
     }
     let path = raw.split(['?', '#']).next().unwrap_or(raw);
     let normalized = crate::routes::normalize_path(path).ok()?;
-    if normalized.starts_with(reserved_prefix) {
+    // The one page of the gateway's own a login may come back to.
+    if normalized.starts_with(reserved_prefix)
+        && normalized.strip_prefix(reserved_prefix) != Some(TELEPHONE_PIN_PAGE)
+    {
         return None;
     }
     Some(raw.to_string())

@@ -48,6 +48,7 @@ fn session(now: u64) -> Session {
         sid: "h".into(),
         claims: None,
         saml: None,
+        pin: None,
     }
 }
 

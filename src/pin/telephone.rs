@@ -1,0 +1,182 @@
+//! The contact-centre telephone PIN (seeds: "PIN TELEFONICO"): a user logged in with SPID,
+//! CIE or CNS generates a temporary PIN valid one day, one week, one month or three months.
+//! It is shown once; only its argon2id hash is kept, with its expiry, one per user (a new
+//! one replaces the old), revocable. The contact-centre backend checks a (fiscal code,
+//! PIN) pair through an authenticated endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::FiscalCode;
+
+/// `[pin.telephone]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelephoneConfig {
+    /// Bearer tokens the contact-centre backend presents to the verify endpoint (give them
+    /// through `VARCO__PIN__TELEPHONE__VERIFY_TOKENS` rather than in the file).
+    #[serde(default)]
+    pub verify_tokens: Vec<String>,
+    /// Or mTLS: client certificates (verified by a listener's `client_ca`) whose subject CN
+    /// or DNS name is one of these.
+    #[serde(default)]
+    pub verify_clients: Vec<String>,
+    /// Digits of a generated PIN.
+    #[serde(default = "default_digits")]
+    pub digits: usize,
+}
+
+fn default_digits() -> usize {
+    8
+}
+
+/// How long a telephone PIN is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lifetime {
+    #[serde(rename = "1d")]
+    Day,
+    #[serde(rename = "1w")]
+    Week,
+    #[serde(rename = "1m")]
+    Month,
+    #[serde(rename = "3m")]
+    ThreeMonths,
+}
+
+impl Lifetime {
+    pub const ALL: [Lifetime; 4] = [
+        Lifetime::Day,
+        Lifetime::Week,
+        Lifetime::Month,
+        Lifetime::ThreeMonths,
+    ];
+
+    /// A month is 30 days; three months 90.
+    pub fn duration(self) -> Duration {
+        const DAY: u64 = 86_400;
+        Duration::from_secs(match self {
+            Lifetime::Day => DAY,
+            Lifetime::Week => 7 * DAY,
+            Lifetime::Month => 30 * DAY,
+            Lifetime::ThreeMonths => 90 * DAY,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifetime::Day => "1d",
+            Lifetime::Week => "1w",
+            Lifetime::Month => "1m",
+            Lifetime::ThreeMonths => "3m",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifetime> {
+        Lifetime::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    pub fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Lifetime::Day => ("1 giorno", "1 day"),
+            Lifetime::Week => ("1 settimana", "1 week"),
+            Lifetime::Month => ("1 mese", "1 month"),
+            Lifetime::ThreeMonths => ("3 mesi", "3 months"),
+        }
+    }
+}
+
+/// One active telephone PIN: its hash and its validity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub hash: String,
+    pub created: u64,
+    pub expires: u64,
+}
+
+/// The active PINs by fiscal code (in memory; entries leave at the longest lifetime).
+pub struct TelephonePins {
+    entries: Cache<String, Arc<Entry>>,
+    digits: usize,
+}
+
+/// What the verify endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Valid { expires: u64 },
+    Invalid,
+}
+
+impl TelephonePins {
+    pub fn new(cfg: &TelephoneConfig) -> TelephonePins {
+        TelephonePins {
+            entries: Cache::builder()
+                .max_capacity(10_000_000)
+                .time_to_live(Lifetime::ThreeMonths.duration() + Duration::from_secs(86_400))
+                .build(),
+            digits: cfg.digits.clamp(6, 16),
+        }
+    }
+
+    /// The active PIN's entry of `subject`, if any and not expired at `now`.
+    pub fn active(&self, subject: &FiscalCode, now: u64) -> Option<Arc<Entry>> {
+        self.entries
+            .get(subject.as_str())
+            .filter(|e| now < e.expires)
+    }
+
+    /// Generates a new PIN for `subject` (replacing any other) and returns it: the only
+    /// time it exists in clear.
+    pub async fn generate(
+        &self,
+        subject: &FiscalCode,
+        lifetime: Lifetime,
+        now: u64,
+    ) -> Result<(String, Arc<Entry>), String> {
+        let pin: String = {
+            use rand::Rng as _;
+            let mut rng = rand::rng();
+            (0..self.digits)
+                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                .collect()
+        };
+        let secret = pin.clone();
+        let hash = tokio::task::spawn_blocking(move || super::hash_secret(&secret))
+            .await
+            .map_err(|_| "argon2 task failed".to_string())??;
+        let entry = Arc::new(Entry {
+            hash,
+            created: now,
+            expires: now.saturating_add(lifetime.duration().as_secs()),
+        });
+        self.entries
+            .insert(subject.as_str().to_string(), entry.clone());
+        Ok((pin, entry))
+    }
+
+    /// Revokes `subject`'s PIN; whether there was an active one.
+    pub fn revoke(&self, subject: &FiscalCode) -> bool {
+        self.entries.remove(subject.as_str()).is_some()
+    }
+
+    /// Checks a (fiscal code, PIN) pair at `now`.
+    pub async fn check(&self, subject: &FiscalCode, pin: &super::Pin, now: u64) -> Check {
+        let Some(entry) = self.active(subject, now) else {
+            return Check::Invalid;
+        };
+        let pin = pin.clone();
+        let hash = entry.hash.clone();
+        let ok = tokio::task::spawn_blocking(move || super::verify_secret(pin.expose(), &hash))
+            .await
+            .unwrap_or(false);
+        if ok {
+            Check::Valid {
+                expires: entry.expires,
+            }
+        } else {
+            Check::Invalid
+        }
+    }
+}
