@@ -191,6 +191,7 @@ fn protected_path(c: &mut Criterion) {
             sid: id.hash(),
             claims: Some(claims),
             saml: None,
+            pin: None,
         };
         rt.block_on(store.put(&id, session)).expect("put");
         if i == 5_000 {

@@ -154,7 +154,9 @@ where
             .method(http::Method::POST)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(b)),
-        None => builder.method(http::Method::GET).body(Full::new(Bytes::new())),
+        None => builder
+            .method(http::Method::GET)
+            .body(Full::new(Bytes::new())),
     }
     .map_err(|e| FetchError::Http(e.to_string()))?;
     let resp = send

@@ -370,10 +370,9 @@ impl Config {
                 "pin.verifier_file".into(),
                 format!("{} is not a file", f.display()),
             ),
-            (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => bad(
-                "pin.verifier_url".into(),
-                "not an http(s) URL".into(),
-            ),
+            (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                bad("pin.verifier_url".into(), "not an http(s) URL".into())
+            }
             _ => {}
         }
         let reserved = &self.server.reserved_prefix;
@@ -401,7 +400,11 @@ impl Config {
             );
         }
         if let Some(c) = &p.legacy_cookie
-            && (c.is_empty() || c == &self.session.cookie_name || !c.bytes().all(|b| b.is_ascii_graphic() && !b";=,".contains(&b)))
+            && (c.is_empty()
+                || c == &self.session.cookie_name
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b";=,".contains(&b)))
         {
             bad(
                 "pin.legacy_cookie".into(),
@@ -450,10 +453,7 @@ impl Config {
                     format!("{} is not a file", f.display()),
                 ),
                 (Some(_), None) | (None, Some(_)) => {}
-                _ => bad(
-                    "pin.registry".into(),
-                    "exactly one of file and url".into(),
-                ),
+                _ => bad("pin.registry".into(), "exactly one of file and url".into()),
             }
         }
         let limits = &p.rate_limit;

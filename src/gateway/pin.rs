@@ -68,7 +68,9 @@ fn utc(secs: u64) -> String {
 
 impl Gateway {
     fn today(&self) -> Date {
-        Date::from_days_since_epoch(i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0))
+        Date::from_days_since_epoch(
+            i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
+        )
     }
 
     fn pin_login_url(&self, return_to: &str) -> String {
@@ -406,7 +408,10 @@ impl Gateway {
         }
         let session = self.authenticate(&req, path, None).await?;
         let id = &session.identity;
-        if !matches!(id.method, AuthMethod::Spid | AuthMethod::Cie | AuthMethod::Cns) {
+        if !matches!(
+            id.method,
+            AuthMethod::Spid | AuthMethod::Cie | AuthMethod::Cns
+        ) {
             return Err(GatewayError::LoginRefused(TELEPHONE_NEEDS_DIGITAL_IDENTITY));
         }
         let token = svc.form_token(&session.sid);

@@ -353,8 +353,15 @@ impl Gateway {
             .saml_logins
             .get_or_create(&vec![("outcome".into(), "ok".into())])
             .inc();
-        self.start_session(session.identity, session.saml, None, old, &return_to, "saml")
-            .await
+        self.start_session(
+            session.identity,
+            session.saml,
+            None,
+            old,
+            &return_to,
+            "saml",
+        )
+        .await
     }
 
     /// Validates the form's response against the pending request it answers. The error

@@ -338,7 +338,10 @@ pub struct CredentialKey(aws_lc_rs::hmac::Key);
 impl CredentialKey {
     pub fn random() -> CredentialKey {
         let bytes: [u8; 32] = rand::random();
-        CredentialKey(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
+        CredentialKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &bytes,
+        ))
     }
 
     pub fn tag(&self, parts: &[&[u8]]) -> [u8; 32] {
@@ -472,13 +475,17 @@ impl PinService {
 
     /// A Basic credential verified within `basic_cache_ttl`.
     pub fn remembered(&self, subject: &FiscalCode, pin: &Pin) -> Option<Holder> {
-        self.basic_cache
-            .get(&self.key.tag(&[subject.as_str().as_bytes(), pin.expose().as_bytes()]))
+        self.basic_cache.get(
+            &self
+                .key
+                .tag(&[subject.as_str().as_bytes(), pin.expose().as_bytes()]),
+        )
     }
 
     pub fn remember(&self, subject: &FiscalCode, pin: &Pin, holder: &Holder) {
         self.basic_cache.insert(
-            self.key.tag(&[subject.as_str().as_bytes(), pin.expose().as_bytes()]),
+            self.key
+                .tag(&[subject.as_str().as_bytes(), pin.expose().as_bytes()]),
             holder.clone(),
         );
     }

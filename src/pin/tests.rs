@@ -50,7 +50,10 @@ fn general_pins_work_until_the_cutoff_and_new_ones_only_for_exceptions() {
     );
     assert_eq!(may_log_in(&SWITCH, d("2021-09-29"), None, &[]), Ok(()));
     for c in Category::ALL {
-        assert_eq!(may_log_in(&SWITCH, d("2024-01-01"), Some(old), &[c]), Ok(()));
+        assert_eq!(
+            may_log_in(&SWITCH, d("2024-01-01"), Some(old), &[c]),
+            Ok(())
+        );
     }
 }
 
@@ -142,7 +145,11 @@ fn the_registry_never_makes_a_minor_and_categories_are_deduplicated() {
         categories(
             &adult,
             None,
-            &[Category::Minor, Category::Guardianship, Category::Guardianship],
+            &[
+                Category::Minor,
+                Category::Guardianship,
+                Category::Guardianship
+            ],
             today
         ),
         vec![Category::Guardianship]
@@ -163,7 +170,10 @@ fn dedicated_prefixes_match_whole_segments() {
         ex.dedicated_to("/minori/tutela/a"),
         vec![Category::Minor, Category::Guardianship]
     );
-    assert_eq!(ex.dedicated_to("/stranieri/a"), vec![Category::NoItalianDocument]);
+    assert_eq!(
+        ex.dedicated_to("/stranieri/a"),
+        vec![Category::NoItalianDocument]
+    );
     assert!(ex.dedicated_to("/").is_empty());
 }
 

@@ -79,7 +79,11 @@ pub fn parse_file(name: &str, text: &str) -> Result<Vec<(String, String, Holder)
 }
 
 impl Verifier {
-    pub fn load(url: Option<&str>, file: Option<&Path>, ca: Option<&Path>) -> Result<Verifier, String> {
+    pub fn load(
+        url: Option<&str>,
+        file: Option<&Path>,
+        ca: Option<&Path>,
+    ) -> Result<Verifier, String> {
         match (url, file) {
             (Some(u), None) => Ok(Verifier::Http {
                 url: u.to_string(),
@@ -100,7 +104,11 @@ impl Verifier {
     }
 
     /// `Ok(Some)` for the right PIN, `Ok(None)` for a wrong PIN or an unknown fiscal code.
-    pub async fn verify(&self, subject: &FiscalCode, pin: &Pin) -> Result<Option<Holder>, VerifierDown> {
+    pub async fn verify(
+        &self,
+        subject: &FiscalCode,
+        pin: &Pin,
+    ) -> Result<Option<Holder>, VerifierDown> {
         match self {
             Verifier::File(table) => {
                 let table = table.clone();
@@ -148,7 +156,9 @@ impl Verifier {
                                 family_name: a.family_name,
                             })),
                             (true, None) => {
-                                tracing::error!("legacy PIN verifier: a valid answer without `issued`");
+                                tracing::error!(
+                                    "legacy PIN verifier: a valid answer without `issued`"
+                                );
                                 Err(VerifierDown)
                             }
                         }

@@ -1,0 +1,838 @@
+//! The legacy PIN switch-off and the telephone PIN through a real gateway over loopback,
+//! with a controllable clock: the gateway runs in the test process (`app::start_with_clock`)
+//! so the test can move its clock past the cutoff, a minor's 18th birthday and a telephone
+//! PIN's expiry. A second test runs the real binary and reads its logs for secrets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{Resp, request, upstreams};
+use varco::identity::Date;
+use varco::identity::fiscal_code::check_character;
+use varco::session::SystemClock;
+
+const DAY: u64 = 86_400;
+const API: (&str, &str) = ("accept", "application/json");
+const BROWSER: (&str, &str) = ("accept", "text/html");
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const TOKEN: &str = "contact-centre-token-0123456789abcdef";
+
+fn days_from_today(n: i64) -> Date {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Date::from_days_since_epoch((secs / DAY) as i64 + n)
+}
+
+/// A valid fiscal code for a person born on `birth`.
+fn fiscal_code(names: &str, birth: Date, female: bool) -> String {
+    const MONTHS: &[u8; 12] = b"ABCDEHLMPRST";
+    let day = birth.day + if female { 40 } else { 0 };
+    let first15 = format!(
+        "{names}{:02}{}{day:02}H501",
+        birth.year.rem_euclid(100),
+        MONTHS[usize::from(birth.month) - 1] as char
+    );
+    let c = check_character(first15.as_bytes()) as char;
+    format!("{first15}{c}")
+}
+
+/// The people of the tests.
+struct People {
+    /// Adult, PIN issued before the issuance stop.
+    adult: String,
+    /// Under guardianship (registry), PIN issued after the stop.
+    ward: String,
+    /// No Italian document (registry), PIN issued before the stop.
+    foreigner: String,
+    /// Turns 18 in 10 days; PIN issued after the stop.
+    minor: String,
+    /// Adult whose PIN was issued after the stop, in no category.
+    late: String,
+}
+
+fn people() -> People {
+    // 18 years before the day 10 days from now (29 February: the 28th).
+    let d = days_from_today(10);
+    let minor_birth = Date::new(d.year - 18, d.month, d.day)
+        .or_else(|| Date::new(d.year - 18, d.month, 28))
+        .unwrap();
+    People {
+        adult: fiscal_code("RSSMRA", Date::new(1980, 1, 1).unwrap(), false),
+        ward: fiscal_code("VRDLGU", Date::new(1970, 3, 12).unwrap(), false),
+        foreigner: fiscal_code("SMTJHN", Date::new(1990, 7, 4).unwrap(), false),
+        minor: fiscal_code("BNCLRA", minor_birth, true),
+        late: fiscal_code("NREGPP", Date::new(1985, 11, 30).unwrap(), false),
+    }
+}
+
+fn files(p: &People) -> Vec<(&'static str, String)> {
+    let h = |pin: &str| varco::pin::hash_secret(pin).unwrap();
+    let before_stop = days_from_today(-400);
+    let after_stop = days_from_today(-30);
+    let pins = format!(
+        "fiscal_code,issued,date_of_birth,hash\n\
+{},{before_stop},,{}\n{},{after_stop},,{}\n{},{before_stop},,{}\n{},{after_stop},,{}\n{},{after_stop},,{}\n",
+        p.adult,
+        h("Adulto-1980"),
+        p.ward,
+        h("Tutela-1970"),
+        p.foreigner,
+        h("Estero-1990"),
+        p.minor,
+        h("Minore-0000"),
+        p.late,
+        h("Tardi-1985"),
+    );
+    let registry = format!(
+        "fiscal_code,category,valid_to\n{},guardianship\n{},no_italian_document\n",
+        p.ward, p.foreigner
+    );
+    vec![("pins.csv", pins), ("eccezioni.csv", registry)]
+}
+
+fn config(up: SocketAddr, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[session]
+idle_timeout = "120d"
+absolute_timeout = "120d"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/servizi"
+upstream = "app"
+public = false
+[route.policy]
+methods = ["spid", "cie", "cns", "pin"]
+[[route]]
+path = "/api/legacy"
+upstream = "app"
+public = false
+[route.policy]
+methods = ["spid", "cie", "cns", "pin"]
+[[route]]
+path = "/fascicolo"
+upstream = "app"
+public = false
+[[route]]
+path = "/minori"
+upstream = "app"
+public = false
+[[route]]
+path = "/tutela"
+upstream = "app"
+public = false
+[route.policy]
+methods = ["spid", "pin"]
+[[route]]
+path = "/stranieri"
+upstream = "app"
+public = false
+[pin]
+issuance_stop = "{stop}"
+cutoff = "{cutoff}"
+verifier_file = "{dir}/pins.csv"
+form_path = "/PortaleINPS/login"
+basic_paths = ["/api/legacy"]
+legacy_cookie = "INPSSESSION"
+[pin.exceptions]
+minor = ["/minori"]
+guardianship = ["/tutela"]
+no_italian_document = ["/stranieri"]
+[pin.registry]
+file = "{dir}/eccezioni.csv"
+[pin.rate_limit]
+max_failures_per_fiscal_code = 3
+max_failures_per_address = 8
+window = "10m"
+[pin.telephone]
+verify_tokens = ["{TOKEN}"]
+"#,
+        stop = days_from_today(-200),
+        cutoff = days_from_today(30),
+        dir = dir.display(),
+    )
+}
+
+/// The gateway in this process, with its clock.
+struct InProcess {
+    addr: SocketAddr,
+    clock: Arc<SystemClock>,
+    shutdown: varco::server::ShutdownHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+    }
+}
+
+impl InProcess {
+    async fn start(up: SocketAddr, p: &People) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files(p) {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let cfg = varco::config::Config::from_toml("pin-test", &config(up, dir.path())).unwrap();
+        let clock = Arc::new(SystemClock::default());
+        let running = varco::app::start_with_clock(cfg, clock.clone())
+            .await
+            .unwrap();
+        let addr = running.addrs[0];
+        let shutdown = running.shutdown.clone();
+        tokio::spawn(running.run());
+        InProcess {
+            addr,
+            clock,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn advance_days(&self, days: u64) {
+        self.clock.advance(Duration::from_secs(days * DAY));
+    }
+}
+
+fn cookie_of(r: &Resp) -> String {
+    r.headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+async fn form_login(url: &str, cf: &str, pin: &str) -> Resp {
+    let body = format!("codice_fiscale={cf}&pin={pin}&return=%2Fservizi%2Fx");
+    request("POST", url, &[FORM, API], body).await
+}
+
+/// The claims of the signed header the upstream received.
+fn claims(r: &Resp) -> serde_json::Value {
+    let jwt = r
+        .echoed("x-varco-assertion")
+        .pop()
+        .expect("no identity header");
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn basic(cf: &str, pin: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{cf}:{pin}"))
+    )
+}
+
+async fn get(gw: &InProcess, path: &str, cookie: &str) -> Resp {
+    request("GET", &gw.url(path), &[API, ("cookie", cookie)], "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switch_off_before_and_after_the_cutoff() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let gw = InProcess::start(up, &p).await;
+
+    // Before the cutoff: the chooser offers the PIN; the gateway's own form is served.
+    let chooser = request(
+        "GET",
+        &gw.url("/_varco/login?return=%2Fservizi"),
+        &[BROWSER],
+        "",
+    )
+    .await;
+    assert!(
+        chooser.text().contains("/_varco/pin/login"),
+        "{}",
+        chooser.text()
+    );
+    let form = request(
+        "GET",
+        &gw.url("/_varco/pin/login?return=%2Fservizi"),
+        &[BROWSER],
+        "",
+    )
+    .await;
+    assert_eq!(form.status, 200);
+    assert!(form.text().contains("name=\"codice_fiscale\""));
+
+    // The legacy form at its configured path: a PIN session at the Legacy level.
+    let r = form_login(&gw.url("/PortaleINPS/login"), &p.adult, "Adulto-1980").await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.headers["location"], "/servizi/x");
+    let adult = cookie_of(&r);
+    let r = get(&gw, "/servizi/x", &adult).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = claims(&r);
+    assert_eq!(c["amr"], "pin");
+    assert_eq!(c["acr"], varco::identity::LEGACY_ACR);
+    assert_eq!(c["sub"], p.adult.as_str());
+    // A route whose policy does not list pin (none here) asks for a SPID/CIE/CNS login.
+    let r = get(&gw, "/fascicolo", &adult).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "login_required");
+    // Dedicated services are not for a general PIN.
+    let r = get(&gw, "/minori", &adult).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "login_required");
+
+    // A wrong PIN: 401, no session.
+    let r = form_login(&gw.url("/_varco/pin/login"), &p.adult, "Sbagliato-1").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "pin_invalid");
+    assert!(r.headers.get("set-cookie").is_none());
+
+    // HTTP Basic on its paths: one request, the header not forwarded.
+    let auth = basic(&p.adult, "Adulto-1980");
+    let r = request(
+        "GET",
+        &gw.url("/api/legacy/estratto"),
+        &[API, ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.echoed("authorization").is_empty());
+    assert_eq!(claims(&r)["amr"], "pin");
+    let bad = basic(&p.adult, "Sbagliato-2");
+    let r = request(
+        "GET",
+        &gw.url("/api/legacy/estratto"),
+        &[API, ("authorization", &bad)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "pin_invalid");
+    // Basic elsewhere is not a PIN login.
+    let r = request(
+        "GET",
+        &gw.url("/servizi"),
+        &[API, ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"], "login_required");
+
+    // The legacy cookie before the cutoff: an ordinary login redirect; never forwarded.
+    let r = request(
+        "GET",
+        &gw.url("/servizi"),
+        &[BROWSER, ("cookie", "INPSSESSION=abc")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    let both = format!("{adult}; INPSSESSION=abc; tema=scuro");
+    let r = get(&gw, "/servizi", &both).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed("cookie"), vec!["tema=scuro".to_string()]);
+
+    // Issued after the stop, in no category: refused even before the cutoff.
+    let r = form_login(&gw.url("/_varco/pin/login"), &p.late, "Tardi-1985").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "pin_not_valid_for_holder");
+
+    // Each exception category on its dedicated route, refused elsewhere.
+    let mut sessions = Vec::new();
+    for (who, pin, home, elsewhere) in [
+        (&p.ward, "Tutela-1970", "/tutela/pratica", "/stranieri"),
+        (&p.minor, "Minore-0000", "/minori/assegni", "/servizi"),
+    ] {
+        let r = form_login(&gw.url("/_varco/pin/login"), who, pin).await;
+        assert_eq!(r.status, 303, "{who}: {}", r.text());
+        let c = cookie_of(&r);
+        assert_eq!(get(&gw, home, &c).await.status, 200, "{who} at {home}");
+        let r = get(&gw, elsewhere, &c).await;
+        assert_eq!(r.status, 401, "{who} at {elsewhere}");
+        assert_eq!(r.json()["error"], "pin_only_for_dedicated_services");
+        sessions.push((who.clone(), c, home));
+    }
+
+    // The cutoff passes (a controllable clock): the general PIN session is refused with
+    // the page that names SPID, CIE and CNS; new logins too; the chooser drops the PIN.
+    gw.advance_days(31);
+    let r = get(&gw, "/servizi/x", &adult).await;
+    assert_eq!(r.status, 401);
+    let j = r.json();
+    assert_eq!(j["error"], "pin_no_longer_accepted");
+    assert_eq!(
+        j["accepted_methods"],
+        serde_json::json!(["spid", "cie", "cns"])
+    );
+    assert!(
+        j["login_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("/_varco/login?return=")
+    );
+    let page = request(
+        "GET",
+        &gw.url("/servizi/x"),
+        &[BROWSER, ("cookie", &adult)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 401);
+    assert!(page.text().contains("SPID, CIE o CNS"));
+    assert!(page.text().contains("href=\"/_varco/login?return="));
+    let r = form_login(&gw.url("/PortaleINPS/login"), &p.adult, "Adulto-1980").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "pin_no_longer_accepted");
+    let r = request(
+        "GET",
+        &gw.url("/api/legacy/x"),
+        &[API, ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"], "pin_no_longer_accepted");
+    let chooser = request("GET", &gw.url("/_varco/login"), &[BROWSER], "").await;
+    assert!(!chooser.text().contains("/_varco/pin/login"));
+    // The legacy cookie now earns the refusal, and is cleared.
+    let r = request(
+        "GET",
+        &gw.url("/servizi"),
+        &[API, ("cookie", "INPSSESSION=abc")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "pin_no_longer_accepted");
+    assert!(
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("INPSSESSION=;")
+    );
+
+    // The exception categories keep their dedicated services after the cutoff.
+    let (_, ward, home) = &sessions[0];
+    assert_eq!(
+        get(&gw, home, ward).await.status,
+        200,
+        "the ward after the cutoff"
+    );
+    let r = form_login(&gw.url("/_varco/pin/login"), &p.foreigner, "Estero-1990").await;
+    assert_eq!(r.status, 303);
+    let foreigner = cookie_of(&r);
+    assert_eq!(get(&gw, "/stranieri", &foreigner).await.status, 200);
+    assert_eq!(
+        get(&gw, "/tutela", &foreigner).await.json()["error"],
+        "pin_only_for_dedicated_services"
+    );
+
+    // The minor turns 18 (ten days from the real today; 31 already passed on the clock:
+    // the fiscal code was built so): the session no longer opens the minors' service.
+    let (_, minor, _) = &sessions[1];
+    let r = get(&gw, "/minori/assegni", minor).await;
+    assert_eq!(r.status, 401, "18 already");
+    assert_eq!(r.json()["error"], "pin_no_longer_accepted");
+    let r = form_login(&gw.url("/_varco/pin/login"), &p.minor, "Minore-0000").await;
+    assert_eq!(r.json()["error"], "pin_no_longer_accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minor_is_admitted_until_the_day_before_turning_18() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let gw = InProcess::start(up, &p).await;
+    let r = form_login(&gw.url("/_varco/pin/login"), &p.minor, "Minore-0000").await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let minor = cookie_of(&r);
+    // The 18th birthday is 10 days from today.
+    gw.advance_days(9);
+    assert_eq!(get(&gw, "/minori", &minor).await.status, 200);
+    gw.advance_days(1);
+    let r = get(&gw, "/minori", &minor).await;
+    assert_eq!(r.status, 401);
+    // Before the cutoff, an adult with a PIN issued after the stop.
+    assert_eq!(r.json()["error"], "pin_not_valid_for_holder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pins_are_rate_limited_per_fiscal_code_and_per_address() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let gw = InProcess::start(up, &p).await;
+    let url = gw.url("/_varco/pin/login");
+    for _ in 0..3 {
+        assert_eq!(form_login(&url, &p.adult, "Sbagliato-0").await.status, 401);
+    }
+    // The fourth attempt is refused without a check, even with the right PIN.
+    let r = form_login(&url, &p.adult, "Adulto-1980").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "too_many_attempts");
+    assert_eq!(r.headers["retry-after"], "600");
+    // Basic counts against the same fiscal code.
+    let auth = basic(&p.adult, "Adulto-1980");
+    let r = request(
+        "GET",
+        &gw.url("/api/legacy"),
+        &[API, ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    // Another fiscal code is fine until the address has failed 8 times in all.
+    assert_eq!(
+        form_login(&url, &p.foreigner, "Estero-1990").await.status,
+        303
+    );
+    for who in [&p.ward, &p.ward, &p.foreigner, &p.foreigner, &p.minor] {
+        assert_eq!(form_login(&url, who, "Sbagliato-0").await.status, 401);
+    }
+    let r = form_login(&url, &p.minor, "Minore-0000").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+}
+
+async fn dev_login(gw: &InProcess) -> String {
+    let r = request(
+        "POST",
+        &gw.url("/_varco/dev-login"),
+        &[FORM],
+        "user=cittadino&return=%2F_varco%2Fpin-telefonico",
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.headers["location"], "/_varco/pin-telefonico");
+    cookie_of(&r)
+}
+
+/// The page's anti-forgery token and, when one was just generated, the PIN.
+fn page_parts(r: &Resp) -> (String, Option<String>) {
+    let t = r.text();
+    let token = t
+        .split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let pin = t
+        .split("letter-spacing:.2rem\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .map(str::to_string);
+    (token, pin)
+}
+
+async fn generate(gw: &InProcess, cookie: &str, lifetime: &str) -> String {
+    let page = request(
+        "GET",
+        &gw.url("/_varco/pin-telefonico"),
+        &[BROWSER, ("cookie", cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let (token, _) = page_parts(&page);
+    let r = request(
+        "POST",
+        &gw.url("/_varco/pin-telefonico"),
+        &[FORM, BROWSER, ("cookie", cookie)],
+        format!("token={token}&action=generate&lifetime={lifetime}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, pin) = page_parts(&r);
+    pin.expect("the new PIN is shown once")
+}
+
+async fn verify(gw: &InProcess, cf: &str, pin: &str, auth: Option<&str>) -> Resp {
+    let bearer = auth.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("content-type", "application/json"), API];
+    if let Some(b) = &bearer {
+        h.push(("authorization", b));
+    }
+    request(
+        "POST",
+        &gw.url("/_varco/pin-telefonico/verify"),
+        &h,
+        serde_json::json!({"fiscal_code": cf, "pin": pin}).to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telephone_pins_live_for_their_lifetime_and_can_be_revoked() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let gw = InProcess::start(up, &p).await;
+    const CITIZEN: &str = "RSSMRA80A01H501U";
+
+    // Without a session: the login, coming back to the page.
+    let r = request("GET", &gw.url("/_varco/pin-telefonico"), &[BROWSER], "").await;
+    assert_eq!(r.status, 302);
+    assert!(
+        r.headers["location"]
+            .to_str()
+            .unwrap()
+            .contains("return=%2F_varco%2Fpin-telefonico")
+    );
+    // Each lifetime: valid up to its last second, not from its end on.
+    for (lifetime, days) in [("1d", 1), ("1w", 7), ("1m", 30), ("3m", 90)] {
+        let cookie = dev_login(&gw).await;
+        let pin = generate(&gw, &cookie, lifetime).await;
+        assert_eq!(pin.len(), 8);
+        let r = verify(&gw, CITIZEN, &pin, Some(TOKEN)).await;
+        assert_eq!(r.json()["valid"], true, "{lifetime}");
+        gw.clock.advance(Duration::from_secs(days * DAY - 2));
+        assert_eq!(
+            verify(&gw, CITIZEN, &pin, Some(TOKEN)).await.json()["valid"],
+            true
+        );
+        gw.clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            verify(&gw, CITIZEN, &pin, Some(TOKEN)).await.json()["valid"],
+            false,
+            "{lifetime} expired"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_telephone_pin_per_user_revocable_and_verified_only_by_the_contact_centre() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let gw = InProcess::start(up, &p).await;
+    const CITIZEN: &str = "RSSMRA80A01H501U";
+    let cookie = dev_login(&gw).await;
+    let first = generate(&gw, &cookie, "1w").await;
+    let second = generate(&gw, &cookie, "1d").await;
+    assert_eq!(
+        verify(&gw, CITIZEN, &second, Some(TOKEN)).await.json()["valid"],
+        true
+    );
+    if first != second {
+        assert_eq!(
+            verify(&gw, CITIZEN, &first, Some(TOKEN)).await.json()["valid"],
+            false
+        );
+    }
+    // The page says a PIN is active (never shows it again).
+    let page = request(
+        "GET",
+        &gw.url("/_varco/pin-telefonico"),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(page.text().contains("Hai un PIN attivo"));
+    assert!(!page.text().contains(&second));
+
+    // The verify endpoint wants the contact centre's credentials.
+    for auth in [None, Some("wrong-token-0123456789abcdef0123456789")] {
+        let r = verify(&gw, CITIZEN, &second, auth).await;
+        assert_eq!(r.status, 401);
+        assert!(r.headers.contains_key("www-authenticate"));
+    }
+    let r = request(
+        "GET",
+        &gw.url("/_varco/pin-telefonico/verify"),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+
+    // A form without the anti-forgery token changes nothing.
+    let r = request(
+        "POST",
+        &gw.url("/_varco/pin-telefonico"),
+        &[FORM, BROWSER, ("cookie", &cookie)],
+        "action=revoke",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        verify(&gw, CITIZEN, &second, Some(TOKEN)).await.json()["valid"],
+        true
+    );
+
+    // Revocation.
+    let page = request(
+        "GET",
+        &gw.url("/_varco/pin-telefonico"),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    let (token, _) = page_parts(&page);
+    let r = request(
+        "POST",
+        &gw.url("/_varco/pin-telefonico"),
+        &[FORM, BROWSER, ("cookie", &cookie)],
+        format!("token={token}&action=revoke"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("PIN revocato"));
+    assert_eq!(
+        verify(&gw, CITIZEN, &second, Some(TOKEN)).await.json()["valid"],
+        false
+    );
+
+    // Wrong PINs for a fiscal code are rate-limited at the verify endpoint too (the
+    // revoked PIN's check above already counts as one failure; a success clears them).
+    let pin = generate(&gw, &cookie, "1d").await;
+    for _ in 0..2 {
+        let wrong = verify(&gw, CITIZEN, "00000000", Some(TOKEN)).await;
+        assert_eq!(wrong.json()["valid"], false);
+    }
+    let r = verify(&gw, CITIZEN, &pin, Some(TOKEN)).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "too_many_attempts");
+
+    // A PIN session cannot make a telephone PIN.
+    let r = form_login(&gw.url("/_varco/pin/login"), &p.adult, "Adulto-1980").await;
+    let pin_session = cookie_of(&r);
+    let r = request(
+        "GET",
+        &gw.url("/_varco/pin-telefonico"),
+        &[API, ("cookie", &pin_session)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "telephone_pin_needs_spid_cie_cns");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_the_logs() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let owned = files(&p);
+    let files: Vec<(&str, &str)> = owned.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let text = config(up, std::path::Path::new("@DIR@")).replace(
+        "[session]",
+        "[log]\nformat = \"json\"\nlevel = \"debug\"\naccess_log = true\n[session]",
+    );
+    let gw = common::Gateway::start_with(&text, &files);
+    let url = |p: &str| gw.url(p);
+
+    let ok = form_login(&url("/PortaleINPS/login"), &p.adult, "Adulto-1980").await;
+    assert_eq!(ok.status, 303);
+    let session = cookie_of(&ok);
+    let bad = form_login(&url("/_varco/pin/login"), &p.ward, "Sbagliato-4242").await;
+    assert_eq!(bad.status, 401);
+    let refused = form_login(&url("/_varco/pin/login"), &p.late, "Tardi-1985").await;
+    assert_eq!(refused.json()["error"], "pin_not_valid_for_holder");
+    let basic_ok = basic(&p.foreigner, "Estero-1990");
+    let basic_bad = basic(&p.foreigner, "Sbagliato-5353");
+    for (auth, status) in [(&basic_ok, 200), (&basic_bad, 401)] {
+        let r = request(
+            "GET",
+            &url("/api/legacy/x"),
+            &[API, ("authorization", auth)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, status);
+    }
+    let r = request(
+        "GET",
+        &url("/servizi"),
+        &[
+            API,
+            (
+                "cookie",
+                &format!("{session}; INPSSESSION=legacy-cookie-value-xyz"),
+            ),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    // The telephone PIN: generated, checked right and wrong.
+    let r = request(
+        "POST",
+        &url("/_varco/dev-login"),
+        &[FORM],
+        "user=cittadino&return=%2F_varco%2Fpin-telefonico",
+    )
+    .await;
+    let spid = cookie_of(&r);
+    let page = request(
+        "GET",
+        &url("/_varco/pin-telefonico"),
+        &[BROWSER, ("cookie", &spid)],
+        "",
+    )
+    .await;
+    let (token, _) = page_parts(&page);
+    let r = request(
+        "POST",
+        &url("/_varco/pin-telefonico"),
+        &[FORM, BROWSER, ("cookie", &spid)],
+        format!("token={token}&action=generate&lifetime=1w"),
+    )
+    .await;
+    let (_, tel) = page_parts(&r);
+    let tel = tel.unwrap();
+    for pin in [tel.as_str(), "99999999"] {
+        let r = request(
+            "POST",
+            &url("/_varco/pin-telefonico/verify"),
+            &[API, ("authorization", &format!("Bearer {TOKEN}"))],
+            serde_json::json!({"fiscal_code": "RSSMRA80A01H501U", "pin": pin}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+
+    let events = [
+        "pin_login_failed",
+        "pin_refused",
+        "telephone_pin_generated",
+        "telephone_pin_checked",
+    ];
+    for e in events {
+        assert!(
+            gw.wait_log(|l| l.contains(&format!("\"event\":\"{e}\"")))
+                .is_some(),
+            "no {e} audit line"
+        );
+    }
+    let logs = gw.logs().join("\n");
+    let session_value = session.split('=').nth(1).unwrap();
+    let spid_value = spid.split('=').nth(1).unwrap();
+    for secret in [
+        "Adulto-1980",
+        "Sbagliato-4242",
+        "Tardi-1985",
+        "Estero-1990",
+        "Sbagliato-5353",
+        basic_ok.trim_start_matches("Basic "),
+        basic_bad.trim_start_matches("Basic "),
+        tel.as_str(),
+        TOKEN,
+        "legacy-cookie-value-xyz",
+        session_value,
+        spid_value,
+        token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+    }
+}
