@@ -181,11 +181,17 @@ impl Drop for InProcess {
 
 impl InProcess {
     async fn start(up: SocketAddr, p: &People) -> InProcess {
+        Self::start_with(up, p, |c| c).await
+    }
+
+    /// With the configuration edited by `edit`.
+    async fn start_with(up: SocketAddr, p: &People, edit: impl Fn(String) -> String) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files(p) {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        let cfg = varco::config::Config::from_toml("pin-test", &config(up, dir.path())).unwrap();
+        let text = edit(config(up, dir.path()));
+        let cfg = varco::config::Config::from_toml("pin-test", &text).unwrap();
         let clock = Arc::new(SystemClock::default());
         let running = varco::app::start_with_clock(cfg, clock.clone())
             .await
@@ -835,4 +841,218 @@ async fn nothing_secret_reaches_the_logs() {
     ] {
         assert!(!logs.contains(secret), "a secret is in the logs");
     }
+}
+
+/// A legacy verifier and exception registry over HTTP, as the legacy backend would run them:
+/// the right PIN of every fiscal code is `Giusto-1`, except `down` ones (500). Counts the
+/// verifier's requests; the registry answers 500 while `registry_down` is set.
+struct Legacy {
+    addr: SocketAddr,
+    verifier_calls: Arc<std::sync::atomic::AtomicUsize>,
+    registry_down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn legacy_backend(ward: String, issued: Date) -> Legacy {
+    use http_body_util::{BodyExt, Full};
+    use std::sync::atomic::Ordering;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (c, d) = (calls.clone(), down.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                continue;
+            };
+            let (c, d, ward) = (c.clone(), d.clone(), ward.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let (c, d, ward) = (c.clone(), d.clone(), ward.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let (status, body) = if path == "/verify" {
+                                c.fetch_add(1, Ordering::SeqCst);
+                                let b = req.into_body().collect().await.unwrap().to_bytes();
+                                let ask: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                                if ask["pin"] == "Guasto-1" {
+                                    (500, "{}".to_string())
+                                } else if ask["pin"] == "Giusto-1" {
+                                    (200, serde_json::json!({"valid": true, "issued": issued.to_string(), "given_name": "MARIO", "family_name": "ROSSI"}).to_string())
+                                } else {
+                                    (200, "{\"valid\":false}".to_string())
+                                }
+                            } else if let Some(cf) = path.strip_prefix("/eccezioni/") {
+                                if d.load(Ordering::SeqCst) {
+                                    (500, "{}".to_string())
+                                } else if cf == ward {
+                                    (200, "[\"guardianship\"]".to_string())
+                                } else {
+                                    (404, "[]".to_string())
+                                }
+                            } else {
+                                (404, String::new())
+                            };
+                            let mut r = http::Response::new(Full::new(bytes::Bytes::from(body)));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Legacy {
+        addr,
+        verifier_calls: calls,
+        registry_down: down,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_verifier_and_registry_over_http() {
+    use std::sync::atomic::Ordering;
+    let up = upstreams::echo().await;
+    let p = people();
+    let legacy = legacy_backend(p.ward.clone(), days_from_today(-400)).await;
+    let at = legacy.addr;
+    let gw = InProcess::start_with(up, &p, |c| {
+        let c = c
+            .lines()
+            .map(|l| {
+                if l.starts_with("verifier_file") {
+                    format!("verifier_url = \"http://{at}/verify\"")
+                } else if l.starts_with("file = ") {
+                    format!("url = \"http://{at}/eccezioni/{{fiscal_code}}\"\ncache_ttl = \"1s\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>();
+        c.join("\n")
+    })
+    .await;
+    let login = gw.url("/_varco/pin/login");
+
+    // The right PIN: a session with the verifier's names.
+    let r = form_login(&login, &p.adult, "Giusto-1").await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let r = get(&gw, "/servizi", &cookie_of(&r)).await;
+    let c = claims(&r);
+    assert_eq!(
+        (c["amr"].as_str(), c["family_name"].as_str()),
+        (Some("pin"), Some("ROSSI"))
+    );
+    // A wrong one; a verifier failure is a 503 that lets nobody in.
+    assert_eq!(
+        form_login(&login, &p.adult, "Sbagliato-1").await.json()["error"],
+        "pin_invalid"
+    );
+    let r = form_login(&login, &p.foreigner, "Guasto-1").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.headers.get("set-cookie").is_none());
+    // The registry down: 503 too; back up: the ward's category comes from it.
+    legacy.registry_down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = form_login(&login, &p.ward, "Giusto-1").await;
+    assert_eq!(r.status, 503);
+    legacy.registry_down.store(false, Ordering::SeqCst);
+    let r = form_login(&login, &p.ward, "Giusto-1").await;
+    assert_eq!(r.status, 303);
+
+    // After the cutoff a holder in no category is refused without asking the verifier.
+    gw.advance_days(31);
+    let before = legacy.verifier_calls.load(Ordering::SeqCst);
+    let r = form_login(&login, &p.adult, "Giusto-1").await;
+    assert_eq!(r.json()["error"], "pin_no_longer_accepted");
+    assert_eq!(legacy.verifier_calls.load(Ordering::SeqCst), before);
+}
+
+/// The telephone-PIN verify endpoint over TLS: the contact centre's client certificate
+/// (verified by the listener) is enough; another certificate is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_centre_may_verify_with_its_client_certificate() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let up = upstreams::echo().await;
+    let p = people();
+    let server_ca = varco::demo::certs::DevCa::new("server CA (TEST ONLY)").unwrap();
+    let server = server_ca.server(&["localhost"]).unwrap();
+    let clients = varco::demo::certs::DevCa::new("clients CA (TEST ONLY)").unwrap();
+    let centre = clients.client("contact-centre.test").unwrap();
+    let stranger = clients.client("someone-else.test").unwrap();
+    let owned = files(&p);
+    let mut files: Vec<(&str, &str)> = owned.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let ca_pem = clients.cert_pem();
+    files.extend([
+        ("server.pem", server.cert_pem.as_str()),
+        ("server-key.pem", server.key_pem.as_str()),
+        ("clients-ca.pem", ca_pem.as_str()),
+    ]);
+    let text = config(up, std::path::Path::new("@DIR@"))
+        .replace(
+            "address = \"127.0.0.1:0\"",
+            "address = \"127.0.0.1:0\"\n[server.listener.tls]\ncert = \"@DIR@/server.pem\"\nkey = \"@DIR@/server-key.pem\"\nclient_ca = \"@DIR@/clients-ca.pem\"",
+        )
+        .replace(
+            &format!("verify_tokens = [\"{TOKEN}\"]"),
+            "verify_clients = [\"contact-centre.test\"]",
+        );
+    let gw = common::Gateway::start_with(&text, &files);
+
+    let post = |client: Option<&varco::demo::certs::Issued>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(server_ca.cert_pem().as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let cfg = match client {
+            Some(c) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let addr = gw.addr();
+        async move {
+            use http_body_util::{BodyExt, Full};
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::post("/_varco/pin-telefonico/verify")
+                .header("host", "localhost")
+                .header("accept", "application/json")
+                .body(Full::new(bytes::Bytes::from(
+                    serde_json::json!({"fiscal_code": "RSSMRA80A01H501U", "pin": "12345678"})
+                        .to_string(),
+                )))
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = post(Some(&centre)).await;
+    assert_eq!((status, body.as_str()), (200, "{\"valid\":false}"));
+    assert_eq!(post(Some(&stranger)).await.0, 401);
+    assert_eq!(post(None).await.0, 401);
 }

@@ -1055,6 +1055,133 @@ mod example_tests {
         }
     }
 
+    /// The PIN switch-off example: every key of `[pin]`, valid once its files exist.
+    #[test]
+    fn the_pin_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pin.example.toml");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for p in [
+            "/etc/varco/tls/chain.pem",
+            "/etc/varco/tls/key.pem",
+            "/etc/varco/tls/clients-ca.pem",
+            "/etc/varco/keys/2026-11.pem",
+            "/etc/varco/inps-ca.pem",
+        ] {
+            let f = dir.path().join(p.rsplit('/').next().unwrap());
+            std::fs::write(&f, "x").unwrap();
+            text = text.replace(p, &f.display().to_string());
+        }
+        let cfg = Config::from_toml("pin", &text).unwrap();
+        let pin = cfg.pin.unwrap();
+        assert_eq!(pin.cutoff.to_string(), "2021-09-30");
+        assert_eq!(pin.level, crate::identity::Level::Legacy);
+        assert_eq!(pin.exceptions.dedicated_to("/minori/x").len(), 1);
+    }
+
+    /// Each unsafe `[pin]` names its key.
+    #[test]
+    fn bad_pin_configs_name_their_key() {
+        let base = |pin: &str, routes: &str| {
+            format!(
+                "[[server.listener]]\naddress = \"127.0.0.1:0\"\n[upstream.a]\nurl = \"http://127.0.0.1:1\"\n{routes}\n[pin]\nissuance_stop = \"2020-10-01\"\ncutoff = \"2021-09-30\"\n{pin}\n"
+            )
+        };
+        let route = "[[route]]\npath = \"/minori\"\nupstream = \"a\"\npublic = false\n";
+        let public = "[[route]]\npath = \"/minori\"\nupstream = \"a\"\npublic = true\n";
+        let policy = "[[route]]\npath = \"/minori\"\nupstream = \"a\"\npublic = false\n[route.policy]\nmethods = [\"spid\"]\n";
+        let url = "verifier_url = \"http://127.0.0.1:1/v\"";
+        for (pin, routes, key) in [
+            ("", route, "pin.verifier_url"),
+            (
+                &format!("{url}\nverifier_file = \"/nonexistent\""),
+                route,
+                "pin.verifier_url",
+            ),
+            (
+                "verifier_file = \"/nonexistent/pins.csv\"",
+                route,
+                "pin.verifier_file",
+            ),
+            (
+                &format!("{url}\nform_path = \"/_varco/x\""),
+                route,
+                "pin.form_path",
+            ),
+            (
+                &format!("{url}\nform_path = \"relative\""),
+                route,
+                "pin.form_path",
+            ),
+            (
+                &format!("{url}\nbasic_paths = [\"/a/../b\"]"),
+                route,
+                "pin.basic_paths[0]",
+            ),
+            (
+                &format!("{url}\nlegacy_cookie = \"a;b\""),
+                route,
+                "pin.legacy_cookie",
+            ),
+            (
+                &format!("{url}\n[pin.exceptions]\nminor = [\"/altro\"]"),
+                route,
+                "pin.exceptions.minor[0]",
+            ),
+            (
+                &format!("{url}\n[pin.exceptions]\nminor = [\"/minori\"]"),
+                public,
+                "pin.exceptions.minor[0]",
+            ),
+            (
+                &format!("{url}\n[pin.exceptions]\nminor = [\"/minori\"]"),
+                policy,
+                "pin.exceptions.minor[0]",
+            ),
+            (
+                &format!("{url}\n[pin.exceptions]\nguardianship = [\"/minori\"]"),
+                route,
+                "pin.exceptions.guardianship",
+            ),
+            (
+                &format!("{url}\n[pin.rate_limit]\nwindow = \"0s\""),
+                route,
+                "pin.rate_limit",
+            ),
+            (
+                &format!("{url}\n[pin.telephone]\ndigits = 8"),
+                route,
+                "pin.telephone",
+            ),
+            (
+                &format!("{url}\n[pin.telephone]\nverify_tokens = [\"short\"]"),
+                route,
+                "pin.telephone.verify_tokens",
+            ),
+        ] {
+            let text = base(pin, routes);
+            let cfg =
+                Config::from_sources("t", config::File::from_str(&text, config::FileFormat::Toml))
+                    .unwrap_or_else(|e| panic!("{key}: {e}"));
+            let problems = cfg.validate();
+            assert!(
+                problems.iter().any(|p| p.key == key),
+                "{key} not reported: {problems:?}"
+            );
+        }
+        // The cutoff before the stop; an unknown key.
+        let text = base(url, route).replace("2021-09-30", "2019-01-01");
+        let cfg =
+            Config::from_sources("t", config::File::from_str(&text, config::FileFormat::Toml))
+                .unwrap();
+        assert!(cfg.validate().iter().any(|p| p.key == "pin.cutoff"));
+        let text = base(&format!("{url}\ncutof = \"2021-01-01\""), route);
+        let err =
+            Config::from_sources("t", config::File::from_str(&text, config::FileFormat::Toml))
+                .unwrap_err();
+        assert!(err.to_string().contains("cutof"), "{err}");
+    }
+
     /// The commented `[saml]` block of the example, uncommented with real files, is a
     /// valid configuration: every documented key exists.
     #[test]
