@@ -71,21 +71,22 @@ pub async fn start_with_clock(
         services.saml = Some(sp);
     }
     if let Some(c) = &cfg.cns {
-        let cas = crate::server::tls::load_certs(&c.ca)
-            .map_err(|e| StartError::Directory(format!("cns.ca: {e}")))?;
-        let mut crls = Vec::new();
-        for p in &c.crls {
-            use rustls::pki_types::pem::PemObject as _;
-            let der = match rustls::pki_types::CertificateRevocationListDer::from_pem_file(p) {
-                Ok(d) => d.to_vec(),
-                Err(_) => std::fs::read(p)
-                    .map_err(|e| StartError::Directory(format!("cns.crls {}: {e}", p.display())))?,
-            };
-            crls.push(der);
-        }
-        let trust = crate::cns::CnsTrust::new(&cas, Vec::new(), &crls, c.policies.clone())
-            .map_err(|e| StartError::Directory(format!("cns: {e}")))?;
-        services.cns = Some(Arc::new(trust));
+        let store = Arc::new(crate::cns::CnsStore::load(c).map_err(StartError::Directory)?);
+        let reloading = store.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(reloading.reload_interval());
+            loop {
+                ticker.tick().await;
+                match reloading.reload_if_changed() {
+                    Ok(true) => tracing::info!("CNS authorities and CRLs reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "CNS files not reloaded: keeping the previous ones")
+                    }
+                }
+            }
+        });
+        services.cns = Some(store);
     }
     if let Some(dcfg) = &cfg.directory {
         let dir = Arc::new(

@@ -299,3 +299,124 @@ header = "X-SSL-Client-Cert"
     assert_eq!(r.json()["error"], "cns_no_certificate");
     assert!(r.headers.get("set-cookie").is_none());
 }
+
+/// A route configured with `cns_login = true` logs a card in on the spot (no chooser): the
+/// first request is answered by the upstream with the card's identity and a session
+/// cookie. A fresh CRL file is picked up without a restart: the card is refused from then
+/// on; a broken CRL file keeps the previous list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cns_routes_log_cards_in_on_the_spot_and_crls_reload() {
+    let up = upstreams::echo().await;
+    let ca = cns_ca();
+    let good = card(&ca, 30, 2);
+    let revoked = card(&ca, 31, 2);
+    let config = format!(
+        r#"
+mode = "demo"
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/carta"
+upstream = "app"
+public = false
+cns_login = true
+[[route]]
+path = "/altro"
+upstream = "app"
+public = false
+[cns]
+ca = "@DIR@/cns-ca.pem"
+crls = ["@DIR@/cns.crl"]
+header = "X-SSL-Client-Cert"
+reload_interval = "200ms"
+"#
+    );
+    let ca_pem = ca.pem();
+    let crl = crl_pem(&ca, 31);
+    let gw = Gateway::start_with(&config, &[("cns-ca.pem", &ca_pem), ("cns.crl", &crl)]);
+    let escaped = |c: &(String, String)| {
+        percent_encoding::utf8_percent_encode(&c.0, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let with_card = |c: &(String, String), path: &str| {
+        let e = escaped(c);
+        let url = gw.url(path);
+        async move {
+            common::request(
+                "GET",
+                &url,
+                &[("x-ssl-client-cert", &e), ("accept", "application/json")],
+                "",
+            )
+            .await
+        }
+    };
+
+    let r = with_card(&good, "/carta/estratto").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.echoed("x-varco-assertion").len() == 1);
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // The session works elsewhere, without the card.
+    let r = common::request(
+        "GET",
+        &gw.url("/altro"),
+        &[("cookie", &cookie), ("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // A route without cns_login does not log cards in; no card on a cns route: login.
+    assert_eq!(
+        with_card(&good, "/altro").await.json()["error"],
+        "login_required"
+    );
+    let r = common::request(
+        "GET",
+        &gw.url("/carta"),
+        &[("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"], "login_required");
+    // A revoked card: its refusal, not a session.
+    let r = with_card(&revoked, "/carta").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "cns_certificate_not_valid");
+    assert!(r.headers.get("set-cookie").is_none());
+
+    // Ops drop a new CRL that revokes the good card too: picked up without a restart.
+    std::fs::write(gw.dir.path().join("cns.crl"), crl_pem(&ca, 30)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = with_card(&good, "/carta").await;
+        if r.status == 403 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new CRL was not loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The old CRL's card is fine again (that CRL is gone); a broken file keeps this one.
+    assert_eq!(with_card(&revoked, "/carta").await.status, 200);
+    std::fs::write(gw.dir.path().join("cns.crl"), "not a CRL").unwrap();
+    assert!(
+        gw.wait_log(|l| l.contains("CNS files not reloaded"))
+            .is_some()
+    );
+    assert_eq!(with_card(&good, "/carta").await.status, 403);
+}

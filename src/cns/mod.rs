@@ -6,8 +6,8 @@
 //! (CNS: 1.3.76.16.2.1), and its subject CN must be `<fiscal code>/<serial>.<hash>`: the
 //! first 16 characters are the fiscal code, checksum-validated; names from G and SN.
 //!
-//! Not wired into the request path yet: the CNS login endpoint, the header from a
-//! TLS-terminating ingress and the chooser option come with issue 6.
+//! [`CnsStore`] holds the trust built from the configured files and rebuilds it when the
+//! CA bundle or a CRL file changes (ops drop in a fresh CRL; no restart).
 
 use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{
@@ -96,6 +96,77 @@ impl CnsTrust {
             crls,
             policies,
         })
+    }
+}
+
+/// The trust from `[cns]`'s files, rebuilt when one of them changes.
+pub struct CnsStore {
+    cfg: crate::config::CnsConfig,
+    trust: std::sync::RwLock<std::sync::Arc<CnsTrust>>,
+    stamps: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
+}
+
+impl CnsStore {
+    fn stamps(cfg: &crate::config::CnsConfig) -> Vec<Option<std::time::SystemTime>> {
+        std::iter::once(&cfg.ca)
+            .chain(cfg.crls.iter())
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    fn build(cfg: &crate::config::CnsConfig) -> Result<CnsTrust, String> {
+        use rustls::pki_types::pem::PemObject as _;
+        let cas = crate::server::tls::load_certs(&cfg.ca).map_err(|e| format!("cns.ca: {e}"))?;
+        let mut crls = Vec::new();
+        for p in &cfg.crls {
+            let der = match rustls::pki_types::CertificateRevocationListDer::from_pem_file(p) {
+                Ok(d) => d.to_vec(),
+                Err(_) => std::fs::read(p).map_err(|e| format!("cns.crls {}: {e}", p.display()))?,
+            };
+            crls.push(der);
+        }
+        CnsTrust::new(&cas, Vec::new(), &crls, cfg.policies.clone())
+            .map_err(|e| format!("cns: {e}"))
+    }
+
+    /// Loads the files (a bad one stops the start).
+    pub fn load(cfg: &crate::config::CnsConfig) -> Result<CnsStore, String> {
+        let stamps = Self::stamps(cfg);
+        let trust = Self::build(cfg)?;
+        Ok(CnsStore {
+            cfg: cfg.clone(),
+            trust: std::sync::RwLock::new(std::sync::Arc::new(trust)),
+            stamps: std::sync::Mutex::new(stamps),
+        })
+    }
+
+    pub fn current(&self) -> std::sync::Arc<CnsTrust> {
+        match self.trust.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn reload_interval(&self) -> std::time::Duration {
+        self.cfg.reload_interval
+    }
+
+    /// Rebuilds the trust when a file changed. A file that does not load keeps the
+    /// previous trust (and is retried at the next check). Whether a new trust is in place.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let now = Self::stamps(&self.cfg);
+        let Ok(mut stamps) = self.stamps.lock() else {
+            return Ok(false);
+        };
+        if *stamps == now {
+            return Ok(false);
+        }
+        let trust = Self::build(&self.cfg)?;
+        if let Ok(mut g) = self.trust.write() {
+            *g = std::sync::Arc::new(trust);
+        }
+        *stamps = now;
+        Ok(true)
     }
 }
 

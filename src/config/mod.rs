@@ -119,6 +119,13 @@ pub struct CnsConfig {
     /// `server.trusted_proxies`; from anyone else it is removed.
     #[serde(default)]
     pub header: Option<String>,
+    /// How often the CA bundle and the CRL files are checked for changes.
+    #[serde(default = "default_cns_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_cns_reload() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_cns_policies() -> Vec<String> {
@@ -343,6 +350,11 @@ pub struct RouteConfig {
     /// delegation (see `policy`).
     #[serde(default)]
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// CNS login on the spot: a request here without a session that carries a client
+    /// certificate (TLS, or the ingress's `cns.header`) is logged in with the card, no
+    /// chooser. Needs `[cns]`.
+    #[serde(default)]
+    pub cns_login: bool,
 }
 
 fn default_host() -> String {
@@ -723,7 +735,18 @@ impl Config {
         if let Some(saml) = &self.saml {
             saml.validate(&mut bad);
         }
+        for (i, r) in self.route.iter().enumerate() {
+            if r.cns_login && (self.cns.is_none() || r.public == Some(true)) {
+                bad(
+                    format!("route[{i}].cns_login"),
+                    "needs [cns] and a protected route".into(),
+                );
+            }
+        }
         if let Some(c) = &self.cns {
+            if c.reload_interval.is_zero() {
+                bad("cns.reload_interval".into(), "must be above zero".into());
+            }
             for (k, p) in std::iter::once(("ca".to_string(), &c.ca)).chain(
                 c.crls
                     .iter()

@@ -259,18 +259,62 @@ impl Gateway {
         req: Request<Incoming>,
         conn: &crate::server::ConnInfo,
     ) -> Result<Response<GatewayBody>, GatewayError> {
-        use crate::cns::CnsError;
-        use crate::error::LoginFailure;
         if !matches!(*req.method(), Method::GET | Method::POST) {
             return Err(GatewayError::MethodNotAllowed);
         }
-        let trust = self.services.cns.as_deref().ok_or(GatewayError::NoRoute)?;
-        // The TLS connection's certificate, or the ingress's header (only trusted peers'
-        // headers are left by the time a request gets here).
+        let identity = self.cns_identity(req.headers(), conn).await?;
+        let reserved = &self.cfg.server.reserved_prefix;
+        let old = self.cookie.read(req.headers());
+        // `return` from the query (GET) or the chooser's form (POST).
+        let return_to = if req.method() == Method::POST {
+            let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
+                .collect()
+                .await
+                .map_err(|_| GatewayError::BadForm)?
+                .to_bytes();
+            form_urlencoded::parse(&body)
+                .find(|(k, _)| k == "return")
+                .and_then(|(_, v)| safe_return(&v, reserved))
+        } else {
+            return_param(req.uri().query(), reserved)
+        }
+        .unwrap_or_else(|| "/".into());
+        self.start_session(identity, None, None, old, &return_to, "cns")
+            .await
+    }
+
+    /// Whether the request carries a client certificate a CNS login could use: on the
+    /// TLS connection, or in the ingress's header (only trusted peers' headers are left
+    /// by the time a request gets here).
+    pub(super) fn has_client_certificate(
+        &self,
+        headers: &http::HeaderMap,
+        conn: &crate::server::ConnInfo,
+    ) -> bool {
+        conn.client_chain.is_some()
+            || self
+                .cns_header
+                .as_ref()
+                .is_some_and(|h| headers.contains_key(h))
+    }
+
+    /// The identity of the request's CNS card, or the refusal (audited).
+    pub(super) async fn cns_identity(
+        &self,
+        headers: &http::HeaderMap,
+        conn: &crate::server::ConnInfo,
+    ) -> Result<crate::identity::Identity, GatewayError> {
+        use crate::cns::CnsError;
+        use crate::error::LoginFailure;
+        let trust = self
+            .services
+            .cns
+            .as_deref()
+            .ok_or(GatewayError::NoRoute)?
+            .current();
         let from_header: Vec<rustls::pki_types::CertificateDer<'static>> =
             match (&conn.client_chain, &self.cns_header) {
-                (None, Some(h)) => req
-                    .headers()
+                (None, Some(h)) => headers
                     .get(h)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| percent_encoding::percent_decode_str(v).decode_utf8().ok())
@@ -290,7 +334,7 @@ impl Gateway {
         let now = self.services.clock.now();
         let result = crate::cns::validate(
             chain,
-            trust,
+            &trust,
             rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
         );
         let card = match result {
@@ -320,31 +364,11 @@ impl Gateway {
                 return Err(GatewayError::LoginRefused(failure));
             }
         };
-        let reserved = &self.cfg.server.reserved_prefix;
-        let old = self.cookie.read(req.headers());
-        // `return` from the query (GET) or the chooser's form (POST).
-        let return_to = if req.method() == Method::POST {
-            let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-                .collect()
-                .await
-                .map_err(|_| GatewayError::BadForm)?
-                .to_bytes();
-            form_urlencoded::parse(&body)
-                .find(|(k, _)| k == "return")
-                .and_then(|(_, v)| safe_return(&v, reserved))
-        } else {
-            return_param(req.uri().query(), reserved)
-        }
-        .unwrap_or_else(|| "/".into());
         let mut identity = crate::identity::Identity {
             subject: card.subject,
             given_name: card.given_name,
             family_name: card.family_name,
-            level: self
-                .cfg
-                .cns
-                .as_ref()
-                .map_or(crate::identity::Level::SpidL2, |c| c.level),
+            level: self.cns_level(),
             method: crate::identity::Method::Cns,
             idp: "cns".into(),
             roles: Vec::new(),
@@ -364,8 +388,15 @@ impl Gateway {
             identity.roles = roles;
             identity.patronato = patronato;
         }
-        self.start_session(identity, None, None, old, &return_to, "cns")
-            .await
+        Ok(identity)
+    }
+
+    /// The level a CNS login gets.
+    pub(super) fn cns_level(&self) -> crate::identity::Level {
+        self.cfg
+            .cns
+            .as_ref()
+            .map_or(crate::identity::Level::SpidL2, |c| c.level)
     }
 
     /// Demo mode only: log in as a test user. A new session id every time (no fixation);
@@ -420,6 +451,24 @@ impl Gateway {
         return_to: &str,
         via: &'static str,
     ) -> Result<Response<GatewayBody>, GatewayError> {
+        let (id, _) = self.create_session(identity, saml, pin, old, via).await?;
+        let mut resp = see_other(return_to)?;
+        let cookie =
+            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+        Ok(resp)
+    }
+
+    /// Stores a new session for `identity` under a new id, ending the browser's previous
+    /// one, and audits the login.
+    pub(super) async fn create_session(
+        &self,
+        identity: crate::identity::Identity,
+        saml: Option<crate::session::SamlLink>,
+        pin: Option<crate::pin::PinGrant>,
+        old: Option<SessionId>,
+        via: &'static str,
+    ) -> Result<(SessionId, std::sync::Arc<Session>), GatewayError> {
         let store = &self.services.store;
         if let Some(old) = old {
             store
@@ -441,25 +490,19 @@ impl Gateway {
             sid = %sid,
             "login"
         );
+        let session = Session {
+            created: identity.auth_time,
+            identity,
+            sid,
+            claims: Some(claims),
+            saml,
+            pin,
+        };
         store
-            .put(
-                &id,
-                Session {
-                    created: identity.auth_time,
-                    identity,
-                    sid,
-                    claims: Some(claims),
-                    saml,
-                    pin,
-                },
-            )
+            .put(&id, session.clone())
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
-        let mut resp = see_other(return_to)?;
-        let cookie =
-            HeaderValue::from_str(&self.cookie.set(&id)).map_err(|_| GatewayError::Minting)?;
-        resp.headers_mut().insert(header::SET_COOKIE, cookie);
-        Ok(resp)
+        Ok((id, std::sync::Arc::new(session)))
     }
 
     /// Ends the local session (protocol logouts hook in here later) and clears the cookie.

@@ -60,7 +60,7 @@ pub struct Services {
     /// Role and delegation sources, when `[directory]` is configured.
     pub directory: Option<Arc<crate::policy::directory::Directory>>,
     /// CNS trust (authorities, CRLs, policies), when `[cns]` is configured.
-    pub cns: Option<Arc<crate::cns::CnsTrust>>,
+    pub cns: Option<Arc<crate::cns::CnsStore>>,
     /// The PIN switch-off and telephone PIN, when `[pin]` is configured.
     pub pin: Option<Arc<crate::pin::PinService>>,
 }
@@ -465,6 +465,8 @@ impl Gateway {
             .clone();
         ex.route = RouteSlot::Route(route.index);
         let policy = self.policies.get(route.index).and_then(Option::as_ref);
+        // A session made on the spot (CNS on a route configured so): its cookie.
+        let mut new_cookie: Option<String> = None;
         let session = if route.public {
             None
         } else {
@@ -473,12 +475,29 @@ impl Gateway {
             let min_level = self.cfg.route.get(route.index).and_then(|r| r.min_level);
             let session = match self.authenticate(&req, &path, min_level).await {
                 Ok(s) => s,
-                // No session: legacy PIN credentials are looked at (Basic on its paths,
-                // the legacy cookie after the cutoff) before the login redirect.
-                Err(e @ GatewayError::LoginRequired { .. }) if self.services.pin.is_some() => {
-                    match self.pin_credentials(&mut req, &path, ex).await? {
-                        Some(s) => s,
-                        None => return Err(e),
+                // No session: a CNS card on a route that logs cards in on the spot, then
+                // legacy PIN credentials (Basic on its paths, the legacy cookie after the
+                // cutoff), before the login redirect.
+                Err(e @ GatewayError::LoginRequired { .. }) => {
+                    let auto_cns = self.cfg.route.get(route.index).is_some_and(|r| r.cns_login)
+                        && self.services.cns.is_some()
+                        && self.has_client_certificate(req.headers(), conn)
+                        && min_level.is_none_or(|m| self.cns_level() >= m);
+                    if auto_cns {
+                        let identity = self.cns_identity(req.headers(), conn).await?;
+                        let old = self.cookie.read(req.headers());
+                        let (id, s) = self
+                            .create_session(identity, None, None, old, "cns")
+                            .await?;
+                        new_cookie = Some(self.cookie.set(&id));
+                        s
+                    } else if self.services.pin.is_some() {
+                        match self.pin_credentials(&mut req, &path, ex).await? {
+                            Some(s) => s,
+                            None => return Err(e),
+                        }
+                    } else {
+                        return Err(e);
                     }
                 }
                 Err(e) => return Err(e),
@@ -503,7 +522,13 @@ impl Gateway {
             });
         }
         ex.host = host_value;
-        self.forward(req, &route, &path, conn, session, ex).await
+        let mut resp = self.forward(req, &route, &path, conn, session, ex).await?;
+        if let Some(c) = new_cookie
+            && let Ok(v) = HeaderValue::from_str(&c)
+        {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+        Ok(resp)
     }
 
     /// The session of a request on a protected route, or why there is none. Fails closed:
