@@ -136,6 +136,62 @@ async fn demo_serves_the_echo_upstream_over_tls() {
     assert!(!String::from_utf8_lossy(&body).contains("forged"));
     // The session cookie is not passed to the upstream.
     assert!(!String::from_utf8_lossy(&body).contains("__Host-varco"));
+
+    // The PIN switch-off with the real dates: Mario Rossi's PIN is refused; the minor's
+    // opens the minors' service.
+    let code = |key: &str| {
+        varco::demo::users::test_users()
+            .into_iter()
+            .find(|u| u.key == key)
+            .unwrap()
+            .identity
+            .subject
+            .as_str()
+            .to_string()
+    };
+    let pin_login = |key: &str, pin: &str| {
+        http::Request::post(format!("{base}/_varco/pin/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(format!(
+                "codice_fiscale={}&pin={pin}&return=%2Fminori",
+                code(key)
+            ))))
+            .unwrap()
+    };
+    let [(adult, adult_pin), (minor, minor_pin)] = varco::demo::DEMO_PINS;
+    let resp = send
+        .send_request(pin_login(adult, adult_pin))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("pin_no_longer_accepted"));
+    let resp = send
+        .send_request(pin_login(minor, minor_pin))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = send
+        .send_request(get("/minori", Some(&cookie)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["identity"]["claims"]["amr"], "pin");
+    let resp = send
+        .send_request(get("/hello", Some(&cookie)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
 }
 
 #[test]

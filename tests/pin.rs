@@ -415,7 +415,11 @@ async fn the_switch_off_before_and_after_the_cutoff() {
     .await;
     assert_eq!(r.json()["error"], "pin_no_longer_accepted");
     let chooser = request("GET", &gw.url("/_varco/login"), &[BROWSER], "").await;
-    assert!(!chooser.text().contains("/_varco/pin/login"));
+    assert!(
+        chooser.text().contains("solo servizi dedicati"),
+        "{}",
+        chooser.text()
+    );
     // The legacy cookie now earns the refusal, and is cleared.
     let r = request(
         "GET",

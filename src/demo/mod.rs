@@ -89,8 +89,24 @@ fn write_directory(dir: &Path) -> std::io::Result<()> {
             "patronato,assistito,valid_from,valid_to,revoked\npatronato-demo,{},2025-01-01,,false\n",
             code("cittadino")
         ),
+    )?;
+    // The legacy verifier's file: Mario Rossi's PIN predates the issuance stop (refused
+    // since the cutoff); the minor's was issued after it, for the minors' services.
+    let hash = |pin: &str| crate::pin::hash_secret(pin).map_err(std::io::Error::other);
+    std::fs::write(
+        dir.join("demo-pin.csv"),
+        format!(
+            "fiscal_code,issued,date_of_birth,hash\n{},2019-05-01,,{}\n{},2022-02-01,,{}\n",
+            code("cittadino"),
+            hash(DEMO_PINS[0].1)?,
+            code("minore"),
+            hash(DEMO_PINS[1].1)?,
+        ),
     )
 }
+
+/// The demo's legacy PINs (user key, PIN): development only.
+pub const DEMO_PINS: [(&str, &str); 2] = [("cittadino", "12345678"), ("minore", "87654321")];
 
 /// The demo configuration, with the echo upstream's address, the TLS and SAML files and
 /// the development IdP's metadata filled in.

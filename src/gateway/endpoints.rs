@@ -187,25 +187,36 @@ impl Gateway {
                 }],
             });
         }
-        // Until the cutoff, the legacy PIN (its form says until when).
-        let pin_open = self.services.pin.as_deref().is_some_and(|p| {
+        // The legacy PIN: until the cutoff for everyone; after it only for the services
+        // dedicated to the exception categories, when there are any.
+        if let Some(p) = self.services.pin.as_deref() {
             let today = crate::identity::Date::from_days_since_epoch(
                 i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
             );
-            today < p.switch.cutoff
-        });
-        if pin_open {
-            sections.push(LoginSection {
-                title_it: "PIN INPS (in dismissione)",
-                title_en: "INPS PIN (being switched off)",
-                choices: vec![LoginChoice {
-                    action: &self.paths.pin_login,
-                    fields: vec![("return", return_to.as_str())],
-                    label_it: "Entra con il PIN INPS",
-                    label_en: "Log in with the INPS PIN",
-                    logo: None,
-                }],
-            });
+            let dedicated = crate::pin::Category::ALL
+                .iter()
+                .any(|c| !p.cfg.exceptions.of(*c).is_empty());
+            let (title_it, title_en) = if today < p.switch.cutoff {
+                ("PIN INPS (in dismissione)", "INPS PIN (being switched off)")
+            } else {
+                (
+                    "PIN INPS: solo servizi dedicati a minori, persone sotto tutela o senza documento italiano",
+                    "INPS PIN: only the services for minors, people under guardianship or without an Italian document",
+                )
+            };
+            if today < p.switch.cutoff || dedicated {
+                sections.push(LoginSection {
+                    title_it,
+                    title_en,
+                    choices: vec![LoginChoice {
+                        action: &self.paths.pin_login,
+                        fields: vec![("return", return_to.as_str())],
+                        label_it: "Entra con il PIN INPS",
+                        label_en: "Log in with the INPS PIN",
+                        logo: None,
+                    }],
+                });
+            }
         }
         let dev: Vec<LoginChoice<'_>> = self
             .demo_users
