@@ -25,6 +25,7 @@ PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/small}
 need=""
 command -v nginx >/dev/null || need="$need nginx-light"
 command -v wrk >/dev/null || need="$need wrk"
+command -v argon2 >/dev/null || need="$need argon2"
 if [ -n "$need" ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
@@ -130,7 +131,23 @@ effect = "allow"
 http_methods = ["GET", "HEAD"]
 [route.policy.delegation]
 path = "/fascicolo/{assistito}/**"
+# The legacy PIN case: HTTP Basic with fiscal code + PIN before the cutoff (verified once,
+# then remembered as a keyed hash; each request re-checks the switch-off and is signed).
+[[route]]
+path = "/api/legacy"
+upstream = "echo"
+public = false
+[route.policy]
+methods = ["spid", "pin"]
+[pin]
+issuance_stop = "2020-10-01"
+cutoff = "2099-12-31"
+verifier_file = "$OUT/pins.csv"
+basic_paths = ["/api/legacy"]
+basic_cache_ttl = "10m"
 TOML
+printf 'fiscal_code,issued,date_of_birth,hash\nRSSMRA80A01H501U,2019-01-01,,%s\n' \
+  "$(printf %s 12345678 | argon2 "$(head -c 12 /dev/urandom | base64)" -id -e)" > "$OUT/pins.csv"
 printf 'patronato,assistito,valid_from,valid_to,revoked\npatronato-demo,RSSMRA80A01H501U,2025-01-01,,false\n' > "$OUT/deleghe.csv"
 "$VARCO" demo --config "$OUT/protected.toml" --certs-dir "$OUT/certs" > "$OUT/protected.log" 2>&1 &
 pids+=($!)
@@ -170,11 +187,16 @@ DELEGATED_PATH=/fascicolo/RSSMRA80A01H501U/estratto
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $VOLUNTEER" "http://127.0.0.1:$PROTECTED_PORT$DELEGATED_PATH")
 [ "$code" = 200 ] || { echo "delegated route answered $code"; cat "$OUT/protected.log"; exit 1; }
 
+PIN_AUTH="Authorization: Basic $(printf %s RSSMRA80A01H501U:12345678 | base64)"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "$PIN_AUTH" "http://127.0.0.1:$PROTECTED_PORT/api/legacy/x")
+[ "$code" = 200 ] || { echo "PIN route answered $code"; cat "$OUT/protected.log"; exit 1; }
+
 echo "== whole-proxy benchmark: wrk -t$THREADS -c$CONNS -d$DURATION, GET $PATH_UNDER_TEST, $(nproc) cores"
 run nginx "$NGINX_PORT"
 run varco "$VARCO_PORT"
 run protected "$PROTECTED_PORT" "Cookie: $COOKIE"
 run delegated "$PROTECTED_PORT" "Cookie: $VOLUNTEER" "$DELEGATED_PATH"
+run pinbasic "$PROTECTED_PORT" "$PIN_AUTH" "/api/legacy/x"
 ratio() { # label rps p50 p99
   awk -v label="$1" -v vr="$2" -v nr="$nginx_rps" -v v50="$3" -v n50="$nginx_p50" -v v99="$4" -v n99="$nginx_p99" 'BEGIN {
     printf "ratio %s/nginx: throughput %.2fx   p50 %.2fx   p99 %.2fx\n", label, vr/nr, v50/n50, v99/n99
@@ -183,3 +205,4 @@ ratio() { # label rps p50 p99
 ratio "varco(public)" "$varco_rps" "$varco_p50" "$varco_p99"
 ratio "varco(protected,$PROTECTED_ALG)" "$protected_rps" "$protected_p50" "$protected_p99"
 ratio "varco(delegation,$PROTECTED_ALG)" "$delegated_rps" "$delegated_p50" "$delegated_p99"
+ratio "varco(PIN Basic,$PROTECTED_ALG)" "$pinbasic_rps" "$pinbasic_p50" "$pinbasic_p99"

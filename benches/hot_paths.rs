@@ -334,5 +334,57 @@ fn policy(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, minting, protected_path, saml_acs, policy);
+/// The PIN switch-off: the per-request gate of a PIN credential (categories + admission),
+/// the Basic-credential cache key, and the argon2id check a PIN login or a telephone-PIN
+/// verification costs (the rate limiter bounds how often an attacker can make it run).
+fn pin(c: &mut Criterion) {
+    use varco::identity::{Date, FiscalCode};
+    use varco::pin::{Category, Switch, admit, categories, hash_secret, verify_secret};
+    let switch = Switch {
+        issuance_stop: Date::new(2020, 10, 1).expect("date"),
+        cutoff: Date::new(2021, 9, 30).expect("date"),
+    };
+    let subject = FiscalCode::parse("RSSMRA80A01H501U").expect("cf");
+    let today = Date::new(2026, 11, 28).expect("date");
+    let issued = Date::new(2019, 1, 1).expect("date");
+    c.bench_function("pin/gate_after_cutoff_dedicated_route", |b| {
+        b.iter(|| {
+            let held = categories(
+                std::hint::black_box(&subject),
+                None,
+                &[Category::Guardianship],
+                today,
+            );
+            admit(
+                &switch,
+                today,
+                issued,
+                &held,
+                &[Category::Guardianship],
+                false,
+            )
+        })
+    });
+    let key = varco::pin::CredentialKey::random();
+    c.bench_function("pin/basic_cache_key_hmac", |b| {
+        b.iter(|| key.tag(&[b"RSSMRA80A01H501U", std::hint::black_box(b"Segreto-99")]))
+    });
+    let hash = hash_secret("12345678").expect("hash");
+    let mut g = c.benchmark_group("pin");
+    g.sample_size(20);
+    g.bench_function("argon2id_verify", |b| {
+        b.iter(|| verify_secret(std::hint::black_box("12345678"), &hash))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    minting,
+    protected_path,
+    saml_acs,
+    policy,
+    pin
+);
 criterion_main!(benches);

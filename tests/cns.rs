@@ -249,6 +249,7 @@ upstream = "app"
 public = true
 [cns]
 ca = "@DIR@/cns-ca.pem"
+crls = ["@DIR@/cns.crl"]
 header = "X-SSL-Client-Cert"
 "#
         )
@@ -256,7 +257,7 @@ header = "X-SSL-Client-Cert"
     let escaped =
         percent_encoding::utf8_percent_encode(&good.0, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
-    let files = [("cns-ca.pem", ca.pem())];
+    let files = [("cns-ca.pem", ca.pem()), ("cns.crl", crl_pem(&ca, 99))];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
     // From the trusted ingress (loopback here): a login.
     let gw = Gateway::start_with(&config("127.0.0.1/32"), &files);
@@ -362,6 +363,7 @@ reload_interval = "200ms"
     let r = with_card(&good, "/carta/estratto").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.echoed("x-varco-assertion").len() == 1);
+    assert_eq!(r.headers["cache-control"], "no-store");
     let cookie = r.headers["set-cookie"]
         .to_str()
         .unwrap()
@@ -387,6 +389,30 @@ reload_interval = "200ms"
         "GET",
         &gw.url("/carta"),
         &[("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"], "login_required");
+    // Not from another site, and not for a POST: a browser sends its card there too.
+    let r = common::request(
+        "GET",
+        &gw.url("/carta"),
+        &[
+            ("x-ssl-client-cert", &escaped(&good)),
+            ("sec-fetch-site", "cross-site"),
+            ("accept", "application/json"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"], "login_required");
+    let r = common::request(
+        "POST",
+        &gw.url("/carta"),
+        &[
+            ("x-ssl-client-cert", &escaped(&good)),
+            ("accept", "application/json"),
+        ],
         "",
     )
     .await;

@@ -194,9 +194,11 @@ pub fn validate(
     let mut intermediates: Vec<CertificateDer<'_>> = presented.to_vec();
     intermediates.extend(trust.intermediates.iter().cloned());
     let crl_refs: Vec<&webpki::CertRevocationList<'_>> = trust.crls.iter().collect();
+    // A CRL past its nextUpdate no longer says anything: the status is unknown, refused.
     let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
         b.with_depth(RevocationCheckDepth::EndEntity)
             .with_status_policy(UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
             .build()
     });
     ee.verify_for_usage(

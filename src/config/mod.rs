@@ -400,7 +400,39 @@ impl Config {
             absolute("pin.form_path".into(), f, bad);
         }
         for (i, b) in p.basic_paths.iter().enumerate() {
-            absolute(format!("pin.basic_paths[{i}]"), b, bad);
+            let key = format!("pin.basic_paths[{i}]");
+            absolute(key.clone(), b, bad);
+            // On a public route a Basic PIN would be forwarded, never checked.
+            let route = self
+                .route
+                .iter()
+                .filter(|r| crate::pin::under(b, &r.path))
+                .max_by_key(|r| r.path.len());
+            if route.is_none_or(|r| r.public == Some(true)) {
+                bad(key, "must be on a protected route".into());
+            }
+        }
+        if p.basic_cache_ttl > Duration::from_secs(86_400) {
+            bad("pin.basic_cache_ttl".into(), "at most 1d".into());
+        }
+        // The PIN (and who is under guardianship) never crosses a network in clear.
+        let clear_remote = |u: &str| {
+            u.strip_prefix("http://").is_some_and(|rest| {
+                let host = rest.split(['/', '?']).next().unwrap_or("");
+                let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+                !(host == "localhost"
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()))
+            })
+        };
+        if p.verifier_url.as_deref().is_some_and(clear_remote) {
+            bad(
+                "pin.verifier_url".into(),
+                "plain http only to loopback: use https".into(),
+            );
         }
         if p.form_fiscal_code_field.is_empty()
             || p.form_pin_field.is_empty()
@@ -459,6 +491,15 @@ impl Config {
             }
         }
         if let Some(r) = &p.registry {
+            if r.url.as_deref().is_some_and(clear_remote) {
+                bad(
+                    "pin.registry.url".into(),
+                    "plain http only to loopback: use https".into(),
+                );
+            }
+            if r.cache_ttl > Duration::from_secs(86_400) {
+                bad("pin.registry.cache_ttl".into(), "at most 1d".into());
+            }
             match (&r.file, &r.url) {
                 (Some(f), None) if !f.is_file() => bad(
                     "pin.registry.file".into(),
@@ -744,6 +785,12 @@ impl Config {
             }
         }
         if let Some(c) = &self.cns {
+            if c.crls.is_empty() {
+                bad(
+                    "cns.crls".into(),
+                    "at least one CRL: revocation is always checked".into(),
+                );
+            }
             if c.reload_interval.is_zero() {
                 bad("cns.reload_interval".into(), "must be above zero".into());
             }
@@ -1097,9 +1144,9 @@ mod example_tests {
         }
         let cfg = Config::from_toml("pin", &text).unwrap();
         let pin = cfg.pin.unwrap();
-        assert_eq!(pin.cutoff.to_string(), "2021-09-30");
+        assert_eq!(pin.cutoff.to_string(), "2021-10-01");
         assert_eq!(pin.level, crate::identity::Level::Legacy);
-        assert_eq!(pin.exceptions.dedicated_to("/minori/x").len(), 1);
+        assert_eq!(pin.exceptions.dedicated_to("/minori/x", false).len(), 1);
     }
 
     /// Each unsafe `[pin]` names its key.

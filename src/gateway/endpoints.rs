@@ -190,9 +190,7 @@ impl Gateway {
         // The legacy PIN: until the cutoff for everyone; after it only for the services
         // dedicated to the exception categories, when there are any.
         if let Some(p) = self.services.pin.as_deref() {
-            let today = crate::identity::Date::from_days_since_epoch(
-                i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
-            );
+            let today = self.today();
             let dedicated = crate::pin::Category::ALL
                 .iter()
                 .any(|c| !p.cfg.exceptions.of(*c).is_empty());

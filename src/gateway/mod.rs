@@ -442,7 +442,8 @@ impl Gateway {
         // The legacy PIN login form, wherever ops configured it.
         if req.method() == Method::POST
             && let Some(p) = &self.services.pin
-            && p.cfg.form_path.as_deref() == Some(path.as_str())
+            && let Some(form) = &p.cfg.form_path
+            && self.pin_path(&path, std::slice::from_ref(form))
         {
             ex.route = RouteSlot::Internal;
             return self.pin_form_login(req, ex).await;
@@ -465,8 +466,8 @@ impl Gateway {
             .clone();
         ex.route = RouteSlot::Route(route.index);
         let policy = self.policies.get(route.index).and_then(Option::as_ref);
-        // A session made on the spot (CNS on a route configured so): its cookie.
-        let mut new_cookie: Option<String> = None;
+        // A CNS card logged in on the spot (a route configured so): stored once allowed.
+        let mut pending_cns = None;
         let session = if route.public {
             None
         } else {
@@ -479,17 +480,30 @@ impl Gateway {
                 // legacy PIN credentials (Basic on its paths, the legacy cookie after the
                 // cutoff), before the login redirect.
                 Err(e @ GatewayError::LoginRequired { .. }) => {
+                    // Only a top-level navigation or a same-origin request: a browser
+                    // sends its certificate cross-site too, which must not log it in.
+                    let same_origin = req
+                        .headers()
+                        .get("sec-fetch-site")
+                        .is_none_or(|v| v == "same-origin" || v == "none");
                     let auto_cns = self.cfg.route.get(route.index).is_some_and(|r| r.cns_login)
                         && self.services.cns.is_some()
+                        && matches!(*req.method(), Method::GET | Method::HEAD)
+                        && same_origin
                         && self.has_client_certificate(req.headers(), conn)
                         && min_level.is_none_or(|m| self.cns_level() >= m);
                     if auto_cns {
+                        // Authorized first, stored (with its cookie) only when allowed.
                         let identity = self.cns_identity(req.headers(), conn).await?;
-                        let old = self.cookie.read(req.headers());
-                        let (id, s) = self
-                            .create_session(identity, None, None, old, "cns")
-                            .await?;
-                        new_cookie = Some(self.cookie.set(&id));
+                        let s = Arc::new(Session {
+                            created: identity.auth_time,
+                            identity: identity.clone(),
+                            sid: String::new(),
+                            claims: None,
+                            saml: None,
+                            pin: None,
+                        });
+                        pending_cns = Some(identity);
                         s
                     } else if self.services.pin.is_some() {
                         match self.pin_credentials(&mut req, &path, ex).await? {
@@ -511,6 +525,18 @@ impl Gateway {
                 None => session,
             })
         };
+        let mut new_cookie: Option<String> = None;
+        let session = match (pending_cns, session) {
+            (Some(identity), Some(_)) => {
+                let old = self.cookie.read(req.headers());
+                let (id, s) = self
+                    .create_session(identity, None, None, old, "cns")
+                    .await?;
+                new_cookie = Some(self.cookie.set(&id));
+                Some(s)
+            }
+            (_, s) => s,
+        };
         let declared_len = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -526,7 +552,10 @@ impl Gateway {
         if let Some(c) = new_cookie
             && let Ok(v) = HeaderValue::from_str(&c)
         {
-            resp.headers_mut().append(header::SET_COOKIE, v);
+            // A response that sets a session cookie is nobody else's.
+            let h = resp.headers_mut();
+            h.append(header::SET_COOKIE, v);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         Ok(resp)
     }
@@ -748,10 +777,15 @@ impl Gateway {
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         self.cookie.strip(headers);
-        if session.is_some()
-            && let Some(legacy) = &self.legacy_cookie
-        {
+        // PIN credentials never reach an upstream: the legacy cookie anywhere, Basic on
+        // the PIN's paths (whatever the session).
+        if let Some(legacy) = &self.legacy_cookie {
             legacy.strip(headers);
+        }
+        if let Some(p) = &self.services.pin
+            && self.pin_path(path, &p.cfg.basic_paths)
+        {
+            headers.remove(header::AUTHORIZATION);
         }
         if let Some(h) = &self.cns_header {
             headers.remove(h);
@@ -838,6 +872,9 @@ impl Gateway {
         let upstream_upgrade_value = resp.headers().get(header::UPGRADE).cloned();
         remove_hop_by_hop(resp.headers_mut());
         self.cookie.strip_set_cookie(resp.headers_mut());
+        if let Some(legacy) = &self.legacy_cookie {
+            legacy.strip_set_cookie(resp.headers_mut());
+        }
         if switching {
             let (Some(client_upgrade), Some(value)) = (
                 client_upgrade,

@@ -67,10 +67,34 @@ fn utc(secs: u64) -> String {
 }
 
 impl Gateway {
-    fn today(&self) -> Date {
-        Date::from_days_since_epoch(
-            i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
-        )
+    /// Today in Italy: cutoffs and birthdays turn at Italian midnight.
+    pub(super) fn today(&self) -> Date {
+        pin::italian_date(self.services.clock.now_secs())
+    }
+
+    /// The client's address for the per-address limit: the peer, or — behind a trusted
+    /// proxy — the last address that proxy put in `X-Forwarded-For`.
+    fn client_addr(&self, headers: &http::HeaderMap, ex: &Exchange) -> std::net::IpAddr {
+        if ex.trusted
+            && let Some(ip) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+                .next_back()
+        {
+            return ip;
+        }
+        ex.peer_addr
+    }
+
+    /// Whether `path` is under one of `prefixes` as the router reads it.
+    pub(super) fn pin_path(&self, path: &str, prefixes: &[String]) -> bool {
+        let fold = self.cfg.server.case_insensitive_paths;
+        prefixes
+            .iter()
+            .any(|p| crate::routes::prefix_matches(p, path, fold))
     }
 
     fn pin_login_url(&self, return_to: &str) -> String {
@@ -106,7 +130,9 @@ impl Gateway {
 
     /// Rate limit, switch-off, verifier: the holder of a valid PIN credential, or why
     /// not. After the cutoff a holder in no exception category is refused before the
-    /// verifier is asked.
+    /// verifier is asked, with the same answer (and an argon2-sized delay) as a wrong PIN
+    /// of an exception holder: the answer does not tell who is in the registry.
+    #[allow(clippy::too_many_arguments)]
     async fn check_pin(
         &self,
         svc: &PinService,
@@ -114,10 +140,11 @@ impl Gateway {
         pin: &Pin,
         via: &'static str,
         return_to: &str,
+        addr: std::net::IpAddr,
         ex: &Exchange,
     ) -> Result<Holder, GatewayError> {
         let key = format!("cf:{}", subject.as_str());
-        if let Err(which) = svc.limiter.check(&key, Some(ex.peer_addr)) {
+        if let Err(which) = svc.limiter.begin(&key, Some(addr)) {
             tracing::warn!(
                 target: "varco::audit",
                 event = "pin_rate_limited",
@@ -132,12 +159,15 @@ impl Gateway {
             });
         }
         let today = self.today();
+        let after_cutoff = today >= svc.switch.cutoff;
         let registered = svc
             .registered(subject, today)
             .await
             .map_err(|_| GatewayError::SourceUnavailable("pin"))?;
         let held = pin::categories(subject, None, &registered, today);
         if let Err(r) = pin::may_log_in(&svc.switch, today, None, &held) {
+            let p = pin.clone();
+            let _ = pin::argon2_job(move || pin::verify_secret(p.expose(), pin::DUMMY_HASH)).await;
             return Err(self.refuse_pin(r, Some(subject), via, return_to, None, ex));
         }
         let cached = (via == "basic")
@@ -153,7 +183,6 @@ impl Gateway {
                     h
                 }
                 Ok(None) => {
-                    svc.limiter.fail(&key, Some(ex.peer_addr));
                     tracing::warn!(
                         target: "varco::audit",
                         event = "pin_login_failed",
@@ -162,6 +191,13 @@ impl Gateway {
                         peer = %ex.peer,
                         "wrong PIN"
                     );
+                    if after_cutoff {
+                        return Err(GatewayError::PinRefused(PinRefusal {
+                            refusal: Refusal::AfterCutoff,
+                            login_url: self.pin_login_url(return_to),
+                            clear_cookie: None,
+                        }));
+                    }
                     return Err(GatewayError::LoginRefused(PIN_INVALID));
                 }
                 Err(_) => return Err(GatewayError::SourceUnavailable("pin")),
@@ -171,7 +207,7 @@ impl Gateway {
         if let Err(r) = pin::may_log_in(&svc.switch, today, Some(holder.issued), &held) {
             return Err(self.refuse_pin(r, Some(subject), via, return_to, None, ex));
         }
-        svc.limiter.succeed(&key);
+        svc.limiter.succeed(&key, Some(addr));
         Ok(holder)
     }
 
@@ -215,6 +251,7 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let old = self.cookie.read(req.headers());
+        let addr = self.client_addr(req.headers(), ex);
         let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
             .collect()
             .await
@@ -240,8 +277,7 @@ impl Gateway {
         let subject = FiscalCode::parse(&cf.trim().to_ascii_uppercase());
         let (Ok(subject), Some(pin)) = (subject, Pin::new(&pin)) else {
             // Malformed input counts against the address like a wrong PIN.
-            svc.limiter.fail("malformed", Some(ex.peer_addr));
-            if svc.limiter.check("-", Some(ex.peer_addr)).is_err() {
+            if svc.limiter.begin("malformed", Some(addr)).is_err() {
                 return Err(GatewayError::TooManyAttempts {
                     retry_after: svc.limiter.window().as_secs(),
                 });
@@ -249,7 +285,7 @@ impl Gateway {
             return Err(GatewayError::LoginRefused(PIN_INVALID));
         };
         let holder = self
-            .check_pin(svc, &subject, &pin, "form", &return_to, ex)
+            .check_pin(svc, &subject, &pin, "form", &return_to, addr, ex)
             .await?;
         let grant = PinGrant {
             issued: holder.issued,
@@ -273,7 +309,8 @@ impl Gateway {
             return Ok(None);
         };
         let return_to = here(req, path);
-        if svc.cfg.basic_paths.iter().any(|p| pin::under(path, p))
+        let addr = self.client_addr(req.headers(), ex);
+        if self.pin_path(path, &svc.cfg.basic_paths)
             && let Some((subject, pin)) = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -282,7 +319,7 @@ impl Gateway {
         {
             req.headers_mut().remove(header::AUTHORIZATION);
             let holder = self
-                .check_pin(svc, &subject, &pin, "basic", &return_to, ex)
+                .check_pin(svc, &subject, &pin, "basic", &return_to, addr, ex)
                 .await?;
             let identity = self.pin_identity(svc, &subject, &holder);
             let sid = SessionId::random().hash();
@@ -327,13 +364,13 @@ impl Gateway {
         route: &crate::routes::Route,
         ex: &Exchange,
     ) -> Result<(), GatewayError> {
-        let min = self
-            .cfg
-            .route
-            .get(route.index)
-            .and_then(|r| r.min_level)
-            .unwrap_or(Level::SpidL1)
-            .max(Level::SpidL1);
+        let route_min = self.cfg.route.get(route.index).and_then(|r| r.min_level);
+        let min = route_min.unwrap_or(Level::SpidL1).max(Level::SpidL1);
+        // A route's own level binds PIN credentials too (a Basic one never passed
+        // `authenticate`'s level check).
+        if route_min.is_some_and(|m| session.identity.level < m) {
+            return Err(self.login_required_error(req, path, Some(min)));
+        }
         let (Some(svc), Some(grant)) = (self.services.pin.as_deref(), session.pin.as_ref()) else {
             // A PIN session without the switch-off configured, or without its facts.
             return Err(self.login_required_error(req, path, Some(min)));
@@ -345,7 +382,10 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::SourceUnavailable("pin"))?;
         let held = pin::categories(subject, grant.date_of_birth, &registered, today);
-        let dedicated = svc.cfg.exceptions.dedicated_to(path);
+        let dedicated = svc
+            .cfg
+            .exceptions
+            .dedicated_to(path, self.cfg.server.case_insensitive_paths);
         let accepts = policy.is_some_and(|p| p.methods.contains(&AuthMethod::Pin));
         match pin::admit(&svc.switch, today, grant.issued, &held, &dedicated, accepts) {
             Admission::Admit => Ok(()),
@@ -611,7 +651,7 @@ impl Gateway {
         let subject = FiscalCode::parse(&ask.fiscal_code.trim().to_ascii_uppercase())
             .map_err(|_| GatewayError::BadForm)?;
         let key = format!("tel:{}", subject.as_str());
-        if svc.limiter.check(&key, None).is_err() {
+        if svc.limiter.begin(&key, None).is_err() {
             tracing::warn!(target: "varco::audit", event = "pin_rate_limited", via = "telephone", limit = "fiscal_code", subject = subject.as_str(), "telephone PIN checks rate-limited");
             return Err(GatewayError::TooManyAttempts {
                 retry_after: svc.limiter.window().as_secs(),
@@ -624,13 +664,10 @@ impl Gateway {
         };
         let answer = match check {
             Check::Valid { expires } => {
-                svc.limiter.succeed(&key);
+                svc.limiter.succeed(&key, None);
                 serde_json::json!({"valid": true, "fiscal_code": subject.as_str(), "expires": expires})
             }
-            Check::Invalid => {
-                svc.limiter.fail(&key, None);
-                serde_json::json!({"valid": false})
-            }
+            Check::Invalid => serde_json::json!({"valid": false}),
         };
         tracing::info!(
             target: "varco::audit",

@@ -1,6 +1,8 @@
-//! Failed PIN attempts, counted per fiscal code and per client address in fixed windows:
-//! once a count reaches its limit, further attempts are refused (429) without asking the
-//! verifier, until the window that began with the first failure ends.
+//! PIN attempts, counted per fiscal code and per client address in fixed windows. An
+//! attempt is counted before the PIN is checked (parallel requests cannot get more
+//! guesses than the limit) and a success takes it back; once a count reaches its limit,
+//! further attempts are refused (429) without asking the verifier, until the window that
+//! began with the first counted attempt ends.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -73,39 +75,35 @@ impl Limiter {
         }
     }
 
-    fn count(&self, key: &str) -> u32 {
-        self.failures
-            .get(key)
-            .map_or(0, |c| c.load(Ordering::Acquire))
+    fn counter(&self, key: String) -> Arc<AtomicU32> {
+        self.failures.get_with(key, || Arc::new(AtomicU32::new(0)))
     }
 
-    /// Whether an attempt for `subject` (a namespaced key, e.g. `cf:RSSMRA...`) from
-    /// `addr` may go ahead. `addr: None` skips the address limit (a trusted caller).
-    pub fn check(&self, subject: &str, addr: Option<IpAddr>) -> Result<(), Limited> {
-        if self.count(subject) >= self.cfg.max_failures_per_fiscal_code {
+    /// Counts an attempt for `subject` (a namespaced key, e.g. `cf:RSSMRA...`) from
+    /// `addr`, or refuses it when a limit is already reached. `addr: None` skips the
+    /// address limit (a trusted caller).
+    pub fn begin(&self, subject: &str, addr: Option<IpAddr>) -> Result<(), Limited> {
+        let before = self
+            .counter(subject.to_string())
+            .fetch_add(1, Ordering::AcqRel);
+        let addr_before = addr.map(|a| self.counter(address_key(a)).fetch_add(1, Ordering::AcqRel));
+        if before >= self.cfg.max_failures_per_fiscal_code {
             return Err(Limited::FiscalCode);
         }
-        if let Some(a) = addr
-            && self.count(&address_key(a)) >= self.cfg.max_failures_per_address
-        {
+        if addr_before.is_some_and(|n| n >= self.cfg.max_failures_per_address) {
             return Err(Limited::Address);
         }
         Ok(())
     }
 
-    /// Counts a failure for `subject` and `addr`.
-    pub fn fail(&self, subject: &str, addr: Option<IpAddr>) {
-        let keys = std::iter::once(subject.to_string()).chain(addr.map(address_key));
-        for key in keys {
-            self.failures
-                .get_with(key, || Arc::new(AtomicU32::new(0)))
-                .fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// A success clears the subject's count (not the address's).
-    pub fn succeed(&self, subject: &str) {
+    /// A success: the subject's count is cleared and the address's attempt taken back.
+    pub fn succeed(&self, subject: &str, addr: Option<IpAddr>) {
         self.failures.invalidate(subject);
+        if let Some(a) = addr
+            && let Some(c) = self.failures.get(&address_key(a))
+        {
+            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
     }
 
     pub fn window(&self) -> Duration {
@@ -126,26 +124,26 @@ mod tests {
         });
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            assert_eq!(l.check("cf:A", Some(a)), Ok(()));
-            l.fail("cf:A", Some(a));
+            assert_eq!(l.begin("cf:A", Some(a)), Ok(()));
         }
-        assert_eq!(l.check("cf:A", Some(a)), Err(Limited::FiscalCode));
-        // Another fiscal code from the same address: two more failures reach 5.
-        l.fail("cf:B", Some(a));
-        assert_eq!(l.check("cf:B", Some(a)), Ok(()));
-        l.fail("cf:B", Some(a));
-        assert_eq!(l.check("cf:C", Some(a)), Err(Limited::Address));
-        // Elsewhere, cf:C is fine; a success clears a subject.
+        assert_eq!(l.begin("cf:A", Some(a)), Err(Limited::FiscalCode));
+        // That refused attempt counted for the address too: 4; one more reaches 5.
+        assert_eq!(l.begin("cf:B", Some(a)), Ok(()));
+        assert_eq!(l.begin("cf:C", Some(a)), Err(Limited::Address));
+        // Elsewhere, cf:C is fine (its count is 1 of 3).
         let b: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(l.check("cf:C", Some(b)), Ok(()));
-        l.succeed("cf:A");
-        assert_eq!(l.check("cf:A", None), Ok(()));
+        assert_eq!(l.begin("cf:C", Some(b)), Ok(()));
+        // A success clears its subject and takes its address attempt back.
+        l.succeed("cf:C", Some(b));
+        l.succeed("cf:A", None);
+        assert_eq!(l.begin("cf:A", None), Ok(()));
         // An IPv6 /64 counts as one client.
-        for i in 0..5 {
+        for i in 0..4 {
             let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
-            l.fail(&format!("cf:X{i}"), Some(ip));
+            assert_eq!(l.begin(&format!("cf:X{i}"), Some(ip)), Ok(()));
         }
         let other: IpAddr = "2001:db8::ffff".parse().unwrap();
-        assert_eq!(l.check("cf:Y", Some(other)), Err(Limited::Address));
+        assert_eq!(l.begin("cf:Y", Some(other)), Ok(()));
+        assert_eq!(l.begin("cf:Z", Some(other)), Err(Limited::Address));
     }
 }

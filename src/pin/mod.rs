@@ -70,8 +70,9 @@ pub struct PinConfig {
     /// From this date no new PIN is issued but to the exception categories: a PIN issued
     /// on or after it is valid only on its holder's dedicated services.
     pub issuance_stop: Date,
-    /// From this date a PIN login is refused, but for the exception categories on their
-    /// dedicated services.
+    /// From this date (Italian time) a PIN login is refused, but for the exception
+    /// categories on their dedicated services: the day after the last valid day (INPS:
+    /// `2021-10-01`, PINs valid until 30 September 2021).
     pub cutoff: Date,
     /// The level of a PIN session: `Legacy` (below SpidL1) by default, so a route accepts
     /// PIN only when its policy lists `pin` among its methods.
@@ -153,21 +154,79 @@ impl ExceptionRoutes {
         }
     }
 
-    /// The categories whose dedicated services include `path`.
-    pub fn dedicated_to(&self, path: &str) -> Vec<Category> {
+    /// The categories whose dedicated services include `path` (`fold_case`:
+    /// `server.case_insensitive_paths`).
+    pub fn dedicated_to(&self, path: &str, fold_case: bool) -> Vec<Category> {
         Category::ALL
             .into_iter()
-            .filter(|c| self.of(*c).iter().any(|p| under(path, p)))
+            .filter(|c| {
+                self.of(*c)
+                    .iter()
+                    .any(|p| crate::routes::prefix_matches(p, path, fold_case))
+            })
             .collect()
     }
 }
 
-/// Whether `path` is `prefix` or below it on a segment boundary.
+/// Whether `path` is `prefix` or below it, as the router reads paths (whole segments, a
+/// segment also ending at `;`).
 pub fn under(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-        None => false,
-    }
+    crate::routes::prefix_matches(prefix, path, false)
+}
+
+/// The civil date in Italy (CET/CEST: UTC+1, UTC+2 from the last Sunday of March to the
+/// last Sunday of October, switching at 01:00 UTC) at `secs` since the epoch: cutoffs and
+/// 18th birthdays take effect at Italian midnight.
+pub fn italian_date(secs: u64) -> Date {
+    let utc_days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let year = Date::from_days_since_epoch(utc_days).year;
+    // Days since the epoch of the last Sunday of `month` in `year` (1970-01-01: Thursday).
+    let last_sunday = |month: u8| -> i64 {
+        let mut d = days_since_epoch(Date {
+            year,
+            month,
+            day: 31,
+        });
+        while (d + 4).rem_euclid(7) != 0 {
+            d -= 1;
+        }
+        d
+    };
+    let t = i64::try_from(secs).unwrap_or(i64::MAX);
+    let summer_start = last_sunday(3) * 86_400 + 3600;
+    let summer_end = last_sunday(10) * 86_400 + 3600;
+    let offset = if (summer_start..summer_end).contains(&t) {
+        7200
+    } else {
+        3600
+    };
+    Date::from_days_since_epoch(t.saturating_add(offset).div_euclid(86_400))
+}
+
+/// Days from 1970-01-01 to `d` (inverse of `Date::from_days_since_epoch`).
+fn days_since_epoch(d: Date) -> i64 {
+    let y = i64::from(d.year) - i64::from(d.month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(d.month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d.day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A well-formed argon2id hash that matches nothing anyone types: checked where there is
+/// no real hash, so that the time taken does not tell whether there was one.
+pub const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$zYqAQbwDVdIyRtgHo0YPwhm4zFRSSD+s2PpQb0GpuVQ";
+
+/// At most this many argon2 computations (19 MiB each) at once: a flood of PIN attempts
+/// queues here instead of exhausting memory.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Runs an argon2 job on the blocking pool within [`ARGON2_SLOTS`].
+pub async fn argon2_job<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = ARGON2_SLOTS.acquire().await.ok()?;
+    tokio::task::spawn_blocking(job).await.ok()
 }
 
 /// The switch-off dates.
@@ -259,8 +318,8 @@ impl Refusal {
     pub fn message(self) -> (&'static str, &'static str) {
         match self {
             Refusal::AfterCutoff => (
-                "Il PIN INPS non è più accettato. Accedi con SPID, CIE o CNS.",
-                "The INPS PIN is no longer accepted. Please log in with SPID, CIE or CNS.",
+                "Il PIN INPS non è più accettato: accedi con SPID, CIE o CNS. Resta valido solo per i servizi dedicati a minori, persone sotto tutela o senza documento italiano: se ne hai diritto, controlla codice fiscale e PIN.",
+                "The INPS PIN is no longer accepted: please log in with SPID, CIE or CNS. It stays valid only for the services dedicated to minors, people under guardianship or without an Italian document: if that is you, check your fiscal code and PIN.",
             ),
             Refusal::IssuedAfterStop => (
                 "Questo PIN vale solo per i servizi dedicati a minori, persone senza documento italiano o sotto tutela. Accedi con SPID, CIE o CNS.",

@@ -143,9 +143,9 @@ impl TelephonePins {
                 .collect()
         };
         let secret = pin.clone();
-        let hash = tokio::task::spawn_blocking(move || super::hash_secret(&secret))
+        let hash = super::argon2_job(move || super::hash_secret(&secret))
             .await
-            .map_err(|_| "argon2 task failed".to_string())??;
+            .ok_or_else(|| "argon2 task failed".to_string())??;
         let entry = Arc::new(Entry {
             hash,
             created: now,
@@ -168,7 +168,7 @@ impl TelephonePins {
         };
         let pin = pin.clone();
         let hash = entry.hash.clone();
-        let ok = tokio::task::spawn_blocking(move || super::verify_secret(pin.expose(), &hash))
+        let ok = super::argon2_job(move || super::verify_secret(pin.expose(), &hash))
             .await
             .unwrap_or(false);
         if ok {

@@ -163,18 +163,53 @@ fn dedicated_prefixes_match_whole_segments() {
         no_italian_document: vec!["/stranieri/".into()],
         guardianship: vec!["/tutela".into(), "/minori/tutela".into()],
     };
-    assert_eq!(ex.dedicated_to("/minori"), vec![Category::Minor]);
-    assert_eq!(ex.dedicated_to("/minori/x"), vec![Category::Minor]);
-    assert!(ex.dedicated_to("/minorix").is_empty());
+    assert_eq!(ex.dedicated_to("/minori", false), vec![Category::Minor]);
+    assert_eq!(ex.dedicated_to("/minori/x", false), vec![Category::Minor]);
+    assert!(ex.dedicated_to("/minorix", false).is_empty());
     assert_eq!(
-        ex.dedicated_to("/minori/tutela/a"),
+        ex.dedicated_to("/minori/tutela/a", false),
         vec![Category::Minor, Category::Guardianship]
     );
     assert_eq!(
-        ex.dedicated_to("/stranieri/a"),
+        ex.dedicated_to("/stranieri/a", false),
         vec![Category::NoItalianDocument]
     );
-    assert!(ex.dedicated_to("/").is_empty());
+    assert!(ex.dedicated_to("/", false).is_empty());
+    // As the router reads paths: a parameter ends a segment; case only when folded.
+    assert_eq!(
+        ex.dedicated_to("/minori;jsessionid=1", false),
+        vec![Category::Minor]
+    );
+    assert!(ex.dedicated_to("/MINORI", false).is_empty());
+    assert_eq!(ex.dedicated_to("/MINORI/x", true), vec![Category::Minor]);
+}
+
+#[test]
+fn the_date_is_italian() {
+    let at = |y: i32, m: u8, d: u8, h: i64| {
+        // Seconds since the epoch of y-m-d h:00 UTC.
+        let days = Date::new(y, m, d).unwrap();
+        let mut n = 0i64;
+        let mut probe = Date::from_days_since_epoch(0);
+        while probe != days {
+            n += 1;
+            probe = Date::from_days_since_epoch(n);
+        }
+        (n * 86_400 + h * 3600) as u64
+    };
+    // Summer (UTC+2): 22:00 UTC on 30 September is already 1 October; winter: UTC+1.
+    assert_eq!(italian_date(at(2021, 9, 30, 22)), d("2021-10-01"));
+    assert_eq!(italian_date(at(2021, 9, 30, 21)), d("2021-09-30"));
+    assert_eq!(italian_date(at(2021, 12, 31, 23)), d("2022-01-01"));
+    assert_eq!(italian_date(at(2021, 12, 31, 22)), d("2021-12-31"));
+    // The switches: last Sunday of March 2021 was the 28th, of October the 31st.
+    assert_eq!(
+        italian_date(at(2021, 3, 28, 0) + 3599 + 22 * 3600),
+        d("2021-03-29")
+    );
+    assert_eq!(italian_date(at(2021, 3, 27, 23)), d("2021-03-28"));
+    assert_eq!(italian_date(at(2021, 10, 31, 22)), d("2021-10-31"));
+    assert_eq!(italian_date(at(2021, 10, 31, 23)), d("2021-11-01"));
 }
 
 #[test]

@@ -92,7 +92,9 @@ pub struct RouteTable {
     fold_case: bool,
 }
 
-fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
+/// Whether `path` is under `prefix` as the router reads it: whole segments, a segment
+/// also ending at a path parameter (`;`), ASCII case folded when `fold_case`.
+pub fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
     if prefix == "/" {
         return true;
     }
