@@ -72,13 +72,18 @@ pub async fn start_with_clock(
     }
     if let Some(c) = &cfg.cns {
         let store = Arc::new(crate::cns::CnsStore::load(c).map_err(StartError::Directory)?);
+        metrics.cns_crl_next_update.set(store.crl_next_update());
         let reloading = store.clone();
+        let gauge = metrics.cns_crl_next_update.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(reloading.reload_interval());
             loop {
                 ticker.tick().await;
                 match reloading.reload_if_changed() {
-                    Ok(true) => tracing::info!("CNS authorities and CRLs reloaded"),
+                    Ok(true) => {
+                        gauge.set(reloading.crl_next_update());
+                        tracing::info!("CNS authorities and CRLs reloaded");
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "CNS files not reloaded: keeping the previous ones")

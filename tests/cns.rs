@@ -423,6 +423,15 @@ reload_interval = "200ms"
     assert_eq!(r.json()["error"], "cns_certificate_not_valid");
     assert!(r.headers.get("set-cookie").is_none());
 
+    // The CRLs' earliest nextUpdate is a metric (2099-01-01 here), for alerting.
+    let m = common::request("GET", &gw.url("/_varco/metrics"), &[], "")
+        .await
+        .text();
+    assert!(
+        m.contains("varco_cns_crl_next_update_timestamp_seconds 4070908800"),
+        "{m}"
+    );
+
     // Ops drop a new CRL that revokes the good card too: picked up without a restart.
     std::fs::write(gw.dir.path().join("cns.crl"), crl_pem(&ca, 30)).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

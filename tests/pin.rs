@@ -325,6 +325,18 @@ async fn the_switch_off_before_and_after_the_cutoff() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "login_required");
 
+    // A form posted from another site logs nobody in (login CSRF).
+    let r = request(
+        "POST",
+        &gw.url("/_varco/pin/login"),
+        &[FORM, API, ("sec-fetch-site", "cross-site")],
+        format!("codice_fiscale={}&pin=Adulto-1980", p.adult),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "pin_form_cross_site");
+    assert!(r.headers.get("set-cookie").is_none());
+
     // A wrong PIN: 401, no session.
     let r = form_login(&gw.url("/_varco/pin/login"), &p.adult, "Sbagliato-1").await;
     assert_eq!(r.status, 401);
@@ -885,6 +897,20 @@ async fn nothing_secret_reaches_the_logs() {
         assert_eq!(r.status, 200);
     }
 
+    // Metrics count attempts by kind and outcome, and carry nothing else.
+    let metrics = request("GET", &url("/_varco/metrics"), &[], "")
+        .await
+        .text();
+    for line in [
+        "varco_pin_attempts_total{kind=\"form\",outcome=\"ok\"} 1",
+        "varco_pin_attempts_total{kind=\"form\",outcome=\"wrong\"} 1",
+        "varco_pin_attempts_total{kind=\"basic\",outcome=\"ok\"} 1",
+        "varco_pin_attempts_total{kind=\"telephone\",outcome=\"wrong\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(!metrics.contains(tel.as_str()) && !metrics.contains("Adulto-1980"));
+
     let events = [
         "pin_login_failed",
         "pin_refused",
@@ -1062,13 +1088,19 @@ async fn the_contact_centre_may_verify_with_its_client_certificate() {
     let clients = varco::demo::certs::DevCa::new("clients CA (TEST ONLY)").unwrap();
     let centre = clients.client("contact-centre.test").unwrap();
     let stranger = clients.client("someone-else.test").unwrap();
+    // Another authority the listener also trusts (as CNS authorities would be) issues a
+    // certificate with the contact centre's name: verify_client_ca refuses it.
+    let cards = varco::demo::certs::DevCa::new("card CA (TEST ONLY)").unwrap();
+    let impostor = cards.client("contact-centre.test").unwrap();
     let owned = files(&p);
     let mut files: Vec<(&str, &str)> = owned.iter().map(|(n, t)| (*n, t.as_str())).collect();
     let ca_pem = clients.cert_pem();
+    let both = format!("{ca_pem}{}", cards.cert_pem());
     files.extend([
         ("server.pem", server.cert_pem.as_str()),
         ("server-key.pem", server.key_pem.as_str()),
-        ("clients-ca.pem", ca_pem.as_str()),
+        ("clients-ca.pem", both.as_str()),
+        ("centre-ca.pem", ca_pem.as_str()),
     ]);
     let text = config(up, std::path::Path::new("@DIR@"))
         .replace(
@@ -1077,7 +1109,7 @@ async fn the_contact_centre_may_verify_with_its_client_certificate() {
         )
         .replace(
             &format!("verify_tokens = [\"{TOKEN}\"]"),
-            "verify_clients = [\"contact-centre.test\"]",
+            "verify_clients = [\"contact-centre.test\"]\nverify_client_ca = \"@DIR@/centre-ca.pem\"",
         );
     let gw = common::Gateway::start_with(&text, &files);
 
@@ -1131,5 +1163,6 @@ async fn the_contact_centre_may_verify_with_its_client_certificate() {
     let (status, body) = post(Some(&centre)).await;
     assert_eq!((status, body.as_str()), (200, "{\"valid\":false}"));
     assert_eq!(post(Some(&stranger)).await.0, 401);
+    assert_eq!(post(Some(&impostor)).await.0, 401);
     assert_eq!(post(None).await.0, 401);
 }

@@ -102,6 +102,8 @@ impl CnsTrust {
 /// The trust from `[cns]`'s files, rebuilt when one of them changes.
 pub struct CnsStore {
     cfg: crate::config::CnsConfig,
+    /// The earliest nextUpdate of the loaded CRLs (Unix seconds; 0 when none says).
+    next_update: std::sync::atomic::AtomicI64,
     trust: std::sync::RwLock<std::sync::Arc<CnsTrust>>,
     stamps: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
 }
@@ -114,7 +116,7 @@ impl CnsStore {
             .collect()
     }
 
-    fn build(cfg: &crate::config::CnsConfig) -> Result<CnsTrust, String> {
+    fn build(cfg: &crate::config::CnsConfig) -> Result<(CnsTrust, i64), String> {
         use rustls::pki_types::pem::PemObject as _;
         let cas = crate::server::tls::load_certs(&cfg.ca).map_err(|e| format!("cns.ca: {e}"))?;
         let mut crls = Vec::new();
@@ -125,16 +127,33 @@ impl CnsStore {
             };
             crls.push(der);
         }
-        CnsTrust::new(&cas, Vec::new(), &crls, cfg.policies.clone())
-            .map_err(|e| format!("cns: {e}"))
+        let next_update = crls
+            .iter()
+            .filter_map(|der| {
+                x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+                    .ok()
+                    .and_then(|(_, crl)| crl.next_update())
+                    .map(|t| t.timestamp())
+            })
+            .min()
+            .unwrap_or(0);
+        let trust = CnsTrust::new(&cas, Vec::new(), &crls, cfg.policies.clone())
+            .map_err(|e| format!("cns: {e}"))?;
+        Ok((trust, next_update))
+    }
+
+    /// The earliest nextUpdate of the loaded CRLs (Unix seconds; 0 when none says).
+    pub fn crl_next_update(&self) -> i64 {
+        self.next_update.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Loads the files (a bad one stops the start).
     pub fn load(cfg: &crate::config::CnsConfig) -> Result<CnsStore, String> {
         let stamps = Self::stamps(cfg);
-        let trust = Self::build(cfg)?;
+        let (trust, next_update) = Self::build(cfg)?;
         Ok(CnsStore {
             cfg: cfg.clone(),
+            next_update: std::sync::atomic::AtomicI64::new(next_update),
             trust: std::sync::RwLock::new(std::sync::Arc::new(trust)),
             stamps: std::sync::Mutex::new(stamps),
         })
@@ -161,10 +180,12 @@ impl CnsStore {
         if *stamps == now {
             return Ok(false);
         }
-        let trust = Self::build(&self.cfg)?;
+        let (trust, next_update) = Self::build(&self.cfg)?;
         if let Ok(mut g) = self.trust.write() {
             *g = std::sync::Arc::new(trust);
         }
+        self.next_update
+            .store(next_update, std::sync::atomic::Ordering::Release);
         *stamps = now;
         Ok(true)
     }

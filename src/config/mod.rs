@@ -532,6 +532,14 @@ impl Config {
                     "each token needs at least 32 characters".into(),
                 );
             }
+            if let Some(ca) = &t.verify_client_ca
+                && !ca.is_file()
+            {
+                bad(
+                    "pin.telephone.verify_client_ca".into(),
+                    format!("{} is not a file", ca.display()),
+                );
+            }
             if !(6..=16).contains(&t.digits) {
                 bad("pin.telephone.digits".into(), "between 6 and 16".into());
             }
@@ -1135,6 +1143,7 @@ mod example_tests {
             "/etc/varco/tls/chain.pem",
             "/etc/varco/tls/key.pem",
             "/etc/varco/tls/clients-ca.pem",
+            "/etc/varco/pin/contact-centre-ca.pem",
             "/etc/varco/keys/2026-11.pem",
             "/etc/varco/inps-ca.pem",
         ] {

@@ -34,6 +34,13 @@ const PIN_INVALID: LoginFailure = LoginFailure {
     en: "Fiscal code or PIN not valid.",
 };
 
+const PIN_CROSS_SITE: LoginFailure = LoginFailure {
+    status: StatusCode::FORBIDDEN,
+    code: "pin_form_cross_site",
+    it: "Accesso non valido: apri la pagina di accesso di questo servizio e riprova.",
+    en: "Invalid login: open this service's login page and try again.",
+};
+
 const TELEPHONE_NEEDS_DIGITAL_IDENTITY: LoginFailure = LoginFailure {
     status: StatusCode::FORBIDDEN,
     code: "telephone_pin_needs_spid_cie_cns",
@@ -87,6 +94,18 @@ impl Gateway {
             return ip;
         }
         ex.peer_addr
+    }
+
+    /// `varco_pin_attempts_total{kind, outcome}`.
+    fn count_pin(&self, kind: &'static str, outcome: &'static str) {
+        self.services
+            .metrics
+            .pin_attempts
+            .get_or_create(&vec![
+                ("kind".into(), kind.into()),
+                ("outcome".into(), outcome.into()),
+            ])
+            .inc();
     }
 
     /// Whether `path` is under one of `prefixes` as the router reads it.
@@ -145,6 +164,7 @@ impl Gateway {
     ) -> Result<Holder, GatewayError> {
         let key = format!("cf:{}", subject.as_str());
         if let Err(which) = svc.limiter.begin(&key, Some(addr)) {
+            self.count_pin(via, "rate_limited");
             tracing::warn!(
                 target: "varco::audit",
                 event = "pin_rate_limited",
@@ -166,6 +186,7 @@ impl Gateway {
             .map_err(|_| GatewayError::SourceUnavailable("pin"))?;
         let held = pin::categories(subject, None, &registered, today);
         if let Err(r) = pin::may_log_in(&svc.switch, today, None, &held) {
+            self.count_pin(via, "refused");
             let p = pin.clone();
             let _ = pin::argon2_job(move || pin::verify_secret(p.expose(), pin::DUMMY_HASH)).await;
             return Err(self.refuse_pin(r, Some(subject), via, return_to, None, ex));
@@ -183,6 +204,7 @@ impl Gateway {
                     h
                 }
                 Ok(None) => {
+                    self.count_pin(via, "wrong");
                     tracing::warn!(
                         target: "varco::audit",
                         event = "pin_login_failed",
@@ -205,8 +227,10 @@ impl Gateway {
         };
         let held = pin::categories(subject, holder.date_of_birth, &registered, today);
         if let Err(r) = pin::may_log_in(&svc.switch, today, Some(holder.issued), &held) {
+            self.count_pin(via, "refused");
             return Err(self.refuse_pin(r, Some(subject), via, return_to, None, ex));
         }
+        self.count_pin(via, "ok");
         svc.limiter.succeed(&key, Some(addr));
         Ok(holder)
     }
@@ -249,6 +273,15 @@ impl Gateway {
         }
         if req.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed);
+        }
+        // Login CSRF: another site must not log a browser into a PIN session (the
+        // attacker's own). Browsers say where a form came from.
+        if req
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| v == "cross-site")
+        {
+            return Err(GatewayError::LoginRefused(PIN_CROSS_SITE));
         }
         let old = self.cookie.read(req.headers());
         let addr = self.client_addr(req.headers(), ex);
@@ -590,9 +623,41 @@ impl Gateway {
                 return true;
             }
         }
-        let Some(leaf) = conn.client_chain.as_ref().and_then(|c| c.first()) else {
+        let Some(chain) = conn.client_chain.as_ref() else {
             return false;
         };
+        let Some(leaf) = chain.first() else {
+            return false;
+        };
+        // Issued by the contact centre's own CA, when configured (the listener's client
+        // CAs may include every CNS authority).
+        let anchors = self
+            .services
+            .pin
+            .as_deref()
+            .map_or(&[][..], |p| p.telephone_anchors.as_slice());
+        if cfg.verify_client_ca.is_some() {
+            let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
+                return false;
+            };
+            let now = rustls::pki_types::UnixTime::since_unix_epoch(
+                std::time::Duration::from_secs(self.services.clock.now_secs()),
+            );
+            let issued_by_ours = ee
+                .verify_for_usage(
+                    webpki::ALL_VERIFICATION_ALGS,
+                    anchors,
+                    chain.get(1..).unwrap_or(&[]),
+                    now,
+                    webpki::KeyUsage::client_auth(),
+                    None,
+                    None,
+                )
+                .is_ok();
+            if !issued_by_ours {
+                return false;
+            }
+        }
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
             return false;
         };
@@ -652,6 +717,7 @@ impl Gateway {
             .map_err(|_| GatewayError::BadForm)?;
         let key = format!("tel:{}", subject.as_str());
         if svc.limiter.begin(&key, None).is_err() {
+            self.count_pin("telephone", "rate_limited");
             tracing::warn!(target: "varco::audit", event = "pin_rate_limited", via = "telephone", limit = "fiscal_code", subject = subject.as_str(), "telephone PIN checks rate-limited");
             return Err(GatewayError::TooManyAttempts {
                 retry_after: svc.limiter.window().as_secs(),
@@ -664,10 +730,14 @@ impl Gateway {
         };
         let answer = match check {
             Check::Valid { expires } => {
+                self.count_pin("telephone", "ok");
                 svc.limiter.succeed(&key, None);
                 serde_json::json!({"valid": true, "fiscal_code": subject.as_str(), "expires": expires})
             }
-            Check::Invalid => serde_json::json!({"valid": false}),
+            Check::Invalid => {
+                self.count_pin("telephone", "wrong");
+                serde_json::json!({"valid": false})
+            }
         };
         tracing::info!(
             target: "varco::audit",

@@ -486,6 +486,8 @@ pub struct PinService {
     pub registry: Option<registry::Registry>,
     pub limiter: limiter::Limiter,
     pub telephone: Option<telephone::TelephonePins>,
+    /// `pin.telephone.verify_client_ca`, loaded.
+    pub telephone_anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     key: CredentialKey,
     /// Verified Basic credentials by keyed hash (never the PIN), briefly.
     basic_cache: moka::sync::Cache<[u8; 32], Holder>,
@@ -502,6 +504,22 @@ impl PinService {
             Some(r) => Some(registry::Registry::load(r)?),
             None => None,
         };
+        let mut telephone_anchors = Vec::new();
+        if let Some(p) = cfg
+            .telephone
+            .as_ref()
+            .and_then(|t| t.verify_client_ca.as_ref())
+        {
+            let certs = crate::server::tls::load_certs(p)
+                .map_err(|e| format!("pin.telephone.verify_client_ca: {e}"))?;
+            for c in &certs {
+                telephone_anchors.push(
+                    webpki::anchor_from_trusted_cert(c)
+                        .map_err(|e| format!("pin.telephone.verify_client_ca: {e}"))?
+                        .to_owned(),
+                );
+            }
+        }
         Ok(PinService {
             switch: Switch {
                 issuance_stop: cfg.issuance_stop,
@@ -511,6 +529,7 @@ impl PinService {
             registry,
             limiter: limiter::Limiter::new(&cfg.rate_limit),
             telephone: cfg.telephone.as_ref().map(telephone::TelephonePins::new),
+            telephone_anchors,
             key: CredentialKey::random(),
             basic_cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)

@@ -24,6 +24,10 @@ pub struct TelephoneConfig {
     /// or DNS name is one of these.
     #[serde(default)]
     pub verify_clients: Vec<String>,
+    /// With `verify_clients`: the CA (PEM) that must have issued the contact centre's
+    /// certificate, when the listener's `client_ca` also trusts others (CNS authorities).
+    #[serde(default)]
+    pub verify_client_ca: Option<std::path::PathBuf>,
     /// Digits of a generated PIN.
     #[serde(default = "default_digits")]
     pub digits: usize,

@@ -135,6 +135,11 @@ pub struct Metrics {
     pub saml_metadata_stale: Family<Vec<(String, String)>, Gauge>,
     /// Role and delegation lookups by source and outcome (`hit`, `miss`, `error`).
     pub directory_lookups: Family<Vec<(String, String)>, Counter>,
+    /// The earliest nextUpdate (Unix seconds) of the loaded CNS CRLs: alert before it.
+    pub cns_crl_next_update: Gauge<i64, AtomicI64>,
+    /// PIN attempts by kind (`form`, `basic`, `telephone`) and outcome (`ok`, `wrong`,
+    /// `refused`, `rate_limited`).
+    pub pin_attempts: Family<Vec<(String, String)>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -202,7 +207,21 @@ impl Metrics {
             "Role and delegation lookups, by source and outcome (hit, miss, error)",
             directory_lookups.clone(),
         );
+        let cns_crl_next_update = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "cns_crl_next_update_timestamp_seconds",
+            "The earliest nextUpdate of the loaded CNS CRLs (after it, cards of that issuer are refused)",
+            cns_crl_next_update.clone(),
+        );
+        let pin_attempts = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "pin_attempts",
+            "Legacy and telephone PIN attempts, by kind and outcome",
+            pin_attempts.clone(),
+        );
         Metrics {
+            cns_crl_next_update,
+            pin_attempts,
             directory_lookups,
             registry,
             requests,
