@@ -133,6 +133,13 @@ path = "/pubblico"
 upstream = "app"
 public = true
 [[route]]
+host = "altro.test"
+path = "/"
+upstream = "app"
+public = false
+[route.policy]
+methods = ["spid", "pin"]
+[[route]]
 path = "/fascicolo"
 upstream = "app"
 public = false
@@ -454,6 +461,18 @@ async fn the_switch_off_before_and_after_the_cutoff() {
         assert_eq!(r.json()["error"], "pin_only_for_dedicated_services");
         sessions.push((who.clone(), c, home));
     }
+
+    // The same path on another host's broader route is not the dedicated service.
+    let (_, minor, _) = &sessions[1];
+    let r = request(
+        "GET",
+        &gw.url("/minori/assegni"),
+        &[API, ("cookie", minor), ("host", "altro.test")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "pin_only_for_dedicated_services");
 
     // The cutoff passes (a controllable clock): the general PIN session is refused with
     // the page that names SPID, CIE and CNS; new logins too; the chooser drops the PIN.

@@ -459,28 +459,36 @@ impl Config {
             for (i, prefix) in p.exceptions.of(c).iter().enumerate() {
                 let key = format!("pin.exceptions.{}[{i}]", c.as_str());
                 absolute(key.clone(), prefix, bad);
-                let route = self
+                // A dedicated service is a route of its own: its path at or under the
+                // prefix (a broader route, on this host or another, is not dedicated).
+                let routes: Vec<&RouteConfig> = self
                     .route
                     .iter()
-                    .filter(|r| crate::pin::under(prefix, &r.path))
-                    .max_by_key(|r| r.path.len());
-                match route {
-                    Some(r) if r.public == Some(true) => {
-                        bad(key, "on a public route: nobody logs in there".into())
-                    }
-                    Some(r)
-                        if r.policy.as_ref().is_some_and(|pol| {
-                            !pol.methods.contains(&crate::identity::Method::Pin)
-                        }) =>
+                    .filter(|r| crate::pin::under(&r.path, prefix))
+                    .collect();
+                if routes.is_empty() {
+                    bad(
+                        key.clone(),
+                        "no route has this path (or one below it)".into(),
+                    );
+                }
+                for r in routes {
+                    if r.public == Some(true) {
+                        bad(
+                            key.clone(),
+                            "on a public route: nobody logs in there".into(),
+                        );
+                    } else if r
+                        .policy
+                        .as_ref()
+                        .is_some_and(|pol| !pol.methods.contains(&crate::identity::Method::Pin))
                     {
                         bad(
-                            key,
+                            key.clone(),
                             "its route's policy does not accept pin (add \"pin\" to policy.methods)"
                                 .into(),
-                        )
+                        );
                     }
-                    Some(_) => {}
-                    None => bad(key, "no route serves this path".into()),
                 }
             }
             if c != Category::Minor && !p.exceptions.of(c).is_empty() && p.registry.is_none() {

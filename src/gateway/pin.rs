@@ -415,10 +415,27 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::SourceUnavailable("pin"))?;
         let held = pin::categories(subject, grant.date_of_birth, &registered, today);
-        let dedicated = svc
+        // Dedicated: the path is under a category's prefix and so is the route serving it
+        // (the same path on another host's broader route is not that service).
+        let fold = self.cfg.server.case_insensitive_paths;
+        let route_path = self
+            .cfg
+            .route
+            .get(route.index)
+            .map_or("", |r| r.path.as_str());
+        let dedicated: Vec<pin::Category> = svc
             .cfg
             .exceptions
-            .dedicated_to(path, self.cfg.server.case_insensitive_paths);
+            .dedicated_to(path, fold)
+            .into_iter()
+            .filter(|c| {
+                svc.cfg
+                    .exceptions
+                    .of(*c)
+                    .iter()
+                    .any(|p| crate::routes::prefix_matches(p, route_path, fold))
+            })
+            .collect();
         let accepts = policy.is_some_and(|p| p.methods.contains(&AuthMethod::Pin));
         match pin::admit(&svc.switch, today, grant.issued, &held, &dedicated, accepts) {
             Admission::Admit => Ok(()),
