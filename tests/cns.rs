@@ -393,6 +393,15 @@ reload_interval = "200ms"
     )
     .await;
     assert_eq!(r.json()["error"], "login_required");
+    // An ingress that sends the header empty (no certificate): the login, not a refusal.
+    let r = common::request(
+        "GET",
+        &gw.url("/carta"),
+        &[("x-ssl-client-cert", ""), ("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"], "login_required");
     // Not from another site, and not for a POST: a browser sends its card there too.
     let r = common::request(
         "GET",

@@ -300,11 +300,13 @@ impl Gateway {
         headers: &http::HeaderMap,
         conn: &crate::server::ConnInfo,
     ) -> bool {
+        // An ingress may send the header empty when there was no certificate.
         conn.client_chain.is_some()
             || self
                 .cns_header
                 .as_ref()
-                .is_some_and(|h| headers.contains_key(h))
+                .and_then(|h| headers.get(h))
+                .is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
     }
 
     /// The identity of the request's CNS card, or the refusal (audited).
