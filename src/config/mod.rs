@@ -521,10 +521,11 @@ impl Config {
         if limits.max_failures_per_fiscal_code == 0
             || limits.max_failures_per_address == 0
             || limits.window.is_zero()
+            || limits.window > Duration::from_secs(86_400)
         {
             bad(
                 "pin.rate_limit".into(),
-                "limits and window must be above zero".into(),
+                "limits above zero, a window between 1s and 1d".into(),
             );
         }
         if let Some(t) = &p.telephone {
@@ -846,6 +847,11 @@ impl Config {
             self.validate_pin(p, &mut bad);
         }
         if let Some(d) = &self.directory {
+            for (k, v) in [("cache_ttl", d.cache_ttl), ("negative_ttl", d.negative_ttl)] {
+                if v > Duration::from_secs(86_400) {
+                    bad(format!("directory.{k}"), "at most 1d".into());
+                }
+            }
             for (k, p) in [
                 ("roles_file", &d.roles_file),
                 ("delegations_file", &d.delegations_file),
