@@ -63,8 +63,8 @@ pub enum GatewayError {
     /// A legacy PIN credential the switch-off no longer accepts here.
     #[error("PIN login refused ({})", .0.refusal.code())]
     PinRefused(PinRefusal),
-    /// Too many failed PIN attempts for this fiscal code or client.
-    #[error("too many failed attempts")]
+    /// Too many attempts (PIN checks, logins started) for this fiscal code or client.
+    #[error("too many attempts")]
     TooManyAttempts { retry_after: u64 },
 }
 
@@ -224,8 +224,8 @@ impl GatewayError {
             ),
             PinRefused(r) => r.refusal.message(),
             TooManyAttempts { .. } => (
-                "Troppi tentativi non riusciti. Riprova più tardi.",
-                "Too many failed attempts. Please try again later.",
+                "Troppi tentativi in poco tempo. Riprova più tardi.",
+                "Too many attempts in a short time. Please try again later.",
             ),
         }
     }

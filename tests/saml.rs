@@ -1143,3 +1143,58 @@ async fn the_post_binding_sends_an_escaped_form_with_an_enveloped_signature() {
     assert!(xml.contains("http://www.w3.org/2001/04/xmlenc#sha256"));
     assert!(!xml.contains("xmldsig#sha1"));
 }
+
+/// Starting a login signs a request and keeps state: a client address may start only
+/// `max_logins_per_address` per window (then 429). An IdP is never asked for the PIN's
+/// `Legacy` level: SpidL1 at least.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_starts_are_limited_per_address_and_never_below_spid_l1() {
+    let up = upstreams::echo().await;
+    let (sp_cert_pem, sp_key_pem) = sp_keys();
+    let meta = idp_metadata(
+        IDP,
+        &format!("{IDP}sso"),
+        &format!("{IDP}slo"),
+        &idp_keys().cert,
+        "IdP di prova",
+    );
+    let text = config(up, SPID_FILE, "").replace(
+        "[saml]\n",
+        "[saml]\nmax_logins_per_address = 3\nlogin_rate_window = \"10m\"\n",
+    );
+    let s = Setup {
+        gw: Gateway::start_with(
+            &text,
+            &[
+                ("sp.pem", &sp_cert_pem),
+                ("sp-key.pem", &sp_key_pem),
+                ("idp.xml", &meta),
+            ],
+        ),
+        sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
+            .unwrap()
+            .to_vec(),
+    };
+    let sent = begin(&s, "Legacy", "/").await;
+    assert_eq!(sent.level, Level::SpidL1);
+    begin(&s, "SpidL2", "/").await;
+    begin(&s, "SpidL1", "/").await;
+    let body = format!(
+        "idp={}&return=%2F",
+        form_urlencoded::byte_serialize(IDP.as_bytes()).collect::<String>()
+    );
+    let r = request(
+        "POST",
+        &s.gw.url("/_varco/saml/login"),
+        &[FORM, ("accept", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"], "too_many_attempts");
+    assert_eq!(r.headers["retry-after"], "600");
+    assert!(
+        s.gw.wait_log(|l| l.contains("saml_login_rate_limited"))
+            .is_some()
+    );
+}

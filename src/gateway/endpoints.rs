@@ -98,7 +98,7 @@ impl Gateway {
         } else if path == p.telephone && self.services.pin.is_some() {
             self.telephone_page(req, path).await
         } else if let Some(rest) = path.strip_prefix(p.saml.as_str()) {
-            self.saml_endpoint(req, rest).await
+            self.saml_endpoint(req, rest, ex).await
         } else {
             Err(GatewayError::NoRoute)
         }

@@ -63,6 +63,8 @@ pub struct Services {
     pub cns: Option<Arc<crate::cns::CnsStore>>,
     /// The PIN switch-off and telephone PIN, when `[pin]` is configured.
     pub pin: Option<Arc<crate::pin::PinService>>,
+    /// SAML logins started per client address, when `[saml]` is configured.
+    pub saml_logins: Option<crate::pin::limiter::Limiter>,
 }
 
 impl Services {
@@ -95,6 +97,13 @@ impl Services {
             directory: None,
             cns: None,
             pin: None,
+            saml_logins: cfg.saml.as_ref().map(|c| {
+                crate::pin::limiter::Limiter::new(&crate::pin::limiter::RateLimitConfig {
+                    max_failures_per_fiscal_code: c.max_logins_per_address,
+                    max_failures_per_address: c.max_logins_per_address,
+                    window: c.login_rate_window,
+                })
+            }),
         }
     }
 }

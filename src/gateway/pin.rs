@@ -81,7 +81,7 @@ impl Gateway {
 
     /// The client's address for the per-address limit: the peer, or — behind a trusted
     /// proxy — the last address that proxy put in `X-Forwarded-For`.
-    fn client_addr(&self, headers: &http::HeaderMap, ex: &Exchange) -> std::net::IpAddr {
+    pub(super) fn client_addr(&self, headers: &http::HeaderMap, ex: &Exchange) -> std::net::IpAddr {
         if ex.trusted
             && let Some(ip) = headers
                 .get_all("x-forwarded-for")

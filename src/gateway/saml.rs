@@ -162,9 +162,10 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         rest: &str,
+        ex: &super::Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         match rest {
-            "login" => self.saml_login(req).await,
+            "login" => self.saml_login(req, ex).await,
             "acs" => self.saml_acs(req).await,
             "slo" => self.saml_slo(req).await,
             "metadata" => self.saml_metadata(&req),
@@ -176,8 +177,19 @@ impl Gateway {
     async fn saml_login(
         &self,
         req: Request<Incoming>,
+        ex: &super::Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
+        // Each login signs a request and keeps state until it ends: bounded per client.
+        if let Some(limiter) = &self.services.saml_logins {
+            let addr = self.client_addr(req.headers(), ex);
+            if limiter.begin("-", Some(addr)).is_err() {
+                tracing::warn!(target: "varco::audit", event = "saml_login_rate_limited", peer = %ex.peer, "SAML logins rate-limited");
+                return Err(GatewayError::TooManyAttempts {
+                    retry_after: limiter.window().as_secs(),
+                });
+            }
+        }
         let fields = match *req.method() {
             Method::GET => form_fields(req.uri().query().unwrap_or("").as_bytes()),
             Method::POST => {
@@ -194,10 +206,12 @@ impl Gateway {
             .get("idp")
             .and_then(|e| sp.find_idp(e))
             .ok_or(GatewayError::BadForm)?;
+        // An IdP is only ever asked for a SPID level (never the PIN's `Legacy`).
         let level = match fields.get("level").map(String::as_str) {
             None | Some("") => Level::SpidL1,
             Some(l) => l.parse::<Level>().map_err(|_| GatewayError::BadForm)?,
-        };
+        }
+        .max(Level::SpidL1);
         let reserved = &self.cfg.server.reserved_prefix;
         let return_to = fields
             .get("return")

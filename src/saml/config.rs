@@ -37,6 +37,12 @@ pub struct SamlConfig {
     /// server-side and the IdP's cross-site POST then depends on no cookie at all.
     #[serde(default)]
     pub browser_binding: bool,
+    /// Logins a client address may start per `login_rate_window` (each one signs an
+    /// AuthnRequest and keeps pending state until `session.login_timeout`).
+    #[serde(default = "default_max_logins")]
+    pub max_logins_per_address: u32,
+    #[serde(default = "default_login_window", with = "humantime_serde")]
+    pub login_rate_window: std::time::Duration,
     /// The service name shown in AttributeConsumingService.
     #[serde(default = "default_service_name")]
     pub service_name: String,
@@ -136,6 +142,14 @@ fn default_binding() -> Binding {
 fn default_skew() -> Duration {
     Duration::from_secs(5)
 }
+fn default_max_logins() -> u32 {
+    30
+}
+
+fn default_login_window() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
 fn default_service_name() -> String {
     "Servizi online".into()
 }
@@ -162,6 +176,15 @@ fn default_attribute_sets() -> Vec<AttributeSet> {
 impl SamlConfig {
     /// Problems with keys under `saml.`; see `Config::validate`.
     pub fn validate(&self, mut bad: impl FnMut(String, String)) {
+        if self.max_logins_per_address == 0
+            || self.login_rate_window.is_zero()
+            || self.login_rate_window > std::time::Duration::from_secs(86_400)
+        {
+            bad(
+                "saml.max_logins_per_address".into(),
+                "a limit above zero per login_rate_window (1s to 1d)".into(),
+            );
+        }
         if !(self.entity_id.starts_with("https://") || self.entity_id.starts_with("http://")) {
             bad("saml.entity_id".into(), "must be a URL".into());
         }
@@ -289,6 +312,8 @@ mod tests {
             binding: Binding::Redirect,
             clock_skew: default_skew(),
             browser_binding: false,
+            max_logins_per_address: default_max_logins(),
+            login_rate_window: default_login_window(),
             service_name: default_service_name(),
             organization: Organization {
                 name: "o".into(),
