@@ -1005,6 +1005,18 @@ async fn legacy_backend(ward: String, issued: Date) -> Legacy {
                                 } else {
                                     (200, "{\"valid\":false}".to_string())
                                 }
+                            } else if path == "/vecchio" {
+                                let mut r =
+                                    http::Response::new(Full::new(bytes::Bytes::from("ok")));
+                                r.headers_mut().append(
+                                    "set-cookie",
+                                    http::HeaderValue::from_static("INPSSESSION=rinnovata; Path=/"),
+                                );
+                                r.headers_mut().append(
+                                    "set-cookie",
+                                    http::HeaderValue::from_static("tema=scuro; Path=/"),
+                                );
+                                return Ok::<_, std::convert::Infallible>(r);
                             } else if let Some(cf) = path.strip_prefix("/eccezioni/") {
                                 if d.load(Ordering::SeqCst) {
                                     (500, "{}".to_string())
@@ -1050,6 +1062,11 @@ async fn the_legacy_verifier_and_registry_over_http() {
                     format!("verifier_url = \"http://{at}/verify\"")
                 } else if l.starts_with("file = ") {
                     format!("url = \"http://{at}/eccezioni/{{fiscal_code}}\"\ncache_ttl = \"1s\"")
+                } else if l == "[pin]" {
+                    "[[route]]\npath = \"/vecchio\"\nupstream = \"legacy\"\npublic = true\n[pin]"
+                        .to_string()
+                } else if l == "[upstream.app]" {
+                    format!("[upstream.legacy]\nurl = \"http://{at}\"\n[upstream.app]")
                 } else {
                     l.to_string()
                 }
@@ -1059,6 +1076,17 @@ async fn the_legacy_verifier_and_registry_over_http() {
     })
     .await;
     let login = gw.url("/_varco/pin/login");
+
+    // The legacy backend cannot set its legacy session cookie through the gateway.
+    let r = request("GET", &gw.url("/vecchio"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, vec!["tema=scuro; Path=/"]);
 
     // The right PIN: a session with the verifier's names.
     let r = form_login(&login, &p.adult, "Giusto-1").await;
@@ -1184,4 +1212,55 @@ async fn the_contact_centre_may_verify_with_its_client_certificate() {
     assert_eq!(post(Some(&stranger)).await.0, 401);
     assert_eq!(post(Some(&impostor)).await.0, 401);
     assert_eq!(post(None).await.0, 401);
+}
+
+/// Behind a trusted proxy the per-address limit counts the client address the proxy
+/// reports (the last `X-Forwarded-For` entry), not the proxy's own: one client's failures
+/// do not lock out the others behind the same ingress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_limit_is_per_client() {
+    let up = upstreams::echo().await;
+    let p = people();
+    let gw = InProcess::start_with(up, &p, |c| {
+        c.replacen(
+            "[[server.listener]]",
+            "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[[server.listener]]",
+            1,
+        )
+    })
+    .await;
+    let url = gw.url("/_varco/pin/login");
+    let from = |client: &'static str, who: String, pin: &'static str| {
+        let url = url.clone();
+        async move {
+            let body = format!("codice_fiscale={who}&pin={pin}");
+            request(
+                "POST",
+                &url,
+                &[FORM, API, ("x-forwarded-for", client)],
+                body,
+            )
+            .await
+            .status
+        }
+    };
+    // 8 failed attempts from one client (never 3 on one fiscal code).
+    for who in [
+        &p.adult,
+        &p.adult,
+        &p.ward,
+        &p.ward,
+        &p.foreigner,
+        &p.foreigner,
+        &p.minor,
+        &p.minor,
+    ] {
+        assert_eq!(from("203.0.113.1", who.clone(), "Sbagliato-0").await, 401);
+    }
+    assert_eq!(from("203.0.113.1", p.late.clone(), "Tardi-1985").await, 429);
+    // Another client behind the same proxy is not affected.
+    assert_eq!(
+        from("198.51.100.7", p.foreigner.clone(), "Estero-1990").await,
+        303
+    );
 }

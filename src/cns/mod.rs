@@ -42,7 +42,7 @@ pub enum CnsError {
     NotYetValid,
     #[error("the certificate was revoked")]
     Revoked,
-    #[error("the revocation status of the certificate is unknown (no CRL for its issuer)")]
+    #[error("the revocation status of the certificate is unknown (no current CRL for its issuer)")]
     RevocationUnknown,
     #[error("the certificate was not issued by a trusted CNS authority")]
     UntrustedIssuer,
@@ -197,7 +197,7 @@ fn map_webpki(e: webpki::Error) -> CnsError {
         CertExpired { .. } => CnsError::Expired,
         CertNotValidYet { .. } => CnsError::NotYetValid,
         CertRevoked => CnsError::Revoked,
-        UnknownRevocationStatus => CnsError::RevocationUnknown,
+        UnknownRevocationStatus | CrlExpired { .. } => CnsError::RevocationUnknown,
         UnknownIssuer => CnsError::UntrustedIssuer,
         RequiredEkuNotFoundContext(_) => CnsError::Usage,
         _ => CnsError::Chain,

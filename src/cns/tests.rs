@@ -229,3 +229,18 @@ fn every_rule_has_its_refusal() {
     );
     assert_eq!(validate(&[], &t, now()), Err(CnsError::NoCertificate));
 }
+
+/// A CRL past its nextUpdate says nothing any more: the card's status is unknown, refused.
+#[test]
+fn an_expired_crl_refuses_the_card() {
+    let ca = ca("CNS test CA");
+    let cert = card(&ca, &good(10));
+    let t = trust(&ca, vec![crl(&ca, &[99])]);
+    assert!(validate(std::slice::from_ref(&cert), &t, now()).is_ok());
+    // 2027-06-01: after the CRL's nextUpdate (2027-01-01), before the card's end.
+    let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_811_808_000));
+    assert_eq!(
+        validate(&[cert], &t, later).unwrap_err(),
+        CnsError::RevocationUnknown
+    );
+}

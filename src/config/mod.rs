@@ -1172,6 +1172,22 @@ mod example_tests {
         assert_eq!(pin.exceptions.dedicated_to("/minori/x", false).len(), 1);
     }
 
+    /// `[cns]` without a CRL would check no revocation: refused.
+    #[test]
+    fn cns_needs_a_crl() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").unwrap();
+        let text = format!(
+            "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[[server.listener]]\naddress = \"127.0.0.1:0\"\n[cns]\nca = \"{}\"\nheader = \"X-Cert\"\n",
+            ca.display()
+        );
+        let cfg =
+            Config::from_sources("t", config::File::from_str(&text, config::FileFormat::Toml))
+                .unwrap();
+        assert!(cfg.validate().iter().any(|p| p.key == "cns.crls"));
+    }
+
     /// Each unsafe `[pin]` names its key.
     #[test]
     fn bad_pin_configs_name_their_key() {
