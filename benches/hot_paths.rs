@@ -170,6 +170,7 @@ fn protected_path(c: &mut Criterion) {
             capacity: 100_000,
         },
         Arc::new(SystemClock::default()),
+        None,
     );
     let spec = CookieSpec {
         name: "__Host-varco".into(),
@@ -301,6 +302,7 @@ fn policy(c: &mut Criterion) {
         path,
         query: None,
         headers: &headers,
+        form_fields: &[],
         today: Date::new(2026, 11, 28).unwrap(),
     };
     let record = DelegationRecord {

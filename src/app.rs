@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::assertion::{KeySet, Minter};
 use crate::config::{Config, Mode};
+use crate::gateway::admin::AdminHandler;
 use crate::gateway::{Gateway, Services};
 use crate::proxy::Upstreams;
 use crate::server::{self, Server, ShutdownHandle};
@@ -28,8 +29,11 @@ pub enum StartError {
 /// A gateway whose listeners are bound, ready to run.
 pub struct Running {
     pub addrs: Vec<SocketAddr>,
+    /// The admin listener's address, when `server.admin_address` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub shutdown: ShutdownHandle,
     server: Server<Gateway>,
+    admin: Option<Server<AdminHandler>>,
 }
 
 /// Builds the gateway and binds its listeners. `/readyz` answers 200 once this returns.
@@ -143,6 +147,29 @@ pub async fn start_with_clock(
             "listening"
         );
     }
+    // The admin listener: plain HTTP, one worker, the same limits.
+    let (admin, admin_addr) = match cfg.server.admin_address {
+        Some(address) => {
+            let mut admin_cfg = cfg.server.clone();
+            admin_cfg.listener = vec![crate::config::ListenerConfig { address, tls: None }];
+            let bound = server::bind(&admin_cfg).await?;
+            let addr = bound.first().map(|l| l.local_addr);
+            if let Some(a) = addr {
+                tracing::info!(address = %a, "admin listening");
+            }
+            let handler = Arc::new(AdminHandler::new(services.clone()));
+            (
+                Some(Server::new(
+                    bound,
+                    vec![handler],
+                    admin_cfg,
+                    metrics.clone(),
+                )),
+                addr,
+            )
+        }
+        None => (None, None),
+    };
     for g in &gateways {
         g.set_ready(true);
     }
@@ -150,8 +177,10 @@ pub async fn start_with_clock(
     let shutdown = server.shutdown_handle();
     Ok(Running {
         addrs,
+        admin_addr,
         shutdown,
         server,
+        admin,
     })
 }
 
@@ -164,11 +193,21 @@ impl Running {
             tracing::info!("shutdown signal received; draining");
             handle.shutdown();
         });
-        self.server.run().await;
+        self.run().await;
     }
 
+    /// Serves until the shutdown signal, then drains; the admin listener stops with the
+    /// main ones.
     pub async fn run(self) {
+        let admin = self.admin.map(|a| {
+            let stop = a.shutdown_handle();
+            (tokio::spawn(a.run()), stop)
+        });
         self.server.run().await;
+        if let Some((task, stop)) = admin {
+            stop.shutdown();
+            let _ = task.await;
+        }
     }
 }
 

@@ -23,12 +23,19 @@ pub enum GatewayError {
     BadFraming,
     #[error("the request has no usable Host")]
     MissingHost,
+    /// A standard method in another case (`post`): policies and backends would read it
+    /// differently.
+    #[error("the request method is not in its canonical (upper-case) spelling")]
+    NonCanonicalMethod,
     #[error("request headers exceed {limit} bytes")]
     HeadersTooLarge { limit: usize },
     #[error("more than {limit} request headers")]
     TooManyHeaders { limit: usize },
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// A body the gateway reads itself arrived too slowly (see `server.body_read_timeout`).
+    #[error("the request body arrived too slowly")]
+    BodyTimeout,
     #[error("no route for this host and path")]
     NoRoute,
     #[error("this route requires authentication and no login method is available")]
@@ -90,11 +97,12 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            BadPath(_) | BadFraming | MissingHost => StatusCode::BAD_REQUEST,
+            BadPath(_) | BadFraming | MissingHost | NonCanonicalMethod => StatusCode::BAD_REQUEST,
             HeadersTooLarge { .. } | TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             NoRoute => StatusCode::NOT_FOUND,
             AuthenticationRequired => StatusCode::UNAUTHORIZED,
             UpstreamConnect { .. } | UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
@@ -105,7 +113,7 @@ impl GatewayError {
             BadForm => StatusCode::BAD_REQUEST,
             Minting => StatusCode::INTERNAL_SERVER_ERROR,
             LoginRefused(f) => f.status,
-            Forbidden(_) => StatusCode::FORBIDDEN,
+            Forbidden(d) => d.status(),
             SourceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PinRefused(_) => StatusCode::UNAUTHORIZED,
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -130,9 +138,11 @@ impl GatewayError {
             BadPath(_) => "bad_path",
             BadFraming => "bad_framing",
             MissingHost => "missing_host",
+            NonCanonicalMethod => "bad_method",
             HeadersTooLarge { .. } => "headers_too_large",
             TooManyHeaders { .. } => "too_many_headers",
             BodyTooLarge { .. } => "body_too_large",
+            BodyTimeout => "body_timeout",
             NoRoute => "not_found",
             AuthenticationRequired => "authentication_required",
             UpstreamConnect { .. } => "upstream_unreachable",
@@ -157,7 +167,9 @@ impl GatewayError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            GatewayError::BadFraming | GatewayError::BodyTooLarge { .. }
+            GatewayError::BadFraming
+                | GatewayError::BodyTooLarge { .. }
+                | GatewayError::BodyTimeout
         )
     }
 
@@ -165,7 +177,7 @@ impl GatewayError {
     pub fn user_message(&self) -> (&'static str, &'static str) {
         use GatewayError::*;
         match self {
-            BadPath(_) | BadFraming | MissingHost => {
+            BadPath(_) | BadFraming | MissingHost | NonCanonicalMethod => {
                 ("La richiesta non è valida.", "The request is not valid.")
             }
             HeadersTooLarge { .. } | TooManyHeaders { .. } => (
@@ -175,6 +187,10 @@ impl GatewayError {
             BodyTooLarge { .. } => (
                 "Il contenuto inviato è troppo grande.",
                 "The request body is too large.",
+            ),
+            BodyTimeout => (
+                "Il contenuto della richiesta è arrivato troppo lentamente. Riprova.",
+                "The request body arrived too slowly. Please try again.",
             ),
             NoRoute => (
                 "La pagina richiesta non esiste.",

@@ -21,6 +21,7 @@ pub mod pages;
 pub mod pin;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod saml;
 pub mod server;

@@ -284,7 +284,8 @@ struct VerifyArgs {
     /// The HTTP method the request used (`htm`).
     #[arg(long)]
     method: Option<String>,
-    /// The URL the request was for, scheme://host/path?query (`htu`).
+    /// The URL the backend received (`htu`): the scheme it accepted, its Host header, its
+    /// request target (docs/backend-verification.md).
     #[arg(long)]
     url: Option<String>,
     /// CA bundle for an https JWKS URL (default: public web roots).

@@ -196,3 +196,126 @@ fn identity_header_configuration_is_checked() {
     assert!(!ok && err.contains("assertion.active_kid"), "{err}");
     assert!(err.contains("assertion.ttl"), "{err}");
 }
+
+/// `htu` is one rule a backend applies to the request it received (issue 11, item 7):
+/// `<scheme of the connection it accepted>://<its Host header><its request target>`.
+/// Real upstreams verifying every request by that rule, with a base path, with and
+/// without `preserve_host`, and `varco verify` applying the same rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_an_upstream_receives_passes_the_htu_rule() {
+    use varco::demo::echo::{Verifier, serve};
+    let based = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kept = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (based_addr, kept_addr) = (based.local_addr().unwrap(), kept.local_addr().unwrap());
+    let cfg = format!(
+        r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.based]
+url = "http://{based_addr}/base/"
+[upstream.kept]
+url = "http://{kept_addr}/svc"
+preserve_host = true
+[[route]]
+path = "/a"
+upstream = "based"
+public = false
+[[route]]
+path = "/b"
+upstream = "kept"
+public = false
+"#
+    );
+    let gw = Gateway::start(&cfg);
+    let jwks = gw.url("/_varco/jwks.json");
+    for (listener, aud) in [(based, "based"), (kept, "kept")] {
+        let v = Verifier::new(
+            jwks.clone(),
+            None,
+            aud.into(),
+            "x-varco-assertion".into(),
+            Some("https://gw.test/".into()),
+        );
+        tokio::spawn(serve(listener, Some(Arc::new(v))));
+    }
+    let r = request(
+        "POST",
+        &gw.url("/_varco/dev-login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "user=operatore&return=%2F",
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for (path, host) in [
+        ("/a", None),
+        ("/a/x/y?q=1&r=%20two", None),
+        ("/a/./x/../z?", None),
+        ("/b", None),
+        ("/b/doc?anno=2020", Some("app.example.it")),
+        ("/b//doc%7e", Some("app.example.it:8443")),
+    ] {
+        let mut h = vec![("cookie", cookie.as_str()), ("accept", "application/json")];
+        if let Some(host) = host {
+            h.push(("host", host));
+        }
+        let r = request("GET", &gw.url(path), &h, "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let seen = r.json();
+        assert_eq!(
+            seen["identity"]["verified"], true,
+            "{path} (host {host:?}): {}",
+            seen["identity"]
+        );
+        // The rule, written out: what the backend received.
+        let host_seen = r.echoed("host").pop().unwrap();
+        let query = seen["query"].as_str().unwrap();
+        let target = if query.is_empty() {
+            seen["path"].as_str().unwrap().to_string()
+        } else {
+            format!("{}?{query}", seen["path"].as_str().unwrap())
+        };
+        let url = format!("http://{host_seen}{target}");
+        let claims = &seen["identity"]["claims"];
+        assert_eq!(claims["htu"], url, "{path}");
+        if path.starts_with("/a") {
+            assert!(target.starts_with("/base/a"), "{target}");
+            assert_eq!(host_seen, based_addr.to_string());
+        } else {
+            assert!(target.starts_with("/svc/b"), "{target}");
+            assert_eq!(
+                host_seen,
+                host.map_or(gw.addr().to_string(), str::to_string)
+            );
+        }
+        // `varco verify` applies the same rule to the same request.
+        let token = r.echoed("x-varco-assertion").pop().unwrap();
+        let aud = if path.starts_with("/a") {
+            "based"
+        } else {
+            "kept"
+        };
+        let (ok, out, err) = verify_cli(
+            &[
+                "--jwks", &jwks, "--aud", aud, "--method", "GET", "--url", &url,
+            ],
+            &token,
+        );
+        assert!(ok, "{path}: {err}");
+        assert!(
+            out.contains("RSSMRA80A01H501U") || out.contains("\"sub\""),
+            "{out}"
+        );
+    }
+}

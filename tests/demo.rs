@@ -359,6 +359,15 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
     // 2. A signed AuthnRequest to the IdP (HTTP-Redirect).
     let (status, headers, _) = send("POST", &action, None, encode(&fields)).await;
     assert_eq!(status, 302);
+    // The login-binding cookie (SameSite=None, scoped to the SAML endpoints) comes back
+    // with the IdP's answer, as a browser sends it.
+    let binding = headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let sso = headers["location"].to_str().unwrap().to_string();
     assert!(sso.starts_with("http://127.0.0.1:") && sso.contains("/sso?SAMLRequest="));
     // 3. The IdP checked the signature and shows its test users.
@@ -378,7 +387,7 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
     let (acs, fields) = form_with(&signed.text(), "SAMLResponse");
     assert_eq!(acs, format!("{base}/_varco/saml/acs"));
     let acs_path = acs.strip_prefix(&base).unwrap().to_string();
-    let (status, headers, body) = send("POST", &acs_path, None, encode(&fields)).await;
+    let (status, headers, body) = send("POST", &acs_path, Some(&binding), encode(&fields)).await;
     assert_eq!(status, 303, "{body}");
     assert_eq!(headers["location"], "/hello");
     let cookie = headers["set-cookie"]

@@ -180,6 +180,14 @@ async fn login(gw: &Gateway, entity: &str, level: &str) -> common::Resp {
     let form = ("content-type", "application/x-www-form-urlencoded");
     let r = request("POST", &gw.url("/_varco/saml/login"), &[form], body).await;
     assert_eq!(r.status, 302, "{}", r.text());
+    // The login-binding cookie goes back with the IdP's answer, as a browser sends it.
+    let binding = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let sso = r.headers["location"].to_str().unwrap().to_string();
     let page = request("GET", &sso, &[], "").await;
     assert_eq!(
@@ -198,7 +206,13 @@ async fn login(gw: &Gateway, entity: &str, level: &str) -> common::Resp {
         form_urlencoded::byte_serialize(response.as_bytes()).collect::<String>(),
         form_urlencoded::byte_serialize(relay.as_bytes()).collect::<String>()
     );
-    let r = request("POST", &gw.url("/_varco/saml/acs"), &[form], body).await;
+    let r = request(
+        "POST",
+        &gw.url("/_varco/saml/acs"),
+        &[form, ("cookie", &binding)],
+        body,
+    )
+    .await;
     assert_eq!(r.status, 303, "{}\n{}", r.text(), gw.logs().join("\n"));
     let cookie = r.headers["set-cookie"]
         .to_str()

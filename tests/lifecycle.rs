@@ -158,6 +158,40 @@ async fn metrics_are_served_only_to_allowed_peers() {
     assert_eq!(r.status, 200);
 }
 
+/// With an admin listener, metrics (and health) are served there, and the main listener
+/// serves no metrics, even to loopback peers such as a same-host ingress (issue 11, item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listener_takes_the_metrics_off_the_main_one() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, "admin_address = \"127.0.0.1:0\""));
+    let line = gw
+        .wait_log(|l| l.contains("\"admin listening\""))
+        .expect("the admin listener logs its address");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let admin: std::net::SocketAddr = v["address"].as_str().unwrap().parse().unwrap();
+    assert_ne!(admin, gw.addr());
+    // Main listener: no metrics, although the peer is loopback (in metrics_allow).
+    let r = request("GET", &gw.url("/_varco/metrics"), &[], "").await;
+    assert_eq!(r.status, 404);
+    let r = request("GET", &gw.url("/_varco/healthz"), &[], "").await;
+    assert_eq!(r.status, 200);
+    let r = request("GET", &gw.url("/_varco/readyz"), &[], "").await;
+    assert_eq!(r.status, 200);
+    // Admin listener: metrics, health, readiness and nothing else.
+    let at = |p: &str| format!("http://{admin}{p}");
+    let m = request("GET", &at("/metrics"), &[], "").await;
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("varco_requests_total"), "{}", m.text());
+    assert_eq!(request("GET", &at("/healthz"), &[], "").await.status, 200);
+    assert_eq!(request("GET", &at("/readyz"), &[], "").await.status, 200);
+    assert_eq!(request("GET", &at("/"), &[], "").await.status, 404);
+    assert_eq!(
+        request("GET", &at("/_varco/metrics"), &[], "").await.status,
+        404
+    );
+    assert_eq!(request("POST", &at("/metrics"), &[], "").await.status, 405);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_prefix_is_configurable() {
     let up = upstreams::echo().await;

@@ -21,12 +21,17 @@ const BROWSER: (&str, &str) = ("accept", "text/html");
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const TOKEN: &str = "contact-centre-token-0123456789abcdef";
 
+/// `n` days from today in Italy, as the gateway counts days (between 22:00 and 24:00 UTC
+/// the Italian date is already the next one).
 fn days_from_today(n: i64) -> Date {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    Date::from_days_since_epoch((secs / DAY) as i64 + n)
+    let utc_days = (secs / DAY) as i64;
+    // Italy is UTC+1 or +2: its date is the UTC one or the next.
+    let ahead = i64::from(Date::from_days_since_epoch(utc_days) != varco::pin::italian_date(secs));
+    Date::from_days_since_epoch(utc_days + ahead + n)
 }
 
 /// A valid fiscal code for a person born on `birth`.
@@ -395,6 +400,11 @@ async fn the_switch_off_before_and_after_the_cutoff() {
     let r = get(&gw, "/servizi", &both).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed("cookie"), vec!["tema=scuro".to_string()]);
+    // Nor in the spellings servers read as the same name (space before `=`, other case).
+    let spelt = format!("{adult}; INPSSESSION =abc; InpsSession=def; tema=scuro");
+    let r = get(&gw, "/servizi", &spelt).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed("cookie"), vec!["tema=scuro".to_string()]);
 
     // PIN credentials never reach an upstream, whatever the session or the spelling of
     // the path: Basic on its paths is taken away even with a session; path parameters
@@ -539,6 +549,16 @@ async fn the_switch_off_before_and_after_the_cutoff() {
             .unwrap()
             .starts_with("INPSSESSION=;")
     );
+    // In any spelling a server reads as the legacy cookie (issue 11, item 4).
+    for spelt in [
+        "INPSSESSION =abc",
+        "inpssession=abc",
+        "x=1;  INPSSESSION\t= abc",
+    ] {
+        let r = request("GET", &gw.url("/servizi"), &[API, ("cookie", spelt)], "").await;
+        assert_eq!(r.status, 401, "{spelt}");
+        assert_eq!(r.json()["error"], "pin_no_longer_accepted", "{spelt}");
+    }
 
     // The exception categories keep their dedicated services after the cutoff.
     let (_, ward, home) = &sessions[0];
@@ -1012,6 +1032,15 @@ async fn legacy_backend(ward: String, issued: Date) -> Legacy {
                                     "set-cookie",
                                     http::HeaderValue::from_static("INPSSESSION=rinnovata; Path=/"),
                                 );
+                                // Spellings a browser stores as the same cookie (issue 11).
+                                r.headers_mut().append(
+                                    "set-cookie",
+                                    http::HeaderValue::from_static("INPSSESSION =spazio; Path=/"),
+                                );
+                                r.headers_mut().append(
+                                    "set-cookie",
+                                    http::HeaderValue::from_static("inpssession=minuscolo"),
+                                );
                                 r.headers_mut().append(
                                     "set-cookie",
                                     http::HeaderValue::from_static("tema=scuro; Path=/"),
@@ -1263,4 +1292,17 @@ async fn behind_a_trusted_proxy_the_limit_is_per_client() {
         from("198.51.100.7", p.foreigner.clone(), "Estero-1990").await,
         303
     );
+    // Malformed input counts against its sender's address alone (issue 11, item 1):
+    // one client's garbage does not get other clients refused.
+    for _ in 0..8 {
+        assert_eq!(from("192.0.2.50", "NONUNCODICE".into(), "x").await, 401);
+    }
+    assert_eq!(from("192.0.2.50", "NONUNCODICE".into(), "x").await, 429);
+    for client in ["192.0.2.51", "192.0.2.52", "192.0.2.53", "192.0.2.54"] {
+        assert_eq!(
+            from(client, "NONUNCODICE".into(), "x").await,
+            401,
+            "{client}"
+        );
+    }
 }

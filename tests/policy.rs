@@ -80,6 +80,31 @@ upstream = "app"
 public = false
 [route.policy]
 min_level = "SpidL3"
+
+[[route]]
+path = "/stampa"
+upstream = "app"
+public = false
+[route.policy]
+roles = ["operatore", "volontario", "cittadino"]
+[[route.policy.rule]]
+role = "volontario"
+effect = "allow"
+http_methods = ["GET", "HEAD"]
+[route.policy.delegation]
+query = "cf"
+required_for = ["volontario"]
+self_only = ["cittadino"]
+
+[[route]]
+path = "/pratica"
+upstream = "app"
+public = false
+[route.policy]
+roles = ["operatore", "volontario"]
+[route.policy.delegation]
+header = "X-Assistito"
+required_for = ["volontario"]
 "#
     )
 }
@@ -450,4 +475,115 @@ negative_ttl = "1s"
         (r.status, code(&r)),
         (503, "authorization_source_unavailable".into())
     );
+}
+
+/// A request that names its client twice never reaches the upstream (issue 11, item 2):
+/// the volunteer with a delegation for A asking `?cf=A&cf=B` (PHP, Django and Rails read
+/// B), the header twice or in its `_` spelling, the parameter in a form body too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_named_twice_is_refused_and_never_forwarded() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start_with(
+        &config(up, files_directory()),
+        &[
+            ("roles.csv", &roles_csv()),
+            ("deleghe.csv", &deleghe_csv("")),
+        ],
+    );
+    let vol = login(&gw, "volontario").await;
+    let op = login(&gw, "operatore").await;
+    let cit = login(&gw, "cittadino").await;
+    let (a, b) = (citizen(), client());
+    let send =
+        async |cookie: &str, method: &str, path: &str, extra: &[(&str, &str)], body: &str| {
+            let mut h = vec![("cookie", cookie), ("accept", "application/json")];
+            h.extend_from_slice(extra);
+            request(method, &gw.url(path), &h, body.to_string()).await
+        };
+    // Named once: decided as before, and forwarded.
+    let r = send(&vol, "GET", &format!("/stampa/doc?cf={a}"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["query"], format!("cf={a}"));
+    for q in [
+        format!("cf={a}&cf={b}"),
+        format!("cf={a}&CF={b}"),
+        format!("cf={a}&cf%5B%5D={b}"),
+        format!("cf={a};cf={b}"),
+    ] {
+        for who in [&vol, &op, &cit] {
+            let r = send(who, "GET", &format!("/stampa/doc?{q}"), &[], "").await;
+            assert_eq!(r.status, 400, "{q}: {}", r.text());
+            assert_eq!(code(&r), "client_named_more_than_once", "{q}");
+            assert!(r.json().get("query").is_none(), "forwarded: {}", r.text());
+        }
+    }
+    // The parameter in a form body as well (operators may POST here).
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let r = send(
+        &op,
+        "POST",
+        &format!("/stampa/doc?cf={a}"),
+        &[form],
+        &format!("cf={b}"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "client_named_more_than_once".into())
+    );
+    let multipart = ("content-type", "multipart/form-data; boundary=XyZ");
+    let mp =
+        format!("--XyZ\r\nContent-Disposition: form-data; name=\"cf\"\r\n\r\n{b}\r\n--XyZ--\r\n");
+    let r = send(
+        &op,
+        "POST",
+        &format!("/stampa/doc?cf={a}"),
+        &[multipart],
+        &mp,
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "client_named_more_than_once".into())
+    );
+    let json = ("content-type", "application/json");
+    let r = send(
+        &op,
+        "POST",
+        &format!("/stampa/doc?cf={a}"),
+        &[json],
+        &format!("{{\"cf\":\"{b}\"}}"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "client_named_more_than_once".into())
+    );
+    // A form body without the parameter is read and forwarded whole.
+    let r = send(
+        &op,
+        "POST",
+        &format!("/stampa/doc?cf={a}"),
+        &[form],
+        "titolo=estratto&copie=2",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_bytes"], 23);
+
+    // The header source: once passes; twice, or in the `_` spelling, is refused.
+    let r = send(&vol, "GET", "/pratica/x", &[("x-assistito", &a)], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for extra in [
+        vec![("x-assistito", a.as_str()), ("x-assistito", b.as_str())],
+        vec![("x-assistito", a.as_str()), ("x_assistito", b.as_str())],
+        vec![("X_Assistito", a.as_str())],
+    ] {
+        let r = send(&vol, "GET", "/pratica/x", &extra, "").await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "client_named_more_than_once".into()),
+            "{extra:?}"
+        );
+    }
 }

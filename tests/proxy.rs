@@ -100,6 +100,11 @@ async fn routes_on_normalized_paths() {
         "/x%5c..%5cadmin",
         "/pub/..;/admin/x",
         "/admin./x",
+        // Two-character segments with a trailing dot, and double encoding (issue 11).
+        "/a./admin/x",
+        "/ad.",
+        "/%2561dmin/x",
+        "/x/%252e%252e/admin/x",
     ] {
         let answer = raw(
             gw.addr(),
@@ -147,6 +152,28 @@ async fn routes_on_normalized_paths() {
         Duration::from_secs(5),
     );
     assert_eq!(raw_status(&answer), 400);
+
+    // A standard method in another case is refused, never forwarded (issue 11, item 8);
+    // an extension method passes as sent.
+    for method in ["post", "Get", "dElEtE"] {
+        let answer = raw(
+            gw.addr(),
+            format!("{method} /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+            Duration::from_secs(5),
+        );
+        assert_eq!(raw_status(&answer), 400, "{method}: {answer}");
+        assert!(
+            answer.contains("bad_method") || answer.contains("non è valida"),
+            "{answer}"
+        );
+    }
+    let answer = raw(
+        gw.addr(),
+        b"PROPFIND /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 200, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,10 +241,34 @@ async fn forwarded_headers_are_written_by_the_gateway() {
             ("x-real-ip", "6.6.6.6"),
             ("x-original-url", "/admin"),
             ("x-http-method-override", "DELETE"),
+            // The `_` spellings CGI/WSGI/IIS read as the `-` ones, and the client-IP
+            // family (issue 11, item 5).
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Original_URL", "/admin"),
+            ("x-forwarded-uri", "/admin"),
+            ("x_http_method_override", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("true-client-ip", "6.6.6.6"),
+            ("x-client-ip", "6.6.6.6"),
+            ("x-cluster-client-ip", "6.6.6.6"),
+            ("cf-connecting-ip", "6.6.6.6"),
             ("host", "app.example.it:8080"),
         ],
     )
     .await;
+    for gone in [
+        "x_forwarded_for",
+        "x_original_url",
+        "x-forwarded-uri",
+        "x_http_method_override",
+        "x-method-override",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+    ] {
+        assert!(r.echoed(gone).is_empty(), "{gone}: {:?}", r.echoed(gone));
+    }
     assert_eq!(r.echoed("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(r.echoed("x-forwarded-proto"), vec!["http"]);
     assert_eq!(r.echoed("x-forwarded-host"), vec!["app.example.it:8080"]);
@@ -240,9 +291,14 @@ async fn forwarded_headers_are_written_by_the_gateway() {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=203.0.113.9;proto=https"),
+            ("x-real-ip", "203.0.113.9"),
+            // Proxies write the `-` spelling: an `_` one is the client's, even through one.
+            ("x_forwarded_for", "6.6.6.6"),
         ],
     )
     .await;
+    assert_eq!(r.echoed("x-real-ip"), vec!["203.0.113.9"]);
+    assert!(r.echoed("x_forwarded_for").is_empty());
     assert_eq!(r.echoed("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
     assert_eq!(r.echoed("x-forwarded-proto"), vec!["https"]);
     assert_eq!(
@@ -388,6 +444,99 @@ async fn websocket_tunnels_end_at_their_maximum_lifetime() {
         closed < Duration::from_secs(4),
         "tunnel outlived its lifetime: {closed:?}"
     );
+}
+
+/// A tunnel on a protected route ends with its session (issue 11, item 12): at once on
+/// logout or on a new login of the browser, within the check interval when it idles out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_end_with_their_session() {
+    let up = upstreams::upgrade_echo().await;
+    let cfg = format!(
+        r#"
+mode = "demo"
+[server]
+tunnel_check_interval = "200ms"
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[session]
+idle_timeout = "3s"
+[upstream.ws]
+url = "http://{up}"
+[[route]]
+path = "/"
+upstream = "ws"
+public = false
+"#
+    );
+    let gw = Gateway::start(&cfg);
+    let login = async || {
+        let r = request(
+            "POST",
+            &gw.url("/_varco/dev-login"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "user=cittadino&return=%2F",
+        )
+        .await;
+        assert_eq!(r.status, 303);
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let open = |cookie: &str| {
+        let (s, head) = common::websocket_to(gw.addr(), "/ws", Some(cookie));
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        s
+    };
+    // Without a session there is no tunnel at all.
+    let (_, head) = common::websocket_to(gw.addr(), "/ws", None);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+
+    // Logout: the session's two tunnels close at once; another session's stays.
+    let cookie = login().await;
+    let other = login().await;
+    let (mut t1, mut t2, mut t3) = (open(&cookie), open(&cookie), open(&other));
+    assert!(!common::tunnel_closed_within(
+        &mut t1,
+        Duration::from_millis(300)
+    ));
+    let r = request(
+        "POST",
+        &gw.url("/_varco/logout"),
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        common::tunnel_closed_within(&mut t1, Duration::from_secs(1)),
+        "logout"
+    );
+    assert!(
+        common::tunnel_closed_within(&mut t2, Duration::from_secs(1)),
+        "logout"
+    );
+    assert!(!common::tunnel_closed_within(
+        &mut t3,
+        Duration::from_millis(500)
+    ));
+
+    // Idle expiry: traffic through the tunnel is not activity of the session; with no
+    // request for idle_timeout (3 s) the tunnel ends within the check interval.
+    let start = std::time::Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        common::tunnel_closed_within(&mut t3, Duration::from_secs(8))
+    })
+    .await
+    .unwrap();
+    assert!(closed, "the tunnel outlived its idle session");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(6), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

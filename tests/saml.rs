@@ -119,6 +119,27 @@ metadata_files = ["@DIR@/idp.xml"]
 struct Setup {
     gw: Gateway,
     sp_cert: Vec<u8>,
+    /// The login-binding cookie of each login started, by RelayState: a browser sends it
+    /// back with the IdP's answer.
+    bindings: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Setup {
+    fn new(gw: Gateway, sp_cert_pem: &str) -> Setup {
+        Setup {
+            gw,
+            sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
+                .unwrap()
+                .to_vec(),
+            bindings: Default::default(),
+        }
+    }
+
+    /// The `cookie` header a browser would send with the answer to the login `relay`.
+    fn binding(&self, relay: &str) -> Option<(&'static str, String)> {
+        let b = self.bindings.lock().unwrap();
+        b.get(relay).map(|c| ("cookie", c.clone()))
+    }
 }
 
 fn start(up: SocketAddr, extra_routes: &str) -> Setup {
@@ -138,12 +159,7 @@ fn start(up: SocketAddr, extra_routes: &str) -> Setup {
             ("idp.xml", &meta),
         ],
     );
-    Setup {
-        gw,
-        sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
-            .unwrap()
-            .to_vec(),
-    }
+    Setup::new(gw, &sp_cert_pem)
 }
 
 /// The state of a login in flight: what the IdP received.
@@ -178,6 +194,10 @@ async fn begin(s: &Setup, level: &str, return_to: &str) -> Sent {
     assert_eq!(facts.destination, format!("{IDP}sso"));
     let relay = msg.relay_state.clone().unwrap();
     assert!(!relay.contains('/'), "RelayState must be opaque: {relay}");
+    if let Some(set) = r.headers.get("set-cookie") {
+        let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
+        s.bindings.lock().unwrap().insert(relay.clone(), pair);
+    }
     Sent {
         request_id: facts.id,
         relay,
@@ -222,13 +242,12 @@ async fn post_acs(s: &Setup, xml: &str, relay: &str) -> Resp {
         form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>(),
         form_urlencoded::byte_serialize(relay.as_bytes()).collect::<String>()
     );
-    request(
-        "POST",
-        &s.gw.url("/_varco/saml/acs"),
-        &[FORM, BROWSER],
-        body,
-    )
-    .await
+    let binding = s.binding(relay);
+    let mut headers = vec![FORM, BROWSER];
+    if let Some((k, v)) = &binding {
+        headers.push((k, v.as_str()));
+    }
+    request("POST", &s.gw.url("/_varco/saml/acs"), &headers, body).await
 }
 
 fn cookie_of(r: &Resp) -> String {
@@ -432,10 +451,15 @@ async fn each_idp_error_code_has_its_own_page_and_status() {
         let sent = begin(&s, "SpidL2", "/app").await;
         let xml = response_for(&sent, Level::SpidL2, |p| p.error_code = Some(code));
         let b64 = base64::engine::general_purpose::STANDARD.encode(xml);
+        let binding = s.binding(&sent.relay).unwrap();
         let r = request(
             "POST",
             &s.gw.url("/_varco/saml/acs"),
-            &[FORM, ("accept", "application/json")],
+            &[
+                FORM,
+                ("accept", "application/json"),
+                (binding.0, binding.1.as_str()),
+            ],
             format!(
                 "SAMLResponse={}&RelayState={}",
                 form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>(),
@@ -545,7 +569,13 @@ async fn sp_metadata_is_served_signed_and_printed_by_the_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_logout_both_ways_always_ends_the_local_session() {
     let up = upstreams::echo().await;
-    let s = start(up, "");
+    let ws = upstreams::upgrade_echo().await;
+    let s = start(
+        up,
+        &format!(
+            "[upstream.ws]\nurl = \"http://{ws}\"\n[[route]]\npath = \"/ws\"\nupstream = \"ws\"\npublic = false\n"
+        ),
+    );
     let idp = idp_keys();
     let idp_cert = [CertificateDer::from(idp.cert.as_slice())];
     let sp_cert = [CertificateDer::from(s.sp_cert.as_slice())];
@@ -666,8 +696,19 @@ async fn single_logout_both_ways_always_ends_the_local_session() {
         &idp.rsa(),
     )
     .unwrap();
+    // A WebSocket opened under the session (issue 11, item 12): the SLO ends it too.
+    let (mut tunnel, head) = common::websocket_to(s.gw.addr(), "/ws", Some(&cookie));
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!common::tunnel_closed_within(
+        &mut tunnel,
+        Duration::from_millis(300)
+    ));
     let r = slo(&q).await;
     assert_eq!(r.status, 302, "{}", r.text());
+    assert!(
+        common::tunnel_closed_within(&mut tunnel, Duration::from_secs(2)),
+        "the tunnel outlived the single logout"
+    );
     let loc = r.headers["location"].to_str().unwrap().to_string();
     let answer = redirect::verify_query(loc.split_once('?').unwrap().1, &sp_cert).unwrap();
     assert!(answer.xml.contains("InResponseTo=\"_idplr\""));
@@ -681,7 +722,7 @@ async fn single_logout_both_ways_always_ends_the_local_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_browser_binding_an_answer_counts_only_in_the_browser_that_asked() {
+async fn by_default_an_answer_counts_only_in_the_browser_that_asked() {
     let up = upstreams::echo().await;
     let (sp_cert_pem, sp_key_pem) = sp_keys();
     let meta = idp_metadata(
@@ -691,10 +732,9 @@ async fn with_browser_binding_an_answer_counts_only_in_the_browser_that_asked() 
         &idp_keys().cert,
         "IdP",
     );
-    let cfg = config(up, SPID_FILE, "").replace(
-        "key = \"@DIR@/sp-key.pem\"",
-        "key = \"@DIR@/sp-key.pem\"\nbrowser_binding = true",
-    );
+    // No `browser_binding` key: the binding is on (login CSRF defence by default).
+    let cfg = config(up, SPID_FILE, "");
+    assert!(!cfg.contains("browser_binding"));
     let gw = Gateway::start_with(
         &cfg,
         &[
@@ -703,12 +743,7 @@ async fn with_browser_binding_an_answer_counts_only_in_the_browser_that_asked() 
             ("idp.xml", &meta),
         ],
     );
-    let s = Setup {
-        gw,
-        sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
-            .unwrap()
-            .to_vec(),
-    };
+    let s = Setup::new(gw, &sp_cert_pem);
     let body = format!(
         "idp={}&return=%2Fapp&level=SpidL2",
         form_urlencoded::byte_serialize(IDP.as_bytes()).collect::<String>()
@@ -772,6 +807,30 @@ async fn with_browser_binding_an_answer_counts_only_in_the_browser_that_asked() 
     // The browser that asked.
     let (sent, mine) = start().await;
     assert_eq!(post(&sent, Some(&mine)).await.status, 303);
+    drop(s);
+
+    // `browser_binding = false` is an explicit opt-out: no cookie, and an answer counts
+    // wherever it is posted.
+    let cfg = config(up, SPID_FILE, "").replace(
+        "key = \"@DIR@/sp-key.pem\"",
+        "key = \"@DIR@/sp-key.pem\"\nbrowser_binding = false",
+    );
+    let gw = Gateway::start_with(
+        &cfg,
+        &[
+            ("sp.pem", &sp_cert_pem),
+            ("sp-key.pem", &sp_key_pem),
+            ("idp.xml", &meta),
+        ],
+    );
+    let s = Setup::new(gw, &sp_cert_pem);
+    let sent = begin(&s, "SpidL2", "/app").await;
+    assert!(
+        s.binding(&sent.relay).is_none(),
+        "no binding cookie when opted out"
+    );
+    let r = post_acs(&s, &response_for(&sent, Level::SpidL2, |_| {}), &sent.relay).await;
+    assert_eq!(r.status, 303, "{}", r.text());
 }
 
 fn run_check(cfg_text: &str, files: &[(&str, &str)]) -> (bool, String) {
@@ -1162,8 +1221,8 @@ async fn login_starts_are_limited_per_address_and_never_below_spid_l1() {
         "[saml]\n",
         "[saml]\nmax_logins_per_address = 3\nlogin_rate_window = \"10m\"\n",
     );
-    let s = Setup {
-        gw: Gateway::start_with(
+    let s = Setup::new(
+        Gateway::start_with(
             &text,
             &[
                 ("sp.pem", &sp_cert_pem),
@@ -1171,10 +1230,8 @@ async fn login_starts_are_limited_per_address_and_never_below_spid_l1() {
                 ("idp.xml", &meta),
             ],
         ),
-        sp_cert: CertificateDer::from_pem_slice(sp_cert_pem.as_bytes())
-            .unwrap()
-            .to_vec(),
-    };
+        &sp_cert_pem,
+    );
     let sent = begin(&s, "Legacy", "/").await;
     assert_eq!(sent.level, Level::SpidL1);
     begin(&s, "SpidL2", "/").await;
@@ -1197,4 +1254,179 @@ async fn login_starts_are_limited_per_address_and_never_below_spid_l1() {
         s.gw.wait_log(|l| l.contains("saml_login_rate_limited"))
             .is_some()
     );
+
+    // The limit is per client address and nothing else (issue 11, item 1): many other
+    // addresses, each at the limit, all start their logins while 127.0.0.1 is limited;
+    // one of them over it is limited and the rest are not.
+    let body = format!(
+        "idp={}&return=%2F",
+        form_urlencoded::byte_serialize(IDP.as_bytes()).collect::<String>()
+    );
+    let post = format!(
+        "POST /_varco/saml/login HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let from = |i: u8| std::net::IpAddr::from([127, 0, 0, i]);
+    let addr = s.gw.addr();
+    let statuses = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for i in 2..=21u8 {
+            for _ in 0..3 {
+                let answer =
+                    common::raw_from(from(i), addr, post.as_bytes(), Duration::from_secs(10));
+                out.push((i, common::raw_status(&answer)));
+            }
+        }
+        let over = common::raw_status(&common::raw_from(
+            from(2),
+            addr,
+            post.as_bytes(),
+            Duration::from_secs(10),
+        ));
+        let fresh = common::raw_status(&common::raw_from(
+            from(22),
+            addr,
+            post.as_bytes(),
+            Duration::from_secs(10),
+        ));
+        (out, over, fresh)
+    })
+    .await
+    .unwrap();
+    let (each, over, fresh) = statuses;
+    assert!(each.iter().all(|(_, st)| *st == 302), "{each:?}");
+    assert_eq!(over, 429, "127.0.0.2's fourth start");
+    assert_eq!(fresh, 302, "an address never seen before is not limited");
+}
+
+/// Sends `head` then trickles `chunk` every `gap` until the gateway answers or closes;
+/// returns (status, seconds until the answer, whether the connection then closed).
+fn trickle(addr: SocketAddr, head: &str, chunk: &'static [u8], gap: Duration) -> (u16, f64, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let start = std::time::Instant::now();
+    let mut writer = s.try_clone().unwrap();
+    let feeding = std::thread::spawn(move || {
+        for _ in 0..400 {
+            std::thread::sleep(gap);
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut answered = None;
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                answered.get_or_insert(start.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    };
+    drop(s);
+    let _ = feeding.join();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answered.unwrap_or(f64::INFINITY), closed)
+}
+
+/// Bodies the gateway reads itself have a deadline and a minimum rate (issue 11, item 3):
+/// a trickling client gets 408 and its connection closed, instead of holding it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_on_the_gateways_own_endpoints_are_cut() {
+    let up = upstreams::echo().await;
+    let (sp_cert_pem, sp_key_pem) = sp_keys();
+    let meta = idp_metadata(
+        IDP,
+        &format!("{IDP}sso"),
+        &format!("{IDP}slo"),
+        &idp_keys().cert,
+        "IdP di prova",
+    );
+    let text = config(up, SPID_FILE, "").replacen(
+        "[[server.listener]]",
+        "[server]\nbody_read_timeout = \"1s\"\nbody_read_max = \"3s\"\nbody_min_rate = 500\n[[server.listener]]",
+        1,
+    );
+    let gw = Gateway::start_with(
+        &text,
+        &[
+            ("sp.pem", &sp_cert_pem),
+            ("sp-key.pem", &sp_key_pem),
+            ("idp.xml", &meta),
+        ],
+    );
+    let addr = gw.addr();
+    // Each announces a length within its endpoint's limit (a larger one is refused at once).
+    let head = |path: &str| {
+        let len = if path.ends_with("acs") {
+            400_000
+        } else {
+            4_000
+        };
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    let (acs, chooser, dev, endless) = tokio::task::spawn_blocking(move || {
+        (
+            // One byte every 400 ms: cut near the 1 s timeout.
+            trickle(
+                addr,
+                &head("/_varco/saml/acs"),
+                b"S",
+                Duration::from_millis(400),
+            ),
+            trickle(
+                addr,
+                &head("/_varco/saml/login"),
+                b"i",
+                Duration::from_millis(400),
+            ),
+            trickle(
+                addr,
+                &head("/_varco/dev-login"),
+                b"u",
+                Duration::from_millis(400),
+            ),
+            // 100 bytes every 100 ms (1000 B/s, above the minimum rate) but never ending:
+            // cut at the 3 s maximum.
+            trickle(
+                addr,
+                &head("/_varco/saml/acs"),
+                &[b'A'; 100],
+                Duration::from_millis(100),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    for (what, (status, secs, closed), lo, hi) in [
+        ("acs", acs, 0.9, 2.5),
+        ("chooser", chooser, 0.9, 2.5),
+        ("dev login", dev, 0.9, 2.5),
+        ("endless acs", endless, 2.9, 5.0),
+    ] {
+        assert_eq!(status, 408, "{what}");
+        assert!((lo..hi).contains(&secs), "{what}: answered after {secs} s");
+        assert!(closed, "{what}: the connection stays open");
+    }
+    // The gateway still serves everyone else.
+    let r = request("GET", &gw.url("/_varco/healthz"), &[], "").await;
+    assert_eq!(r.status, 200);
 }

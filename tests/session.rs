@@ -140,7 +140,9 @@ async fn the_upstream_receives_a_verifiable_header_bound_to_the_request() {
 
     let jwks = request("GET", &gw.url("/_varco/jwks.json"), &[], "").await;
     let jwks = parse_jwks(&jwks.body).unwrap();
-    let url = format!("http://{}/fascicolo/x?anno=2020", gw.addr());
+    // htu: the URL the upstream received (its scheme, the Host it got, the target).
+    let url = format!("http://{up}/fascicolo/x?anno=2020");
+    assert_eq!(r.echoed("host"), vec![up.to_string()]);
     let expected = Expected {
         audience: "app",
         issuer: Some("https://gw.test/"),

@@ -335,7 +335,7 @@ pub struct RequestBinding<'a> {
     pub audience: &'a str,
     /// `htm`: the HTTP method.
     pub method: &'a str,
-    /// `htu`: scheme://host/path?query as forwarded.
+    /// `htu`: the URL the upstream receives (its scheme, the Host sent, the request target).
     pub url: &'a str,
 }
 

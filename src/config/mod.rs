@@ -167,8 +167,27 @@ pub struct ServerConfig {
     /// session would end).
     #[serde(with = "humantime_serde")]
     pub tunnel_max_lifetime: Duration,
-    /// Peers allowed to read `<reserved_prefix>metrics`.
+    /// How often a tunnel on a protected route checks that its session still lives (an
+    /// idle or absolute expiry ends it within this; a logout here ends it at once).
+    #[serde(with = "humantime_serde")]
+    pub tunnel_check_interval: Duration,
+    /// Bodies the gateway reads itself (login forms, SAML answers, forms it inspects)
+    /// must arrive within this, extended by 1 s per `body_min_rate` bytes received, up to
+    /// `body_read_max`; a slower client gets 408 and its connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_read_max: Duration,
+    /// Bytes per second (see `body_read_timeout`).
+    pub body_min_rate: u64,
+    /// Peers allowed to read `<reserved_prefix>metrics` on the main listeners.
     pub metrics_allow: Vec<IpNet>,
+    /// An admin listener (plain HTTP) serving `/metrics`, `/healthz` and `/readyz` only,
+    /// as oauth2-proxy's and Pomerium's metrics addresses. When set, the main listeners
+    /// no longer serve metrics (a same-host ingress would otherwise pass them on); who can
+    /// reach this address can read them (bind it to loopback or a pod IP behind a
+    /// network policy).
+    pub admin_address: Option<SocketAddr>,
     /// Route prefixes match ignoring ASCII case. Set it in front of a case-insensitive
     /// backend (IIS, some Java containers): otherwise `/DOMANDE/x` would not be under a
     /// `/domande` route and could fall to a less protected one (a catch-all `/`).
@@ -192,11 +211,16 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             workers: 0,
             tunnel_max_lifetime: Duration::from_secs(3600),
+            tunnel_check_interval: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(10),
+            body_read_max: Duration::from_secs(30),
+            body_min_rate: 500,
             metrics_allow: ["127.0.0.0/8", "::1/128"]
                 .iter()
                 .filter_map(|n| n.parse().ok())
                 .collect(),
             case_insensitive_paths: false,
+            admin_address: None,
         }
     }
 }
@@ -665,6 +689,15 @@ impl Config {
                 "at least one listener is needed".into(),
             );
         }
+        if let Some(admin) = s.admin_address
+            && admin.port() != 0
+            && s.listener.iter().any(|l| l.address == admin)
+        {
+            bad(
+                "server.admin_address".into(),
+                "must differ from every server.listener address".into(),
+            );
+        }
         for (i, l) in s.listener.iter().enumerate() {
             if let Some(tls) = &l.tls {
                 for (k, p) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key))]
@@ -687,10 +720,20 @@ impl Config {
             ("server.header_read_timeout", s.header_read_timeout),
             ("server.idle_timeout", s.idle_timeout),
             ("server.request_timeout", s.request_timeout),
+            ("server.tunnel_check_interval", s.tunnel_check_interval),
         ] {
             if v.is_zero() {
                 bad(key.into(), "must be greater than zero".into());
             }
+        }
+        if s.body_read_timeout.is_zero()
+            || s.body_read_max < s.body_read_timeout
+            || s.body_min_rate == 0
+        {
+            bad(
+                "server.body_read_timeout".into(),
+                "above zero, at most body_read_max, with body_min_rate above zero".into(),
+            );
         }
         if !(1024..=1024 * 1024).contains(&s.max_header_bytes) {
             bad(
@@ -792,6 +835,14 @@ impl Config {
         }
         if let Some(saml) = &self.saml {
             saml.validate(&mut bad);
+            if saml.browser_binding && !self.session.secure {
+                bad(
+                    "saml.browser_binding".into(),
+                    "its SameSite=None cookie needs session.secure = true (browsers drop it \
+                     otherwise); for plain HTTP set browser_binding = false explicitly"
+                        .into(),
+                );
+            }
         }
         for (i, r) in self.route.iter().enumerate() {
             if r.cns_login && (self.cns.is_none() || r.public == Some(true)) {

@@ -85,16 +85,13 @@ impl Verifier {
                 .unwrap_or("")
                 .to_string()
         };
-        let mut url = format!(
-            "{}://{}{}",
-            h("x-forwarded-proto"),
-            h("x-forwarded-host"),
-            req.uri().path()
+        // The `htu` rule (docs/backend-verification.md): the scheme this server accepted
+        // (plain HTTP), its Host header, its request target.
+        let target = req.uri().path_and_query().map_or_else(
+            || req.uri().path().to_string(),
+            |pq| pq.as_str().to_string(),
         );
-        if let Some(q) = req.uri().query() {
-            url.push('?');
-            url.push_str(q);
-        }
+        let url = format!("http://{}{target}", h("host"));
         let expected = Expected {
             audience: &self.audience,
             issuer: self.issuer.as_deref(),

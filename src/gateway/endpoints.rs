@@ -1,12 +1,9 @@
 //! The gateway's own endpoints under the reserved prefix: health, readiness, metrics,
 //! JWKS, the login chooser, the development login (demo mode only) and logout.
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{Exchange, Gateway};
@@ -60,27 +57,21 @@ impl Gateway {
         if path == p.health {
             Ok(respond(StatusCode::OK, "text/plain", "ok\n"))
         } else if path == p.ready {
-            Ok(if self.ready.load(Ordering::Acquire) {
-                respond(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
-            })
+            Ok(super::admin::readiness(&self.services))
         } else if path == p.metrics {
+            // With an admin listener, metrics are served there only.
             let peer = ex.peer_addr.to_canonical();
-            if !self
-                .cfg
-                .server
-                .metrics_allow
-                .iter()
-                .any(|n| n.contains(&peer))
+            if self.cfg.server.admin_address.is_some()
+                || !self
+                    .cfg
+                    .server
+                    .metrics_allow
+                    .iter()
+                    .any(|n| n.contains(&peer))
             {
                 return Err(GatewayError::NoRoute);
             }
-            Ok(respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.services.metrics.render(),
-            ))
+            Ok(super::admin::metrics(&self.services))
         } else if path == p.jwks {
             Ok(self.jwks_response())
         } else if path == p.login {
@@ -276,11 +267,7 @@ impl Gateway {
         let old = self.cookie.read(req.headers());
         // `return` from the query (GET) or the chooser's form (POST).
         let return_to = if req.method() == Method::POST {
-            let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-                .collect()
-                .await
-                .map_err(|_| GatewayError::BadForm)?
-                .to_bytes();
+            let body = self.read_body(req.into_body(), MAX_FORM_BYTES).await?;
             form_urlencoded::parse(&body)
                 .find(|(k, _)| k == "return")
                 .and_then(|(_, v)| safe_return(&v, reserved))
@@ -420,11 +407,7 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let old = self.cookie.read(req.headers());
-        let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-            .collect()
-            .await
-            .map_err(|_| GatewayError::BadForm)?
-            .to_bytes();
+        let body = self.read_body(req.into_body(), MAX_FORM_BYTES).await?;
         let mut user_key = None;
         let mut return_raw = None;
         for (k, v) in form_urlencoded::parse(&body) {
@@ -482,10 +465,7 @@ impl Gateway {
     ) -> Result<(SessionId, std::sync::Arc<Session>), GatewayError> {
         let store = &self.services.store;
         if let Some(old) = old {
-            store
-                .delete(&old)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?;
+            self.end_session(&old).await?;
         }
         let id = SessionId::random();
         let sid = id.hash();
@@ -516,6 +496,21 @@ impl Gateway {
         Ok((id, std::sync::Arc::new(session)))
     }
 
+    /// Ends a session: removed from the store, and its relayed tunnels closed. Every
+    /// logout, Single Logout and replacing login ends sessions here.
+    pub(super) async fn end_session(&self, id: &SessionId) -> Result<(), GatewayError> {
+        self.services
+            .store
+            .delete(id)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        let closed = self.services.tunnels.end(&id.hash());
+        if closed > 0 {
+            tracing::debug!(sid = %id.hash(), tunnels = closed, "tunnels of an ended session closed");
+        }
+        Ok(())
+    }
+
     /// Ends the local session (protocol logouts hook in here later) and clears the cookie.
     async fn logout(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
         if matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -543,10 +538,7 @@ impl Gateway {
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
             saml_link = session.and_then(|s| s.saml.clone());
-            store
-                .delete(id)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?;
+            self.end_session(id).await?;
             tracing::info!(target: "varco::audit", event = "logout", sid = %id.hash(), "logout");
         }
         let reserved = &self.cfg.server.reserved_prefix;

@@ -42,9 +42,11 @@ const HEADER_VALUE_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+pub mod admin;
 mod endpoints;
 mod pin;
 mod saml;
+pub mod tunnels;
 
 /// What every worker's gateway shares: metrics, the identity-header minter, the session
 /// store and the clock.
@@ -63,8 +65,14 @@ pub struct Services {
     pub cns: Option<Arc<crate::cns::CnsStore>>,
     /// The PIN switch-off and telephone PIN, when `[pin]` is configured.
     pub pin: Option<Arc<crate::pin::PinService>>,
+    /// Relayed WebSocket tunnels by session, ended with their session.
+    pub tunnels: Arc<tunnels::Tunnels>,
+    /// Set once the listeners are up: `readyz` answers 200 from then on (both listeners).
+    pub ready: AtomicBool,
+    /// SAML signature verifications running at once on the blocking pool (one per CPU).
+    pub xml_verifications: Arc<tokio::sync::Semaphore>,
     /// SAML logins started per client address, when `[saml]` is configured.
-    pub saml_logins: Option<crate::pin::limiter::Limiter>,
+    pub saml_logins: Option<crate::ratelimit::Limiter<crate::ratelimit::ClientAddress>>,
 }
 
 impl Services {
@@ -80,6 +88,7 @@ impl Services {
         minter: Option<Arc<Minter>>,
         clock: Arc<SystemClock>,
     ) -> Services {
+        let evictions = metrics.store_evictions.clone();
         let store = Arc::new(Store::Memory(MemoryStore::new(
             Limits {
                 idle: cfg.session.idle_timeout,
@@ -87,6 +96,11 @@ impl Services {
                 capacity: cfg.session.capacity,
             },
             clock.clone(),
+            Some(Arc::new(move |cache: &'static str| {
+                evictions
+                    .get_or_create(&vec![("cache".into(), cache.into())])
+                    .inc();
+            })),
         )));
         Services {
             metrics,
@@ -97,12 +111,13 @@ impl Services {
             directory: None,
             cns: None,
             pin: None,
+            tunnels: Arc::default(),
+            ready: AtomicBool::new(false),
+            xml_verifications: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             saml_logins: cfg.saml.as_ref().map(|c| {
-                crate::pin::limiter::Limiter::new(&crate::pin::limiter::RateLimitConfig {
-                    max_failures_per_fiscal_code: c.max_logins_per_address,
-                    max_failures_per_address: c.max_logins_per_address,
-                    window: c.login_rate_window,
-                })
+                crate::ratelimit::Limiter::new(c.max_logins_per_address, c.login_rate_window)
             }),
         }
     }
@@ -145,7 +160,6 @@ pub struct Gateway {
     routes: RouteTable,
     identity_prefix: IdentityPrefix,
     trusted_proxies: Vec<IpNet>,
-    ready: AtomicBool,
     paths: Paths,
     cookie: CookieSpec,
     assertion_header: HeaderName,
@@ -229,7 +243,6 @@ impl Gateway {
             routes,
             identity_prefix: IdentityPrefix::new(&cfg.server.identity_header_prefix),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
-            ready: AtomicBool::new(false),
             paths: Paths {
                 health: format!("{prefix}healthz"),
                 ready: format!("{prefix}readyz"),
@@ -266,11 +279,40 @@ impl Gateway {
 
     /// Called once the listeners are up: `/readyz` answers 200 from then on.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+        self.services.ready.store(ready, Ordering::Release);
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Reads a body the gateway handles itself: at most `limit` bytes (more is a bad
+    /// form), at the pace `server.body_read_*` demands (slower: 408, connection closed).
+    pub(super) async fn read_body(
+        &self,
+        mut body: Incoming,
+        limit: usize,
+    ) -> Result<bytes::Bytes, GatewayError> {
+        self.read_body_limited(&mut body, limit).await
+    }
+
+    /// [`Self::read_body`] through a borrow (the request keeps its emptied body).
+    async fn read_body_limited(
+        &self,
+        body: &mut Incoming,
+        limit: usize,
+    ) -> Result<bytes::Bytes, GatewayError> {
+        use crate::proxy::body::{ReadError, read_whole};
+        let s = &self.cfg.server;
+        let rate = crate::proxy::body::ReadRate {
+            timeout: s.body_read_timeout,
+            max: s.body_read_max,
+            min_rate: s.body_min_rate,
+        };
+        read_whole(body, limit, rate).await.map_err(|e| match e {
+            ReadError::TooSlow => GatewayError::BodyTimeout,
+            ReadError::TooLarge(_) | ReadError::Broken => GatewayError::BadForm,
+        })
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -376,11 +418,13 @@ impl Handler for Gateway {
         // Identity hygiene comes before anything else looks at the headers.
         self.identity_prefix.strip(req.headers_mut());
         let trusted = self.is_trusted(conn.peer.ip());
-        // A client certificate in a header counts only from the TLS-terminating ingress.
-        if let Some(h) = &self.cns_header
-            && !trusted
-        {
-            req.headers_mut().remove(h);
+        // What only a trusted proxy may state (forwarded chain, client IP, URL and method
+        // overrides): one list, every spelling.
+        crate::proxy::headers::strip_client_facts(req.headers_mut(), trusted);
+        // A client certificate in a header counts only from the TLS-terminating ingress,
+        // and only in the spelling configured.
+        if let Some(h) = &self.cns_header {
+            crate::proxy::headers::strip_spellings(req.headers_mut(), h, !trusted);
         }
         let request_id = self.request_id(req.headers(), trusted);
         let mut ex = Exchange {
@@ -428,6 +472,9 @@ impl Gateway {
             return Err(GatewayError::BadFraming);
         }
         check_framing(req.headers())?;
+        if !canonical_method(req.method()) {
+            return Err(GatewayError::NonCanonicalMethod);
+        }
 
         // One normalization, used for routing, policy and the upstream request.
         let raw_path = req.uri().path();
@@ -477,6 +524,8 @@ impl Gateway {
         let policy = self.policies.get(route.index).and_then(Option::as_ref);
         // A CNS card logged in on the spot (a route configured so): stored once allowed.
         let mut pending_cns = None;
+        // A body the gateway had to read before deciding (then forwarded as read).
+        let mut buffered: Option<bytes::Bytes> = None;
         let session = if route.public {
             None
         } else {
@@ -530,7 +579,32 @@ impl Gateway {
                     .await?;
             }
             Some(match policy {
-                Some(p) => self.authorize(p, session, &req, &path, &route).await?,
+                Some(p) => {
+                    // Where the query names the client, so may a form body (to many
+                    // frameworks): read it, for its names, and forward what was read.
+                    let mut form_fields = Vec::new();
+                    if p.reads_form_bodies() {
+                        use crate::policy::form::{field_names, form_kind};
+                        if let Some(kind) = form_kind(req.headers()).map_err(|_| {
+                            GatewayError::Forbidden(crate::policy::Denial::AmbiguousAssistito)
+                        })? {
+                            let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
+                            let body = self
+                                .read_body_limited(req.body_mut(), limit)
+                                .await
+                                .map_err(|e| match e {
+                                    GatewayError::BadForm => GatewayError::BodyTooLarge {
+                                        limit: route.max_body_bytes,
+                                    },
+                                    e => e,
+                                })?;
+                            form_fields = field_names(&kind, &body);
+                            buffered = Some(body);
+                        }
+                    }
+                    self.authorize(p, session, &req, &path, &route, &form_fields)
+                        .await?
+                }
                 None => session,
             })
         };
@@ -557,7 +631,9 @@ impl Gateway {
             });
         }
         ex.host = host_value;
-        let mut resp = self.forward(req, &route, &path, conn, session, ex).await?;
+        let mut resp = self
+            .forward(req, buffered, &route, &path, conn, session, ex)
+            .await?;
         if let Some(c) = new_cookie
             && let Ok(v) = HeaderValue::from_str(&c)
         {
@@ -623,6 +699,7 @@ impl Gateway {
         req: &Request<Incoming>,
         path: &str,
         route: &Route,
+        form_fields: &[String],
     ) -> Result<Arc<Session>, GatewayError> {
         use crate::policy::{Decision, Prefetched, RequestFacts, decide, delegation_needed};
         let today = crate::identity::Date::from_days_since_epoch(
@@ -653,6 +730,7 @@ impl Gateway {
             path,
             query: req.uri().query(),
             headers: req.headers(),
+            form_fields,
             today,
         };
         let key = delegation_needed(policy, &session.identity, &facts);
@@ -753,9 +831,11 @@ impl Gateway {
 
     /// Rewrites the request for the upstream, sends it, and relays an upgrade if one was
     /// agreed. The body streams through with the route's limit.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         req: Request<Incoming>,
+        buffered: Option<bytes::Bytes>,
         route: &Route,
         path: &str,
         conn: &Arc<ConnInfo>,
@@ -769,8 +849,10 @@ impl Gateway {
             .clone();
         ex.upstream = Some(upstream.name.clone());
         let (mut parts, body) = req.into_parts();
+        // An empty query (`/x?`) is sent as none: frameworks disagree on whether the `?`
+        // is part of the URL, and `htu` must be one URL.
         let uri = upstream
-            .target(path, parts.uri.query())
+            .target(path, parts.uri.query().filter(|q| !q.is_empty()))
             .map_err(|_| GatewayError::BadFraming)?;
 
         let upgrade = if parts.version == Version::HTTP_11 {
@@ -783,6 +865,12 @@ impl Gateway {
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
             .flatten();
 
+        // A tunnel checks that its session lives on: the session's id, before the cookie
+        // is stripped.
+        let tunnel_session = match (&upgrade, &session) {
+            (Some(_), Some(_)) => self.cookie.read(&parts.headers),
+            _ => None,
+        };
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         self.cookie.strip(headers);
@@ -797,7 +885,7 @@ impl Gateway {
             headers.remove(header::AUTHORIZATION);
         }
         if let Some(h) = &self.cns_header {
-            headers.remove(h);
+            crate::proxy::headers::strip_spellings(headers, h, true);
         }
         set_forwarded(
             headers,
@@ -808,12 +896,12 @@ impl Gateway {
                 host: &ex.host,
             },
         );
-        let host = if upstream.preserve_host {
-            HeaderValue::from_str(&ex.host)
+        let host: &str = if upstream.preserve_host {
+            &ex.host
         } else {
-            HeaderValue::from_str(upstream.authority().as_str())
+            upstream.authority().as_str()
         };
-        match host {
+        match HeaderValue::from_str(host) {
             Ok(h) => {
                 headers.insert(header::HOST, h);
             }
@@ -821,21 +909,10 @@ impl Gateway {
         }
         headers.insert(X_REQUEST_ID, ex.request_id.clone());
         if let Some(session) = &session {
-            // htu: the URL as the client addressed it (scheme and host as received).
-            let scheme = if ex.trusted {
-                headers
-                    .get("x-forwarded-proto")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|v| *v == "https" || *v == "http")
-                    .unwrap_or(conn.scheme)
-            } else {
-                conn.scheme
-            };
-            let mut htu = format!("{scheme}://{}{path}", ex.host);
-            if let Some(q) = parts.uri.query() {
-                htu.push('?');
-                htu.push_str(q);
-            }
+            // htu: the URL the upstream receives, which it can rebuild from its own
+            // request — the scheme it accepted, its `Host`, its request target
+            // (docs/backend-verification.md).
+            let htu = format!("{}://{host}{uri}", upstream.scheme());
             self.identify(headers, session, route, &upstream.name, &parts.method, &htu)?;
         }
         if let Some(up) = &upgrade {
@@ -843,7 +920,11 @@ impl Gateway {
             headers.insert(header::UPGRADE, up.clone());
         }
 
-        let mut out = Request::new(LimitedBody::new(body, route.max_body_bytes));
+        let body = match buffered {
+            Some(read) => LimitedBody::buffered(read),
+            None => LimitedBody::new(body, route.max_body_bytes),
+        };
+        let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
@@ -897,7 +978,8 @@ impl Gateway {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let request_id = ex.request_id().to_string();
             // The tunnel keeps the connection's place in max_connections and ends at its
-            // maximum lifetime, or when the session it was opened under would end.
+            // maximum lifetime, or when the session it was opened under ends: at once on
+            // a logout here, within `tunnel_check_interval` on an expiry.
             let conn_hold = conn.clone();
             let mut lifetime = self.cfg.server.tunnel_max_lifetime;
             if let Some(session) = &session {
@@ -907,6 +989,9 @@ impl Gateway {
                 let left = ends.saturating_sub(self.services.clock.now_secs());
                 lifetime = lifetime.min(std::time::Duration::from_secs(left));
             }
+            let guard = session.as_ref().map(|s| self.services.tunnels.open(&s.sid));
+            let watch = tunnel_session.map(|id| (id, self.services.store.clone()));
+            let check_every = self.cfg.server.tunnel_check_interval;
             tokio::spawn(async move {
                 let _hold = conn_hold;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -914,13 +999,10 @@ impl Gateway {
                         let mut client = TokioIo::new(client);
                         let mut upstream = TokioIo::new(upstream);
                         let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-                        match tokio::time::timeout(lifetime, relay).await {
-                            Ok(Err(e)) => {
-                                tracing::debug!(request_id, error = %e, "upgraded stream ended")
-                            }
-                            Err(_) => tracing::debug!(request_id, "tunnel lifetime reached"),
-                            Ok(Ok(_)) => {}
-                        }
+                        let why =
+                            relay_while_session_lives(relay, lifetime, guard, watch, check_every)
+                                .await;
+                        tracing::debug!(request_id, ended = why, "tunnel closed");
                     }
                     Err(e) => tracing::debug!(request_id, error = %e, "upgrade failed"),
                 }
@@ -1038,12 +1120,63 @@ impl Gateway {
     }
 }
 
+/// Runs a tunnel's relay until it ends by itself, its lifetime passes, its session is
+/// ended here (`guard`), or the store no longer knows the session (`watch`, checked every
+/// `check_every`; a store error ends the tunnel too). Returns why it ended.
+async fn relay_while_session_lives<F>(
+    relay: F,
+    lifetime: std::time::Duration,
+    guard: Option<tunnels::TunnelGuard>,
+    watch: Option<(crate::session::SessionId, Arc<Store>)>,
+    check_every: std::time::Duration,
+) -> &'static str
+where
+    F: std::future::Future<Output = std::io::Result<(u64, u64)>>,
+{
+    tokio::pin!(relay);
+    let deadline = tokio::time::sleep(lifetime);
+    tokio::pin!(deadline);
+    let mut ended = guard.as_ref().map(|g| g.ended.clone());
+    let mut ticker = tokio::time::interval(check_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut relay => return if r.is_ok() { "closed" } else { "stream error" },
+            () = &mut deadline => return "lifetime reached",
+            _ = async {
+                match ended.as_mut() {
+                    Some(rx) => { let _ = rx.changed().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => return "session ended",
+            _ = ticker.tick(), if watch.is_some() => {
+                if let Some((id, store)) = &watch
+                    && !store.alive(id).await.unwrap_or(false)
+                {
+                    return "session expired";
+                }
+            }
+        }
+    }
+}
+
 fn accepts_html(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/html"))
+}
+
+/// Whether `method` is not a standard method spelt in another case (`post`, `Get`): the
+/// policy compares methods exactly, and backends differ (some upper-case, some refuse).
+fn canonical_method(method: &Method) -> bool {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    let m = method.as_str();
+    STANDARD.contains(&m) || !STANDARD.iter().any(|s| s.eq_ignore_ascii_case(m))
 }
 
 /// Framing checks beyond hyper's own (which already refuses a non-chunked

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::endpoints::respond;
@@ -48,16 +47,6 @@ const TELEPHONE_NEEDS_DIGITAL_IDENTITY: LoginFailure = LoginFailure {
     en: "A telephone PIN can be generated only after logging in with SPID, CIE or CNS.",
 };
 
-/// Whether a cookie called `name` is in the request.
-fn cookie_present(headers: &http::HeaderMap, name: &str) -> bool {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .any(|pair| pair.trim().split_once('=').is_some_and(|(n, _)| n == name))
-}
-
 /// `path?query` of the request, for coming back after a login.
 fn here(req: &Request<Incoming>, path: &str) -> String {
     match req.uri().query() {
@@ -79,9 +68,13 @@ impl Gateway {
         pin::italian_date(self.services.clock.now_secs())
     }
 
-    /// The client's address for the per-address limit: the peer, or — behind a trusted
+    /// The client's address for the per-address limits: the peer, or — behind a trusted
     /// proxy — the last address that proxy put in `X-Forwarded-For`.
-    pub(super) fn client_addr(&self, headers: &http::HeaderMap, ex: &Exchange) -> std::net::IpAddr {
+    pub(super) fn client_addr(
+        &self,
+        headers: &http::HeaderMap,
+        ex: &Exchange,
+    ) -> crate::ratelimit::ClientAddress {
         if ex.trusted
             && let Some(ip) = headers
                 .get_all("x-forwarded-for")
@@ -91,9 +84,9 @@ impl Gateway {
                 .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
                 .next_back()
         {
-            return ip;
+            return crate::ratelimit::ClientAddress::of(ip);
         }
-        ex.peer_addr
+        crate::ratelimit::ClientAddress::of(ex.peer_addr)
     }
 
     /// `varco_pin_attempts_total{kind, outcome}`.
@@ -159,23 +152,23 @@ impl Gateway {
         pin: &Pin,
         via: &'static str,
         return_to: &str,
-        addr: std::net::IpAddr,
+        addr: crate::ratelimit::ClientAddress,
         ex: &Exchange,
     ) -> Result<Holder, GatewayError> {
-        let key = format!("cf:{}", subject.as_str());
-        if let Err(which) = svc.limiter.begin(&key, Some(addr)) {
+        if let Err(e) = svc.limiter.begin(subject, addr) {
             self.count_pin(via, "rate_limited");
             tracing::warn!(
                 target: "varco::audit",
                 event = "pin_rate_limited",
                 via,
-                limit = which.as_str(),
+                limit = e.kind,
                 subject = subject.as_str(),
+                client = %addr,
                 peer = %ex.peer,
                 "PIN attempts rate-limited"
             );
             return Err(GatewayError::TooManyAttempts {
-                retry_after: svc.limiter.window().as_secs(),
+                retry_after: e.window.as_secs(),
             });
         }
         let today = self.today();
@@ -231,7 +224,7 @@ impl Gateway {
             return Err(self.refuse_pin(r, Some(subject), via, return_to, None, ex));
         }
         self.count_pin(via, "ok");
-        svc.limiter.succeed(&key, Some(addr));
+        svc.limiter.succeed(subject, addr);
         Ok(holder)
     }
 
@@ -285,11 +278,7 @@ impl Gateway {
         }
         let old = self.cookie.read(req.headers());
         let addr = self.client_addr(req.headers(), ex);
-        let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-            .collect()
-            .await
-            .map_err(|_| GatewayError::BadForm)?
-            .to_bytes();
+        let body = self.read_body(req.into_body(), MAX_FORM_BYTES).await?;
         let (mut cf, mut pin, mut ret) = (None, None, None);
         for (k, v) in form_urlencoded::parse(&body) {
             if k == svc.cfg.form_fiscal_code_field.as_str() {
@@ -310,9 +299,9 @@ impl Gateway {
         let subject = FiscalCode::parse(&cf.trim().to_ascii_uppercase());
         let (Ok(subject), Some(pin)) = (subject, Pin::new(&pin)) else {
             // Malformed input counts against the address like a wrong PIN.
-            if svc.limiter.begin("malformed", Some(addr)).is_err() {
+            if let Err(e) = svc.limiter.begin_malformed(addr) {
                 return Err(GatewayError::TooManyAttempts {
-                    retry_after: svc.limiter.window().as_secs(),
+                    retry_after: e.window.as_secs(),
                 });
             }
             return Err(GatewayError::LoginRefused(PIN_INVALID));
@@ -370,7 +359,7 @@ impl Gateway {
             })));
         }
         if let Some(legacy) = &self.legacy_cookie
-            && cookie_present(req.headers(), &legacy.name)
+            && legacy.present(req.headers())
             && self.today() >= svc.switch.cutoff
         {
             return Err(self.refuse_pin(
@@ -509,11 +498,7 @@ impl Gateway {
         let mut shown: Option<(String, u64)> = None;
         let mut notice = "";
         if req.method() == Method::POST {
-            let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-                .collect()
-                .await
-                .map_err(|_| GatewayError::BadForm)?
-                .to_bytes();
+            let body = self.read_body(req.into_body(), MAX_FORM_BYTES).await?;
             let mut fields = std::collections::BTreeMap::new();
             for (k, v) in form_urlencoded::parse(&body) {
                 fields.insert(k.into_owned(), v.into_owned());
@@ -724,16 +709,11 @@ impl Gateway {
             fiscal_code: String,
             pin: String,
         }
-        let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-            .collect()
-            .await
-            .map_err(|_| GatewayError::BadForm)?
-            .to_bytes();
+        let body = self.read_body(req.into_body(), MAX_FORM_BYTES).await?;
         let ask: Ask = serde_json::from_slice(&body).map_err(|_| GatewayError::BadForm)?;
         let subject = FiscalCode::parse(&ask.fiscal_code.trim().to_ascii_uppercase())
             .map_err(|_| GatewayError::BadForm)?;
-        let key = format!("tel:{}", subject.as_str());
-        if svc.limiter.begin(&key, None).is_err() {
+        if svc.limiter.begin_telephone(&subject).is_err() {
             self.count_pin("telephone", "rate_limited");
             tracing::warn!(target: "varco::audit", event = "pin_rate_limited", via = "telephone", limit = "fiscal_code", subject = subject.as_str(), "telephone PIN checks rate-limited");
             return Err(GatewayError::TooManyAttempts {
@@ -748,7 +728,7 @@ impl Gateway {
         let answer = match check {
             Check::Valid { expires } => {
                 self.count_pin("telephone", "ok");
-                svc.limiter.succeed(&key, None);
+                svc.limiter.succeed_telephone(&subject);
                 serde_json::json!({"valid": true, "fiscal_code": subject.as_str(), "expires": expires})
             }
             Check::Invalid => {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::Gateway;
@@ -183,21 +182,17 @@ impl Gateway {
         // Each login signs a request and keeps state until it ends: bounded per client.
         if let Some(limiter) = &self.services.saml_logins {
             let addr = self.client_addr(req.headers(), ex);
-            if limiter.begin("-", Some(addr)).is_err() {
-                tracing::warn!(target: "varco::audit", event = "saml_login_rate_limited", peer = %ex.peer, "SAML logins rate-limited");
+            if let Err(e) = limiter.hit(&addr) {
+                tracing::warn!(target: "varco::audit", event = "saml_login_rate_limited", limit = e.kind, client = %addr, peer = %ex.peer, "SAML logins rate-limited");
                 return Err(GatewayError::TooManyAttempts {
-                    retry_after: limiter.window().as_secs(),
+                    retry_after: e.window.as_secs(),
                 });
             }
         }
         let fields = match *req.method() {
             Method::GET => form_fields(req.uri().query().unwrap_or("").as_bytes()),
             Method::POST => {
-                let body = Limited::new(req.into_body(), 8 * 1024)
-                    .collect()
-                    .await
-                    .map_err(|_| GatewayError::BadForm)?
-                    .to_bytes();
+                let body = self.read_body(req.into_body(), 8 * 1024).await?;
                 form_fields(&body)
             }
             _ => return Err(GatewayError::MethodNotAllowed),
@@ -300,12 +295,7 @@ impl Gateway {
     /// The login-binding cookie the browser sent, if any.
     fn login_binding_value(&self, headers: &http::HeaderMap) -> Option<String> {
         let name = self.login_binding_name();
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
+        crate::session::cookie::cookie_pairs(headers)
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
     }
@@ -321,11 +311,7 @@ impl Gateway {
         }
         let old = self.cookie.read(req.headers());
         let browser = self.login_binding_value(req.headers());
-        let body = Limited::new(req.into_body(), MAX_ACS_FORM_BYTES)
-            .collect()
-            .await
-            .map_err(|_| GatewayError::BadForm)?
-            .to_bytes();
+        let body = self.read_body(req.into_body(), MAX_ACS_FORM_BYTES).await?;
         let fields = form_fields(&body);
         let now = self.services.clock.now();
         let result = self
@@ -428,19 +414,43 @@ impl Gateway {
             .and_then(|t| t.parse::<i64>().ok())
             .unwrap_or(i64::MAX);
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
-        let exp = Expected {
-            profile: fed.profile,
-            idp_entity_id: &idp.entity_id,
-            sp_entity_id: &sp.entity_id,
-            acs_url: &sp.acs_url,
-            request_id: &irt,
-            request_issued_at: issued_at,
-            requested_level: level,
-            now: now_i,
-            skew: sp.skew,
-        };
-        let (_, facts) = validate_response_xml(&xml, &exp, &idp.signing_certs)
-            .map_err(|e| with_idp(e.into()))?;
+        // Signature verification (xmlsec, about a millisecond of CPU) runs on the blocking
+        // pool, a bounded number at a time: a burst of logins does not stall the request
+        // workers that serve everyone's proxied traffic.
+        let permit = self
+            .services
+            .xml_verifications
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| (Err(StoreFailure), Some(idp_id.clone())))?;
+        let (profile, skew) = (fed.profile, sp.skew);
+        let (idp_entity, sp_entity, acs_url, certs) = (
+            idp.entity_id.clone(),
+            sp.entity_id.clone(),
+            sp.acs_url.clone(),
+            idp.signing_certs.clone(),
+        );
+        let irt_owned = irt.clone();
+        let validated = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let exp = Expected {
+                profile,
+                idp_entity_id: &idp_entity,
+                sp_entity_id: &sp_entity,
+                acs_url: &acs_url,
+                request_id: &irt_owned,
+                request_issued_at: issued_at,
+                requested_level: level,
+                now: now_i,
+                skew,
+            };
+            validate_response_xml(&xml, &exp, &certs)
+        })
+        .await
+        // The verification task failed (a panic): an internal failure, never an entry.
+        .map_err(|_| (Err(StoreFailure), Some(idp_id.clone())))?;
+        let (_, facts) = validated.map_err(|e| with_idp(e.into()))?;
         // Replay: the assertion id, remembered until it could no longer be accepted.
         let digest = aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
@@ -588,10 +598,7 @@ impl Gateway {
                         .and_then(|s| s.saml.as_ref())
                         .is_some_and(|l| l.idp == idp.entity_id && l.name_id == facts.name_id);
                     if matches {
-                        store
-                            .delete(id)
-                            .await
-                            .map_err(|_| GatewayError::StoreUnavailable)?;
+                        self.end_session(id).await?;
                         ended = true;
                     }
                 }

@@ -1,16 +1,16 @@
-//! PIN attempts, counted per fiscal code and per client address in fixed windows. An
-//! attempt is counted before the PIN is checked (parallel requests cannot get more
+//! PIN attempts (see [`crate::ratelimit`]): per fiscal code and per client address for the
+//! PIN form and HTTP Basic, per fiscal code for the contact centre's telephone-PIN checks.
+//! An attempt is counted before the PIN is checked (parallel requests cannot get more
 //! guesses than the limit) and a success takes it back; once a count reaches its limit,
 //! further attempts are refused (429) without asking the verifier, until the window that
 //! began with the first counted attempt ends.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use moka::sync::Cache;
 use serde::Deserialize;
+
+use crate::identity::FiscalCode;
+use crate::ratelimit::{ClientAddress, Exceeded, Limiter};
 
 /// `[pin.rate_limit]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,118 +32,115 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// Which limit was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
-    FiscalCode,
-    Address,
+/// The PIN's three limits, each with its own key type.
+pub struct PinLimits {
+    fiscal_code: Limiter<FiscalCode>,
+    address: Limiter<ClientAddress>,
+    /// The telephone PIN's checks, per fiscal code (the caller is the contact centre).
+    telephone: Limiter<FiscalCode>,
 }
 
-impl Limited {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Limited::FiscalCode => "fiscal_code",
-            Limited::Address => "address",
-        }
-    }
-}
-
-pub struct Limiter {
-    cfg: RateLimitConfig,
-    failures: Cache<String, Arc<AtomicU32>>,
-}
-
-/// IPv6 clients are counted by /64 (one host usually holds a whole /64).
-fn address_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
-}
-
-impl Limiter {
-    pub fn new(cfg: &RateLimitConfig) -> Limiter {
-        Limiter {
-            cfg: cfg.clone(),
-            failures: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(cfg.window)
-                .build(),
+impl PinLimits {
+    pub fn new(cfg: &RateLimitConfig) -> PinLimits {
+        PinLimits {
+            fiscal_code: Limiter::new(cfg.max_failures_per_fiscal_code, cfg.window),
+            address: Limiter::new(cfg.max_failures_per_address, cfg.window),
+            telephone: Limiter::new(cfg.max_failures_per_fiscal_code, cfg.window),
         }
     }
 
-    fn counter(&self, key: String) -> Arc<AtomicU32> {
-        self.failures.get_with(key, || Arc::new(AtomicU32::new(0)))
+    /// Counts a PIN attempt for `subject` from `addr` (both are counted), or refuses it
+    /// when either limit is already reached.
+    pub fn begin(&self, subject: &FiscalCode, addr: ClientAddress) -> Result<(), Exceeded> {
+        let by_code = self.fiscal_code.hit(subject);
+        let by_addr = self.address.hit(&addr);
+        by_code.and(by_addr)
     }
 
-    /// Counts an attempt for `subject` (a namespaced key, e.g. `cf:RSSMRA...`) from
-    /// `addr`, or refuses it when a limit is already reached. `addr: None` skips the
-    /// address limit (a trusted caller).
-    pub fn begin(&self, subject: &str, addr: Option<IpAddr>) -> Result<(), Limited> {
-        let before = self
-            .counter(subject.to_string())
-            .fetch_add(1, Ordering::AcqRel);
-        let addr_before = addr.map(|a| self.counter(address_key(a)).fetch_add(1, Ordering::AcqRel));
-        if before >= self.cfg.max_failures_per_fiscal_code {
-            return Err(Limited::FiscalCode);
-        }
-        if addr_before.is_some_and(|n| n >= self.cfg.max_failures_per_address) {
-            return Err(Limited::Address);
-        }
-        Ok(())
+    /// Counts input that names no fiscal code (malformed) against the address alone.
+    pub fn begin_malformed(&self, addr: ClientAddress) -> Result<(), Exceeded> {
+        self.address.hit(&addr)
     }
 
     /// A success: the subject's count is cleared and the address's attempt taken back.
-    pub fn succeed(&self, subject: &str, addr: Option<IpAddr>) {
-        self.failures.invalidate(subject);
-        if let Some(a) = addr
-            && let Some(c) = self.failures.get(&address_key(a))
-        {
-            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        }
+    pub fn succeed(&self, subject: &FiscalCode, addr: ClientAddress) {
+        self.fiscal_code.reset(subject);
+        self.address.forgive(&addr);
+    }
+
+    pub fn begin_telephone(&self, subject: &FiscalCode) -> Result<(), Exceeded> {
+        self.telephone.hit(subject)
+    }
+
+    pub fn succeed_telephone(&self, subject: &FiscalCode) {
+        self.telephone.reset(subject);
     }
 
     pub fn window(&self) -> Duration {
-        self.cfg.window
+        self.address.window()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::fiscal_code::check_character;
+
+    fn cf(first15: &str) -> FiscalCode {
+        let c = check_character(first15.as_bytes()) as char;
+        FiscalCode::parse(&format!("{first15}{c}")).unwrap()
+    }
+
+    fn ip(s: &str) -> ClientAddress {
+        ClientAddress::of(s.parse().unwrap())
+    }
 
     #[test]
     fn limits_per_subject_and_per_address() {
-        let l = Limiter::new(&RateLimitConfig {
+        let l = PinLimits::new(&RateLimitConfig {
             max_failures_per_fiscal_code: 3,
             max_failures_per_address: 5,
             window: Duration::from_secs(60),
         });
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let (a, b, c) = (
+            cf("RSSMRA80A01H501"),
+            cf("VRDGPP70B02F205"),
+            cf("BNCGLI85C52H501"),
+        );
+        let here = ip("192.0.2.1");
         for _ in 0..3 {
-            assert_eq!(l.begin("cf:A", Some(a)), Ok(()));
+            assert_eq!(l.begin(&a, here), Ok(()));
         }
-        assert_eq!(l.begin("cf:A", Some(a)), Err(Limited::FiscalCode));
+        assert_eq!(l.begin(&a, here).unwrap_err().kind, "fiscal_code");
         // That refused attempt counted for the address too: 4; one more reaches 5.
-        assert_eq!(l.begin("cf:B", Some(a)), Ok(()));
-        assert_eq!(l.begin("cf:C", Some(a)), Err(Limited::Address));
-        // Elsewhere, cf:C is fine (its count is 1 of 3).
-        let b: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(l.begin("cf:C", Some(b)), Ok(()));
+        assert_eq!(l.begin(&b, here), Ok(()));
+        assert_eq!(l.begin(&c, here).unwrap_err().kind, "address");
+        // Elsewhere, c is fine (its count is 1 of 3).
+        let there = ip("2001:db8::1");
+        assert_eq!(l.begin(&c, there), Ok(()));
         // A success clears its subject and takes its address attempt back.
-        l.succeed("cf:C", Some(b));
-        l.succeed("cf:A", None);
-        assert_eq!(l.begin("cf:A", None), Ok(()));
-        // An IPv6 /64 counts as one client.
-        for i in 0..4 {
-            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
-            assert_eq!(l.begin(&format!("cf:X{i}"), Some(ip)), Ok(()));
+        l.succeed(&c, there);
+        l.succeed(&a, there);
+        assert_eq!(l.begin(&a, there), Ok(()));
+        // Malformed input counts against its own address only: other clients are not
+        // refused because one client sent garbage (issue 11).
+        let noisy = ip("198.51.100.1");
+        for _ in 0..5 {
+            assert_eq!(l.begin_malformed(noisy), Ok(()));
         }
-        let other: IpAddr = "2001:db8::ffff".parse().unwrap();
-        assert_eq!(l.begin("cf:Y", Some(other)), Ok(()));
-        assert_eq!(l.begin("cf:Z", Some(other)), Err(Limited::Address));
+        assert!(l.begin_malformed(noisy).is_err());
+        for i in 0..50 {
+            assert_eq!(
+                l.begin_malformed(ip(&format!("198.51.100.{}", i + 2))),
+                Ok(())
+            );
+        }
+        // The telephone checks have their own count.
+        for _ in 0..3 {
+            assert_eq!(l.begin_telephone(&b), Ok(()));
+        }
+        assert!(l.begin_telephone(&b).is_err());
+        l.succeed_telephone(&b);
+        assert_eq!(l.begin_telephone(&b), Ok(()));
     }
 }

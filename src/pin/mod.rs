@@ -484,7 +484,7 @@ pub struct PinService {
     pub switch: Switch,
     pub verifier: verifier::Verifier,
     pub registry: Option<registry::Registry>,
-    pub limiter: limiter::Limiter,
+    pub limiter: limiter::PinLimits,
     pub telephone: Option<telephone::TelephonePins>,
     /// `pin.telephone.verify_client_ca`, loaded.
     pub telephone_anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
@@ -527,7 +527,7 @@ impl PinService {
             },
             verifier,
             registry,
-            limiter: limiter::Limiter::new(&cfg.rate_limit),
+            limiter: limiter::PinLimits::new(&cfg.rate_limit),
             telephone: cfg.telephone.as_ref().map(telephone::TelephonePins::new),
             telephone_anchors,
             key: CredentialKey::random(),

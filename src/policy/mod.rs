@@ -8,6 +8,7 @@
 //! case, so a case-insensitive backend cannot be reached around a denial (`/DOMANDE`).
 
 pub mod directory;
+pub mod form;
 pub mod pattern;
 
 use http::Method as HttpMethod;
@@ -208,6 +209,10 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a http::HeaderMap,
+    /// The parameter names of the request's form body (urlencoded, multipart or a JSON
+    /// object's keys), when the gateway read it: on a route whose client is named by a
+    /// query parameter, PHP's `$_REQUEST`, Rails' `params` and Spring read the body's too.
+    pub form_fields: &'a [String],
     pub today: Date,
 }
 
@@ -244,6 +249,10 @@ pub enum Denial {
     RoleRule { role: String, method: String },
     #[error("the client's fiscal code is missing or not valid")]
     MissingAssistito,
+    /// The request names the client more than once (a repeated parameter or header, the
+    /// parameter in the body too, another spelling): backends would read another one.
+    #[error("the request names the client more than once")]
+    AmbiguousAssistito,
     #[error("only your own file can be opened here")]
     NotOwnFile,
     #[error("no delegation from this client to your patronato")]
@@ -264,11 +273,21 @@ impl Denial {
             Denial::Role => "role_not_allowed",
             Denial::RoleRule { .. } => "operation_not_allowed_for_role",
             Denial::MissingAssistito => "client_fiscal_code_missing",
+            Denial::AmbiguousAssistito => "client_named_more_than_once",
             Denial::NotOwnFile => "not_own_file",
             Denial::NoDelegation => "delegation_missing",
             Denial::DelegationNotValid => "delegation_not_in_force",
             Denial::DelegationRevoked => "delegation_revoked",
             Denial::NoPatronato => "patronato_missing",
+        }
+    }
+
+    /// 400 for a request that is malformed for the route (the client named twice), 403
+    /// for every other denial.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Denial::AmbiguousAssistito => http::StatusCode::BAD_REQUEST,
+            _ => http::StatusCode::FORBIDDEN,
         }
     }
 
@@ -290,6 +309,10 @@ impl Denial {
             Denial::MissingAssistito => (
                 "Manca il codice fiscale dell'assistito, o non è valido.",
                 "The client's fiscal code is missing or not valid.",
+            ),
+            Denial::AmbiguousAssistito => (
+                "La richiesta indica più di un assistito: indicane uno solo.",
+                "The request names more than one client: name exactly one.",
             ),
             Denial::NotOwnFile => (
                 "Puoi consultare solo la tua posizione.",
@@ -334,23 +357,114 @@ fn roles_of(identity: &Identity) -> Vec<&str> {
 }
 
 fn rule_applies(rule: &RoleRule, facts: &RequestFacts<'_>) -> bool {
-    let method_ok = rule.http_methods.is_empty() || rule.http_methods.contains(facts.method);
+    // Methods compare ignoring case (`post` is POST to many backends); the gateway also
+    // refuses non-canonical standard methods before policy.
+    let method_ok = rule.http_methods.is_empty()
+        || rule
+            .http_methods
+            .iter()
+            .any(|m| m.as_str().eq_ignore_ascii_case(facts.method.as_str()));
     // Deny rules fold case so that case cannot dodge them; allow rules do not.
     let fold = rule.effect == Effect::Deny;
     let path_ok = rule.paths.is_empty() || rule.paths.iter().any(|p| p.matches(facts.path, fold));
     method_ok && path_ok
 }
 
-/// The client's fiscal code named by the request, as configured.
-fn assistito(d: &Delegation, facts: &RequestFacts<'_>) -> Option<FiscalCode> {
+/// Why the request's client cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unnamed {
+    Missing,
+    /// Named more than once, or in a spelling only some backends read as the name.
+    Ambiguous,
+}
+
+/// A parameter name as the most lenient backends read it: ASCII case ignored (ASP.NET),
+/// `.` and space as `_` (PHP), an array suffix dropped (`cf[]`, `cf[0]`: PHP, Rails).
+fn param_key(name: &str) -> String {
+    let base = name.split('[').next().unwrap_or(name);
+    base.bytes()
+        .map(|b| match b {
+            b'.' | b' ' => '_',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// The query's pairs, split on `&` and on `;` (which older CGI and Python parsers also
+/// take as a separator).
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split(['&', ';']).filter(|p| !p.is_empty()).map(|p| {
+        let mut pair = form_urlencoded::parse(p.as_bytes());
+        pair.next()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .unwrap_or_default()
+    })
+}
+
+/// The client's fiscal code named by the request, as configured: named exactly once, in
+/// the configured spelling, and nowhere else a backend could read it.
+fn assistito(d: &Delegation, facts: &RequestFacts<'_>) -> Result<FiscalCode, Unnamed> {
     let raw: String = match &d.source {
-        AssistitoSource::Path(p) => p.capture(facts.path, "assistito", true)?.to_string(),
-        AssistitoSource::Query(name) => form_urlencoded::parse(facts.query?.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())?,
-        AssistitoSource::Header(h) => facts.headers.get(h)?.to_str().ok()?.to_string(),
+        AssistitoSource::Path(p) => p
+            .capture(facts.path, "assistito", true)
+            .ok_or(Unnamed::Missing)?
+            .to_string(),
+        AssistitoSource::Query(name) => {
+            let key = param_key(name);
+            let mut found: Vec<(String, String)> = facts
+                .query
+                .map(|q| {
+                    query_pairs(q)
+                        .filter(|(k, _)| param_key(k) == key)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let in_body = facts
+                .form_fields
+                .iter()
+                .filter(|f| param_key(f) == key)
+                .count();
+            match (found.len() + in_body, found.pop()) {
+                (0, _) => return Err(Unnamed::Missing),
+                (1, Some((k, v))) if k == *name => v,
+                _ => return Err(Unnamed::Ambiguous),
+            }
+        }
+        AssistitoSource::Header(h) => {
+            // `X_Assistito` is `X-Assistito` to CGI, WSGI and IIS (names are lower case).
+            let dash = |b: u8| if b == b'_' { b'-' } else { b };
+            let same = |k: &str| {
+                k.len() == h.as_str().len()
+                    && k.bytes()
+                        .zip(h.as_str().bytes())
+                        .all(|(a, b)| dash(a) == dash(b))
+            };
+            let mut values = Vec::new();
+            let mut other_spelling = false;
+            for (k, v) in facts.headers {
+                if same(k.as_str()) {
+                    other_spelling |= k != h;
+                    values.push(v);
+                }
+            }
+            match values.as_slice() {
+                [] => return Err(Unnamed::Missing),
+                [v] if !other_spelling => v.to_str().map_err(|_| Unnamed::Missing)?.to_string(),
+                _ => return Err(Unnamed::Ambiguous),
+            }
+        }
     };
-    FiscalCode::parse(&raw).ok()
+    FiscalCode::parse(&raw).map_err(|_| Unnamed::Missing)
+}
+
+impl RoutePolicy {
+    /// Whether the client is named by a query parameter: then a form body must be read
+    /// (see [`form`]) before [`decide`], for the names it carries.
+    pub fn reads_form_bodies(&self) -> bool {
+        self.delegation
+            .as_ref()
+            .is_some_and(|d| matches!(d.source, AssistitoSource::Query(_)))
+    }
 }
 
 /// The delegation `decide` will ask about for this request, if any: the gateway fetches
@@ -367,7 +481,7 @@ pub fn delegation_needed(
     if !needs {
         return None;
     }
-    Some((identity.patronato.clone()?, assistito(d, facts)?))
+    Some((identity.patronato.clone()?, assistito(d, facts).ok()?))
 }
 
 /// Lookups answered from what the gateway fetched before deciding.
@@ -422,7 +536,7 @@ fn decide_role(
     if !self_only && !needs_delega {
         return Ok(());
     }
-    let client = assistito(d, facts).ok_or(Decision::Deny(Denial::MissingAssistito))?;
+    let client = assistito(d, facts).map_err(|_| Decision::Deny(Denial::MissingAssistito))?;
     if self_only {
         return if client == identity.subject {
             Ok(())
@@ -470,6 +584,13 @@ pub fn decide(
         && identity.level < min
     {
         return Decision::StepUp(min);
+    }
+    // A request that names the client twice is malformed on this route, whoever sends
+    // it: refused before any role could let it through to a backend that reads the other.
+    if let Some(d) = &policy.delegation
+        && assistito(d, facts) == Err(Unnamed::Ambiguous)
+    {
+        return Decision::Deny(Denial::AmbiguousAssistito);
     }
     let mut first_refusal = None;
     for role in roles_of(identity) {

@@ -131,6 +131,7 @@ fn facts<'a>(
         path,
         query: None,
         headers,
+        form_fields: &[],
         today: today(),
     }
 }
@@ -310,6 +311,7 @@ query = "cf"
             path: "/stampa",
             query,
             headers: &h,
+            form_fields: &[],
             today: today(),
         };
         decide(
@@ -336,6 +338,7 @@ header = "X-Assistito"
         path: "/x",
         query: None,
         headers: &h,
+        form_fields: &[],
         today: today(),
     };
     assert_eq!(
@@ -401,6 +404,17 @@ effect = "allow"
         &lookups(None),
     );
     assert_eq!(d, Decision::Allow);
+    // A method in another case is the same method to a deny rule (issue 11, item 8).
+    for spelling in ["post", "Post", "pOsT", "delete", "patch"] {
+        let m = HttpMethod::from_bytes(spelling.as_bytes()).unwrap();
+        let d = decide(
+            &policy,
+            &vol,
+            &facts(&m, "/domande/nuova", &h),
+            &lookups(None),
+        );
+        assert!(matches!(d, Decision::Deny(_)), "{spelling}: {d:?}");
+    }
 }
 
 #[test]
@@ -429,4 +443,121 @@ header = "x"
 "#,
     );
     assert_eq!(bad.compile().unwrap_err().0, "delegation");
+}
+
+/// The client named more than once, or in a spelling some backend reads as the name, is
+/// refused with 400 for everyone (issue 11, item 2): PHP, Django and Rails read the last
+/// `cf`, Spring and ASP.NET join them, CGI reads `X_Assistito` as `X-Assistito`.
+#[test]
+fn a_client_named_twice_is_refused_whoever_asks() {
+    let query_policy = toml_policy(
+        r#"
+roles = ["operatore", "volontario", "cittadino"]
+[delegation]
+query = "cf"
+required_for = ["volontario"]
+self_only = ["cittadino"]
+"#,
+    )
+    .compile()
+    .unwrap();
+    let a = cf(CLIENT);
+    let b = cf(OTHER);
+    let vol = user(VOLUNTEER, &["volontario"], Level::SpidL2, Method::Spid);
+    let op = user(OPERATOR, &["operatore"], Level::SpidL2, Method::Spid);
+    let citizen = user(CLIENT, &[], Level::SpidL2, Method::Spid);
+    let h = http::HeaderMap::new();
+    let decide_q = |who: &Identity, query: &str, body: &[String]| {
+        let f = RequestFacts {
+            method: &HttpMethod::GET,
+            path: "/stampa/doc",
+            query: Some(query),
+            headers: &h,
+            form_fields: body,
+            today: today(),
+        };
+        decide(
+            &query_policy,
+            who,
+            &f,
+            &lookups(Some(delega((2025, 1, 1), None, false))),
+        )
+    };
+    let ambiguous = Decision::Deny(Denial::AmbiguousAssistito);
+    assert_eq!(Denial::AmbiguousAssistito.status(), 400);
+    // Once, in the configured spelling: decided as before.
+    let once = format!("cf={}", a.as_str());
+    assert_eq!(decide_q(&vol, &once, &[]), Decision::Allow);
+    assert_eq!(decide_q(&citizen, &once, &[]), Decision::Allow);
+    for twice in [
+        format!("cf={}&cf={}", a.as_str(), b.as_str()),
+        format!("cf={}&cf={}", a.as_str(), a.as_str()),
+        format!("cf={}&CF={}", a.as_str(), b.as_str()),
+        format!("cf={}&cf[]={}", a.as_str(), b.as_str()),
+        format!("cf={};cf={}", a.as_str(), b.as_str()),
+        format!("x=1;cf={}&cf={}", b.as_str(), a.as_str()),
+        format!("cf={}&c%66={}", a.as_str(), b.as_str()),
+    ] {
+        for who in [&vol, &op, &citizen] {
+            assert_eq!(decide_q(who, &twice, &[]), ambiguous, "{twice}");
+        }
+    }
+    // The parameter also in a form body.
+    let body = vec!["titolo".to_string(), "cf".to_string()];
+    assert_eq!(decide_q(&vol, &once, &body), ambiguous);
+    assert_eq!(decide_q(&op, &once, &body), ambiguous);
+    // Another spelling alone is not the configured name: the volunteer's client is missing.
+    let spelt = format!("CF={}", a.as_str());
+    assert_eq!(
+        decide_q(&vol, &spelt, &[]),
+        ambiguous,
+        "a spelling only some backends read is refused"
+    );
+    // A value that is not a fiscal code stays "missing" (denied for those who need it).
+    assert_eq!(
+        decide_q(&vol, "cf=nonvalido", &[]),
+        Decision::Deny(Denial::MissingAssistito)
+    );
+
+    let header_policy = toml_policy(
+        r#"
+roles = ["operatore", "volontario"]
+[delegation]
+header = "X-Assistito"
+"#,
+    )
+    .compile()
+    .unwrap();
+    let decide_h = |who: &Identity, pairs: &[(&str, &FiscalCode)]| {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.as_str().parse().unwrap(),
+            );
+        }
+        let f = RequestFacts {
+            method: &HttpMethod::GET,
+            path: "/x",
+            query: None,
+            headers: &h,
+            form_fields: &[],
+            today: today(),
+        };
+        decide(
+            &header_policy,
+            who,
+            &f,
+            &lookups(Some(delega((2025, 1, 1), None, false))),
+        )
+    };
+    assert_eq!(decide_h(&vol, &[("x-assistito", &a)]), Decision::Allow);
+    for pairs in [
+        vec![("x-assistito", &a), ("x-assistito", &b)],
+        vec![("x-assistito", &a), ("x_assistito", &b)],
+        vec![("x_assistito", &a)],
+    ] {
+        assert_eq!(decide_h(&vol, &pairs), ambiguous, "{pairs:?}");
+        assert_eq!(decide_h(&op, &pairs), ambiguous, "{pairs:?}");
+    }
 }

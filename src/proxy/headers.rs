@@ -144,26 +144,112 @@ fn connection_tokens(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     Some(out)
 }
 
-/// Headers some backends and frameworks obey to rewrite the URL, host, port or method
-/// (IIS/Zend `X-Original-URL`, Symfony's `X-Forwarded-Prefix`, method overrides...).
-/// From an untrusted peer they are dropped like the forwarded headers.
-const ROUTING_OVERRIDES: [HeaderName; 10] = [
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-original-host"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-server"),
-    HeaderName::from_static("x-forwarded-scheme"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
+/// Headers through which a backend learns who the client is or what the request "really"
+/// was: the forwarded family, the client-IP family, URL, host, scheme and method overrides
+/// (IIS/Zend `X-Original-URL`, Symfony `X-Forwarded-Prefix`, `X-HTTP-Method-Override`...),
+/// and client-certificate claims. The one list: from an untrusted peer every spelling is
+/// removed; the `_` spellings (which CGI, WSGI, PHP and IIS read as the `-` ones) are
+/// removed from everyone, since proxies write the `-` spelling. Lower case, `-` spelling.
+pub const CLIENT_FACTS: [&str; 44] = [
+    "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "x-forwarded-for",
+    "x-forwarded-by",
+    "x-forwarded-proto",
+    "x-forwarded-protocol",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-client-cert",
+    "front-end-https",
+    "x-url-scheme",
+    "x-scheme",
+    "x-host",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-envoy-original-path",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "client-ip",
+    "x-proxyuser-ip",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "ssl-client-cert",
 ];
+
+/// `name` equals `target` (both lower case, as `HeaderMap` keeps names) with `_` read as
+/// `-` on either side.
+fn same_ignoring_underscore(name: &[u8], target: &[u8]) -> bool {
+    let dash = |b: u8| if b == b'_' { b'-' } else { b };
+    name.len() == target.len() && name.iter().zip(target).all(|(a, b)| dash(*a) == dash(*b))
+}
+
+/// Whether `name` is one of [`CLIENT_FACTS`] in some spelling; `Some(true)` when it is
+/// the `_` spelling.
+pub fn client_fact(name: &str) -> Option<bool> {
+    let n = name.as_bytes();
+    CLIENT_FACTS
+        .iter()
+        .any(|t| same_ignoring_underscore(n, t.as_bytes()))
+        .then(|| n.contains(&b'_'))
+}
+
+/// Removes the other spellings of `name` (`_` for `-`), and `name` itself too when
+/// `also_exact`.
+pub fn strip_spellings(headers: &mut HeaderMap, name: &HeaderName, also_exact: bool) {
+    let doomed = |k: &HeaderName| {
+        same_ignoring_underscore(k.as_str().as_bytes(), name.as_str().as_bytes())
+            && (also_exact || k != name)
+    };
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for n in &names {
+        headers.remove(n);
+    }
+}
+
+/// Removes the [`CLIENT_FACTS`] a peer may not state: every spelling from an untrusted
+/// peer, the `_` spellings from a trusted proxy too. Returns how many names went.
+pub fn strip_client_facts(headers: &mut HeaderMap, peer_is_trusted: bool) -> usize {
+    let doomed = |k: &HeaderName| {
+        client_fact(k.as_str()).is_some_and(|underscore| underscore || !peer_is_trusted)
+    };
+    // Fast path: nothing to remove is the common case and allocates nothing.
+    if !headers.keys().any(doomed) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in &names {
+        headers.remove(name);
+    }
+    names.len()
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = header::FORWARDED;
 
 /// What the gateway knows of the client hop.
@@ -202,37 +288,24 @@ fn push_forwarded_host(out: &mut String, host: &str) {
     }
 }
 
-/// Writes `Forwarded` and `X-Forwarded-For/Proto/Host`. From an untrusted peer every
-/// client-supplied value is dropped; from a trusted proxy the chain is kept and extended.
+/// Writes `Forwarded` and `X-Forwarded-For/Proto/Host`. The chain a trusted proxy sent is
+/// kept and extended; from an untrusted peer only the gateway's own hop is written
+/// ([`strip_client_facts`] has removed what the client sent before anything read it).
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop<'_>) {
-    if !hop.peer_is_trusted {
-        // Only pay for removals when a client actually sent one of these.
-        let spoofed = headers.keys().any(|k| {
-            k == X_FORWARDED_FOR
-                || k == X_FORWARDED_PROTO
-                || k == X_FORWARDED_HOST
-                || k == X_REAL_IP
-                || k == FORWARDED
-                || ROUTING_OVERRIDES.contains(k)
-        });
-        if spoofed {
-            headers.remove(&X_FORWARDED_FOR);
-            headers.remove(&X_FORWARDED_PROTO);
-            headers.remove(&X_FORWARDED_HOST);
-            headers.remove(&X_REAL_IP);
-            headers.remove(&FORWARDED);
-            for h in &ROUTING_OVERRIDES {
-                headers.remove(h);
-            }
+    let prior = |h: &HeaderMap, name: &HeaderName| {
+        if hop.peer_is_trusted {
+            joined(h, name)
+        } else {
+            None
         }
-    }
-    let mut xff = joined(headers, &X_FORWARDED_FOR).unwrap_or_default();
+    };
+    let mut xff = prior(headers, &X_FORWARDED_FOR).unwrap_or_default();
     if !xff.is_empty() {
         xff.push_str(", ");
     }
     xff.push_str(hop.peer);
 
-    let mut forwarded = joined(headers, &FORWARDED).unwrap_or_default();
+    let mut forwarded = prior(headers, &FORWARDED).unwrap_or_default();
     if !forwarded.is_empty() {
         forwarded.push_str(", ");
     }
@@ -246,10 +319,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop<'_>) {
 
     put(headers, X_FORWARDED_FOR, xff);
     put(headers, FORWARDED, forwarded);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !hop.peer_is_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
     }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
+    if !hop.peer_is_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
         put(headers, X_FORWARDED_HOST, hop.host.to_string());
     }
 }
@@ -366,6 +439,42 @@ mod tests {
             h["forwarded"],
             "for=127.0.0.9;proto=http;host=app.example.it"
         );
+    }
+
+    #[test]
+    fn client_facts_go_in_every_spelling_from_untrusted_peers() {
+        let mut h = map(&[
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x-forwarded-uri", "/admin"),
+            ("X_Original_URL", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("X_HTTP_Method_Override", "DELETE"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("x_client_ip", "6.6.6.6"),
+            ("X-Cluster-Client-IP", "6.6.6.6"),
+            ("CF-Connecting-IP", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+            ("x-forwarded-for-me", "kept: another header"),
+            ("accept", "x"),
+        ]);
+        assert_eq!(strip_client_facts(&mut h, false), 10);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["accept", "x-forwarded-for-me"]);
+        // From a trusted proxy: the `-` spellings stay, the `_` ones go.
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x_original_url", "/admin"),
+        ]);
+        assert_eq!(strip_client_facts(&mut h, true), 2);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        for name in CLIENT_FACTS {
+            assert_eq!(name, name.to_ascii_lowercase());
+            assert!(!name.contains('_'));
+        }
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl UpstreamFailure {
 /// An upstream ready to take requests.
 pub struct Upstream {
     pub name: Arc<str>,
+    /// `http` or `https`: the scheme of the connections the upstream accepts.
+    scheme: &'static str,
     authority: Authority,
     /// The URL's path without its trailing `/` (empty for `/`), prepended to request paths.
     base_path: String,
@@ -136,6 +138,7 @@ impl Upstream {
         );
         Ok(Upstream {
             name: name.into(),
+            scheme: if https { "https" } else { "http" },
             authority,
             base_path,
             request_timeout,
@@ -160,6 +163,10 @@ impl Upstream {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
     }
 
     /// Sends `req` (already rewritten) and waits for the response head within the

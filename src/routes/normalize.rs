@@ -19,6 +19,8 @@ pub enum PathError {
     EncodedSeparator,
     #[error("the path has a segment that backends read differently (`..;`, trailing `.`)")]
     AmbiguousSegment,
+    #[error("the path is percent-encoded twice (`%25` before hex digits)")]
+    DoubleEncoding,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -99,6 +101,14 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
             }
         }
     }
+    // A backend that decodes twice would read `%2561` as `a` and `%252F` as `/`: the
+    // escaped percent followed by hex digits (after step 1, so `%252%66` counts too).
+    if decoded
+        .windows(5)
+        .any(|w| w.starts_with(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some())
+    {
+        return Err(PathError::DoubleEncoding);
+    }
     // 2. Merge slashes and resolve dot-segments.
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
@@ -115,7 +125,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         if bare_end < seg.len() && matches!(bare, b"." | b"..") {
             return Err(PathError::AmbiguousSegment);
         }
-        if bare.len() > 2 && bare.ends_with(b".") || bare == b"..." {
+        // Windows, IIS and some Java containers trim trailing dots: `/a.` is `/a` there.
+        if bare.ends_with(b".") && !matches!(bare, b"." | b"..") {
             return Err(PathError::AmbiguousSegment);
         }
         match seg {
@@ -190,9 +201,26 @@ mod tests {
             "/admin./x",
             "/admin../x",
             "/a/...",
+            "/a.",
+            "/a./x",
+            "/x/ab.",
+            "/a.;x/y",
         ] {
             assert_eq!(normalize_path(p), Err(PathError::AmbiguousSegment), "{p}");
         }
+        // Escaped twice: a backend decoding again reads other characters (or a separator).
+        for p in [
+            "/%2561dmin",
+            "/a/%252F../admin",
+            "/%252e%252e/x",
+            "/%252%66x",
+            "/%25%36%31",
+        ] {
+            assert_eq!(normalize_path(p), Err(PathError::DoubleEncoding), "{p}");
+        }
+        // A literal percent not followed by two hex digits stays data.
+        assert_eq!(n("/100%25"), "/100%25");
+        assert_eq!(n("/100%25x"), "/100%25x");
         // Ordinary escapes and path parameters on ordinary segments are kept.
         assert_eq!(n("/%20x"), "/%20x");
         assert_eq!(n("/app;jsessionid=1/x"), "/app;jsessionid=1/x");

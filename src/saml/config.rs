@@ -31,11 +31,12 @@ pub struct SamlConfig {
     /// Allowed clock difference with IdPs.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
-    /// Also tie each login to the browser that started it, with a `SameSite=None` cookie
-    /// scoped to the SAML endpoints (defends against login CSRF: an attacker's answer
-    /// posted from the victim's browser). Off by default: the pending state is
-    /// server-side and the IdP's cross-site POST then depends on no cookie at all.
-    #[serde(default)]
+    /// Tie each login to the browser that started it, with a `SameSite=None; Secure`
+    /// cookie scoped to the SAML endpoints (as Shibboleth's relay-state cookie): an answer
+    /// an attacker obtained for their own login, posted from the victim's browser, does not
+    /// log the victim in as the attacker (login CSRF). On by default; `false` is an
+    /// explicit opt-out (the IdP's cross-site POST then depends on no cookie at all).
+    #[serde(default = "default_browser_binding")]
     pub browser_binding: bool,
     /// Logins a client address may start per `login_rate_window` (each one signs an
     /// AuthnRequest and keeps pending state until `session.login_timeout`).
@@ -134,6 +135,10 @@ pub struct FederationConfig {
     /// Index of the attribute set requested from this federation's IdPs.
     #[serde(default)]
     pub attribute_set: u16,
+}
+
+fn default_browser_binding() -> bool {
+    true
 }
 
 fn default_binding() -> Binding {

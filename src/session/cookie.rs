@@ -1,11 +1,45 @@
 //! The session cookie: `__Host-varco=<id>; Path=/; Secure; HttpOnly; SameSite=Lax`.
 //! Reading is strict: a value that is not a well-formed id is no session (never an error
 //! page that would tell an attacker anything), and a duplicated cookie is no session.
+//!
+//! Cookie names are read as user agents and common servers read them (RFC 6265 §5.2 and
+//! §5.4): each `name=value` pair of a `Cookie` header, and the first pair of a
+//! `Set-Cookie`, with whitespace trimmed around the name and the value. `NAME =v` is the
+//! cookie `NAME`. Removal (from requests going upstream, from the upstream's `Set-Cookie`)
+//! also ignores ASCII case, as ASP.NET and other servers read names: nothing that any
+//! backend or browser could take for the cookie passes.
 
 use http::HeaderMap;
 use http::header::COOKIE;
 
 use super::SessionId;
+
+/// RFC 6265's whitespace around names and values.
+fn trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// The `(name, value)` pairs of every `Cookie` header that is text, names and values
+/// trimmed. A pair without `=` is skipped (no server reads it as a named cookie).
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(n, v)| (trim(n), trim(v)))
+}
+
+/// The name a browser stores for a `Set-Cookie` value (RFC 6265bis §5.6): before the
+/// first `;`, before the first `=` (none: the name is empty), trimmed.
+pub fn set_cookie_name(value: &str) -> &str {
+    let pair = value.split(';').next().unwrap_or("");
+    match pair.split_once('=') {
+        Some((n, _)) => trim(n),
+        None => "",
+    }
+}
 
 /// How the cookie is written.
 #[derive(Debug, Clone)]
@@ -34,25 +68,31 @@ impl CookieSpec {
         )
     }
 
-    /// The session id the request carries, if exactly one well-formed one.
+    /// The session id the request carries, if exactly one well-formed one. The name is
+    /// matched exactly, as the browser stored it when the gateway set it.
     pub fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
         let mut found: Option<&str> = None;
-        for value in headers.get_all(COOKIE) {
-            let Ok(value) = value.to_str() else { continue };
-            for pair in value.split(';') {
-                let Some((name, v)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if name == self.name {
-                    if found.is_some() {
-                        // Two session cookies (e.g. one planted by a sibling domain): trust neither.
-                        return None;
-                    }
-                    found = Some(v.trim());
+        for (name, v) in cookie_pairs(headers) {
+            if name == self.name {
+                if found.is_some() {
+                    // Two session cookies (e.g. one planted by a sibling domain): trust neither.
+                    return None;
                 }
+                found = Some(v);
             }
         }
         SessionId::parse(found?)
+    }
+
+    /// Whether a cookie name is this cookie to some server or browser: equal ignoring
+    /// ASCII case.
+    pub fn is_named(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(&self.name)
+    }
+
+    /// Whether the request carries this cookie under any spelling a server would read.
+    pub fn present(&self, headers: &HeaderMap) -> bool {
+        cookie_pairs(headers).any(|(n, _)| self.is_named(n))
     }
 }
 
@@ -64,7 +104,6 @@ impl CookieSpec {
         if values.is_empty() {
             return;
         }
-        let prefix = format!("{}=", self.name);
         let mut kept: Vec<String> = Vec::new();
         let mut changed = false;
         for v in &values {
@@ -78,7 +117,10 @@ impl CookieSpec {
                 if pair.is_empty() {
                     continue;
                 }
-                if pair.starts_with(&prefix) {
+                if pair
+                    .split_once('=')
+                    .is_some_and(|(n, _)| self.is_named(trim(n)))
+                {
                     changed = true;
                 } else {
                     kept.push(pair.to_string());
@@ -101,10 +143,10 @@ impl CookieSpec {
     /// Removes an upstream's `Set-Cookie` for the session cookie's name: only the gateway
     /// sets it (a backend must not be able to fix a user's session).
     pub fn strip_set_cookie(&self, headers: &mut HeaderMap) {
-        let prefix = format!("{}=", self.name);
+        // Not text: cannot be read safely, so it is not relayed.
         let ours = |v: &http::HeaderValue| {
             v.to_str()
-                .map_or(true, |s| s.trim_start().starts_with(&prefix))
+                .map_or(true, |s| self.is_named(set_cookie_name(s)))
         };
         if !headers.get_all(http::header::SET_COOKIE).iter().any(ours) {
             return;
@@ -177,6 +219,73 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(all, vec!["a=1; Path=/"]);
+        // A browser trims the name: each of these would replace the user's session.
+        for sneaky in [
+            "__Host-varco =x; Path=/",
+            " __Host-varco=x",
+            "\t__Host-varco\t=x; Secure",
+            "__HOST-VARCO=x; Path=/",
+        ] {
+            let mut h = HeaderMap::new();
+            h.append(
+                http::header::SET_COOKIE,
+                HeaderValue::from_str(sneaky).unwrap(),
+            );
+            h.append(http::header::SET_COOKIE, HeaderValue::from_static("b=2"));
+            spec().strip_set_cookie(&mut h);
+            let all: Vec<&str> = h
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(all, vec!["b=2"], "{sneaky:?}");
+        }
+        // Other cookies whose value mentions the name stay.
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("x=__Host-varco=1; Path=/"),
+        );
+        spec().strip_set_cookie(&mut h);
+        assert_eq!(h.get_all(http::header::SET_COOKIE).iter().count(), 1);
+    }
+
+    #[test]
+    fn names_are_read_as_browsers_and_servers_read_them() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; LEGACY =v ;b=2"));
+        let legacy = CookieSpec {
+            name: "LEGACY".into(),
+            secure: true,
+        };
+        assert!(legacy.present(&h));
+        let pairs: Vec<(&str, &str)> = cookie_pairs(&h).collect();
+        assert_eq!(pairs, vec![("a", "1"), ("LEGACY", "v"), ("b", "2")]);
+        let mut h2 = HeaderMap::new();
+        h2.append(COOKIE, HeaderValue::from_static("legacy=v"));
+        assert!(legacy.present(&h2), "ASP.NET reads names ignoring case");
+        // Stripped in every spelling, the rest kept.
+        let mut h3 = HeaderMap::new();
+        h3.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; LEGACY =v; Legacy=w; b=2"),
+        );
+        legacy.strip(&mut h3);
+        assert_eq!(h3[COOKIE], "a=1; b=2");
+        assert_eq!(set_cookie_name("n = v; Path=/"), "n");
+        assert_eq!(set_cookie_name("novalue"), "");
+        // The session cookie is read with its exact name, spaces trimmed.
+        let id = SessionId::random();
+        let mut h4 = HeaderMap::new();
+        h4.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("__Host-varco = {}", id.to_cookie_value())).unwrap(),
+        );
+        assert_eq!(spec().read(&h4), Some(id));
+        let mut h5 = HeaderMap::new();
+        h5.insert(COOKIE, HeaderValue::from_static("__Host-varco =x"));
+        spec().strip(&mut h5);
+        assert!(h5.get(COOKIE).is_none());
     }
 
     #[test]

@@ -155,6 +155,9 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         id: &SessionId,
     ) -> impl Future<Output = Result<Option<Arc<Session>>, StoreError>> + Send;
+    /// Whether the session still exists and is within both timeouts, without counting
+    /// as activity (a relayed tunnel checks its session so).
+    fn alive(&self, id: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn put(
         &self,
         id: &SessionId,
@@ -192,7 +195,38 @@ struct SessionEntry {
     last_seen: std::sync::atomic::AtomicU64,
 }
 
-/// The embedded store: moka caches bounded by capacity, timeouts from the clock.
+/// Counts entries the embedded store had to drop for room (by cache: `sessions`,
+/// `pending`, `replay`), for `varco_store_evictions_total`.
+pub type EvictionCounter = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// A size-bounded cache that always admits a new entry: LRU eviction (moka's default
+/// TinyLFU admission may refuse a new key under pressure, which would silently lose a
+/// fresh login or make the replay cache forget what it was just told). Size evictions are
+/// counted.
+fn bounded<K, V>(
+    name: &'static str,
+    capacity: u64,
+    evicted: &Option<EvictionCounter>,
+) -> moka::sync::CacheBuilder<K, V, moka::sync::Cache<K, V>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let mut b = moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .eviction_policy(moka::policy::EvictionPolicy::lru());
+    if let Some(count) = evicted.clone() {
+        b = b.eviction_listener(move |_k, _v, cause| {
+            if cause == moka::notification::RemovalCause::Size {
+                count(name);
+            }
+        });
+    }
+    b
+}
+
+/// The embedded store: moka caches bounded by capacity (LRU: the least recently used
+/// entry makes room, a new one is always kept), timeouts from the clock.
 pub struct MemoryStore {
     sessions: moka::sync::Cache<SessionId, Arc<SessionEntry>>,
     pending: moka::sync::Cache<String, Expiring<PendingLogin>>,
@@ -202,25 +236,34 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    pub fn new(limits: Limits, clock: Arc<dyn Clock>) -> MemoryStore {
+    pub fn new(
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        evicted: Option<EvictionCounter>,
+    ) -> MemoryStore {
         MemoryStore {
             // The cache's own expiry only frees memory; validity is decided in `get`.
-            sessions: moka::sync::Cache::builder()
-                .max_capacity(limits.capacity)
+            sessions: bounded("sessions", limits.capacity, &evicted)
                 .time_to_idle(limits.idle + Duration::from_secs(60))
                 .time_to_live(limits.absolute + Duration::from_secs(60))
                 .build(),
-            pending: moka::sync::Cache::builder()
-                .max_capacity(limits.capacity)
+            pending: bounded("pending", limits.capacity, &evicted)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
-            replay: moka::sync::Cache::builder()
-                .max_capacity(limits.capacity.saturating_mul(4))
+            replay: bounded("replay", limits.capacity.saturating_mul(4), &evicted)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
             limits,
             clock,
         }
+    }
+
+    /// Runs the caches' pending maintenance (evictions) now; moka otherwise does it on
+    /// later operations. For tests and for exact entry counts.
+    pub fn run_pending_tasks(&self) {
+        self.sessions.run_pending_tasks();
+        self.pending.run_pending_tasks();
+        self.replay.run_pending_tasks();
     }
 
     fn valid(&self, e: &SessionEntry, now: u64) -> bool {
@@ -245,6 +288,11 @@ impl SessionStore for MemoryStore {
         }
         e.last_seen.fetch_max(now, Ordering::AcqRel);
         Ok(Some(e.session.clone()))
+    }
+
+    async fn alive(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        Ok(self.sessions.get(id).is_some_and(|e| self.valid(&e, now)))
     }
 
     async fn put(&self, id: &SessionId, session: Session) -> Result<(), StoreError> {
@@ -320,6 +368,12 @@ impl SessionStore for Store {
     async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         match self {
             Store::Memory(m) => m.get(id).await,
+        }
+    }
+
+    async fn alive(&self, id: &SessionId) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => m.alive(id).await,
         }
     }
 

@@ -26,6 +26,7 @@ fn store() -> (MemoryStore, Arc<TestClock>) {
             capacity: 1000,
         },
         clock.clone(),
+        None,
     );
     (s, clock)
 }
@@ -150,4 +151,100 @@ fn session_ids_are_random_and_their_hash_reveals_nothing_usable() {
     assert_ne!(a.hash(), a.to_cookie_value());
     assert!(!format!("{a:?}").contains(&a.to_cookie_value()));
     assert_eq!(SessionId::parse("short"), None);
+}
+
+/// At capacity a new session is always kept and the least recently used one makes room
+/// (issue 11, item 10): a fresh login never vanishes, and evictions are counted. The same
+/// holds for pending logins and the replay cache.
+#[tokio::test]
+async fn at_capacity_the_newest_entry_is_kept_and_the_oldest_evicted() {
+    let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
+    let evicted = Arc::new(std::sync::Mutex::new(Vec::<&'static str>::new()));
+    let log = evicted.clone();
+    let s = MemoryStore::new(
+        Limits {
+            idle: Duration::from_secs(30 * 60),
+            absolute: Duration::from_secs(8 * 3600),
+            capacity: 50,
+        },
+        clock.clone(),
+        Some(Arc::new(move |cache| log.lock().unwrap().push(cache))),
+    );
+    let ids: Vec<SessionId> = (0..50).map(|_| SessionId::random()).collect();
+    for id in &ids {
+        s.put(id, session(1_000)).await.unwrap();
+        s.run_pending_tasks();
+    }
+    // Used often: moka's default admission would favour these over any newcomer.
+    for _ in 0..5 {
+        for id in &ids[1..] {
+            assert!(s.get(id).await.unwrap().is_some());
+        }
+    }
+    s.run_pending_tasks();
+    for round in 0..20 {
+        let fresh = SessionId::random();
+        s.put(&fresh, session(1_000)).await.unwrap();
+        s.run_pending_tasks();
+        assert!(
+            s.get(&fresh).await.unwrap().is_some(),
+            "round {round}: a new login is kept at capacity"
+        );
+    }
+    assert!(
+        s.get(&ids[0]).await.unwrap().is_none(),
+        "the least recently used went"
+    );
+    let count = evicted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| **c == "sessions")
+        .count();
+    assert_eq!(count, 20, "{:?}", evicted.lock().unwrap());
+
+    // Pending logins and replay keys: a new one is kept at capacity too.
+    for i in 0..60 {
+        s.put_pending(
+            &format!("p{i}"),
+            PendingLogin {
+                return_to: "/".into(),
+                data: Default::default(),
+            },
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        s.run_pending_tasks();
+    }
+    assert!(s.take_pending("p59").await.unwrap().is_some());
+    for i in 0..250 {
+        assert!(
+            s.insert_if_absent(&format!("r{i}"), Duration::from_secs(600))
+                .await
+                .unwrap()
+        );
+        s.run_pending_tasks();
+    }
+    assert!(
+        !s.insert_if_absent("r249", Duration::from_secs(600))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn alive_does_not_count_as_activity() {
+    let (s, clock) = store();
+    let id = SessionId::random();
+    s.put(&id, session(1_000)).await.unwrap();
+    assert!(s.alive(&id).await.unwrap());
+    // Checked by `alive` every minute, never used: it still idles out.
+    for minute in 1..=29 {
+        clock.set(1_000 + minute * 60);
+        assert!(s.alive(&id).await.unwrap(), "minute {minute}");
+    }
+    clock.set(1_000 + 30 * 60);
+    assert!(!s.alive(&id).await.unwrap());
+    assert!(!s.alive(&SessionId::random()).await.unwrap());
 }

@@ -140,6 +140,9 @@ pub struct Metrics {
     /// PIN attempts by kind (`form`, `basic`, `telephone`) and outcome (`ok`, `wrong`,
     /// `refused`, `rate_limited`).
     pub pin_attempts: Family<Vec<(String, String)>, Counter>,
+    /// Entries the embedded session store dropped for room, by cache (`sessions`,
+    /// `pending`, `replay`): raise `session.capacity` when these grow.
+    pub store_evictions: Family<Vec<(String, String)>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -219,7 +222,14 @@ impl Metrics {
             "Legacy and telephone PIN attempts, by kind and outcome",
             pin_attempts.clone(),
         );
+        let store_evictions = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "store_evictions",
+            "Entries the embedded store evicted for room (least recently used first), by cache",
+            store_evictions.clone(),
+        );
         Metrics {
+            store_evictions,
             cns_crl_next_update,
             pin_attempts,
             directory_lookups,

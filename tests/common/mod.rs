@@ -256,6 +256,93 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like [`raw`], from the local address `from` (any of 127.0.0.0/8 on Linux loopback):
+/// many distinct clients from one test.
+pub fn raw_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> String {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let std_stream = rt.block_on(async {
+        let s = socket.connect(addr).await.unwrap();
+        s.into_std().unwrap()
+    });
+    std_stream.set_nonblocking(false).unwrap();
+    let mut s = std_stream;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a WebSocket to `path` through the gateway (with `cookie`, if any) and returns the
+/// stream after the response head, and the head (lower case).
+pub fn websocket_to(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{cookie}\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the answer head");
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// Whether the tunnel `s` is closed by the gateway within `limit` (an echo round trip
+/// every 100 ms keeps it busy meanwhile, so only the gateway can end it).
+pub fn tunnel_closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        if s.write_all(b"ping").is_err() {
+            return true;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// The status code of the first response in a raw answer.
 pub fn raw_status(answer: &str) -> u16 {
     answer

@@ -1,0 +1,66 @@
+//! The admin listener (`server.admin_address`): metrics, liveness and readiness on an
+//! address of their own, so that an ingress on the same host cannot pass `/metrics` on to
+//! the world (the main listener's `metrics_allow` sees the ingress as a loopback peer).
+//! It serves nothing else: every other path is 404, every method but GET/HEAD 405.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::Services;
+use super::endpoints::respond;
+use crate::proxy::GatewayBody;
+use crate::server::{ConnInfo, Handler};
+
+/// `readyz`: 200 once the listeners are up.
+pub(super) fn readiness(services: &Services) -> Response<GatewayBody> {
+    if services.ready.load(Ordering::Acquire) {
+        respond(StatusCode::OK, "text/plain", "ready\n")
+    } else {
+        respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+    }
+}
+
+/// The Prometheus text exposition.
+pub(super) fn metrics(services: &Services) -> Response<GatewayBody> {
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        services.metrics.render(),
+    )
+}
+
+/// Answers the admin listener's requests.
+pub struct AdminHandler {
+    services: Arc<Services>,
+}
+
+impl AdminHandler {
+    pub fn new(services: Arc<Services>) -> AdminHandler {
+        AdminHandler { services }
+    }
+}
+
+impl Handler for AdminHandler {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _conn: Arc<ConnInfo>,
+    ) -> Response<GatewayBody> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed\n",
+            );
+        }
+        match req.uri().path() {
+            "/metrics" => metrics(&self.services),
+            "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" => readiness(&self.services),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Rate limits: attempts counted in fixed windows, one [`Limiter`] per kind of limit, each
+//! keyed by its own type ([`ClientAddress`], a fiscal code). A limit counts exactly what its
+//! key says and nothing else: the SAML login starts of one client address never use up
+//! another's, and no shared key (a constant, "malformed") can be exhausted by one client
+//! for everyone. A site-wide ceiling, if ever wanted, is a limiter of its own with its own
+//! setting.
+//!
+//! An attempt is counted before the work it guards (parallel requests cannot get more than
+//! the limit); once a count reaches the limit, attempts are refused until the window that
+//! began with the key's first counted attempt ends. Counters live in a bounded cache with
+//! LRU eviction: a new key is always admitted (under pressure the least recently used
+//! counters go, never the newest).
+
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+
+use crate::identity::FiscalCode;
+
+/// A client address as rate limits count it: an IPv4 address, or the /64 prefix of an
+/// IPv6 one (a host usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddress(IpAddr);
+
+impl ClientAddress {
+    pub fn of(ip: IpAddr) -> ClientAddress {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ClientAddress(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                ClientAddress(IpAddr::V6(Ipv6Addr::new(
+                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                )))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ClientAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+/// A key of one kind of limit: its name appears in logs and metrics.
+pub trait LimitKey: Hash + Eq + Clone + Send + Sync + 'static {
+    const KIND: &'static str;
+}
+
+impl LimitKey for ClientAddress {
+    const KIND: &'static str = "address";
+}
+
+impl LimitKey for FiscalCode {
+    const KIND: &'static str = "fiscal_code";
+}
+
+/// A limit reached: which kind, and how long the window is (`Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    pub kind: &'static str,
+    pub window: Duration,
+}
+
+/// Counters bounded by this many keys per limiter (LRU beyond it).
+const CAPACITY: u64 = 1_000_000;
+
+/// At most `max` attempts per key in a window of `window`.
+pub struct Limiter<K: LimitKey> {
+    max: u32,
+    window: Duration,
+    counts: Cache<K, Arc<AtomicU32>>,
+}
+
+impl<K: LimitKey> Limiter<K> {
+    pub fn new(max: u32, window: Duration) -> Limiter<K> {
+        Limiter {
+            max,
+            window,
+            counts: Cache::builder()
+                .max_capacity(CAPACITY)
+                .eviction_policy(EvictionPolicy::lru())
+                .time_to_live(window)
+                .build(),
+        }
+    }
+
+    fn counter(&self, key: &K) -> Arc<AtomicU32> {
+        self.counts
+            .get_with_by_ref(key, || Arc::new(AtomicU32::new(0)))
+    }
+
+    /// Counts an attempt for `key`; refused when the key had already reached the limit.
+    pub fn hit(&self, key: &K) -> Result<(), Exceeded> {
+        let before = self.counter(key).fetch_add(1, Ordering::AcqRel);
+        if before >= self.max {
+            return Err(Exceeded {
+                kind: K::KIND,
+                window: self.window,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes one counted attempt back (a success that should not count against the key).
+    pub fn forgive(&self, key: &K) {
+        if let Some(c) = self.counts.get(key) {
+            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Forgets the key's count.
+    pub fn reset(&self, key: &K) {
+        self.counts.invalidate(key);
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> ClientAddress {
+        ClientAddress::of(s.parse().unwrap())
+    }
+
+    #[test]
+    fn each_address_has_its_own_count() {
+        let l: Limiter<ClientAddress> = Limiter::new(3, Duration::from_secs(60));
+        // Many addresses, each under the limit: all pass, however many there are.
+        for i in 0..200u32 {
+            let a = addr(&format!("10.0.{}.{}", i / 250, i % 250 + 1));
+            for _ in 0..3 {
+                assert_eq!(l.hit(&a), Ok(()));
+            }
+        }
+        // One over it is limited; the others are not.
+        let noisy = addr("192.0.2.7");
+        for _ in 0..3 {
+            l.hit(&noisy).unwrap();
+        }
+        let e = l.hit(&noisy).unwrap_err();
+        assert_eq!(e.kind, "address");
+        assert_eq!(e.window, Duration::from_secs(60));
+        assert_eq!(l.hit(&addr("192.0.2.8")), Ok(()));
+        // A success taken back makes room; a reset forgets.
+        l.forgive(&noisy);
+        l.forgive(&noisy);
+        assert_eq!(l.hit(&noisy), Ok(()));
+        l.reset(&noisy);
+        assert_eq!(l.hit(&noisy), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(addr("2001:db8:1:2::1"), addr("2001:db8:1:2:ffff::9"));
+        assert_ne!(addr("2001:db8:1:2::1"), addr("2001:db8:1:3::1"));
+        assert_eq!(addr("::ffff:192.0.2.1"), addr("192.0.2.1"));
+        assert_eq!(addr("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        let l: Limiter<ClientAddress> = Limiter::new(1, Duration::from_secs(60));
+        l.hit(&addr("2001:db8::1")).unwrap();
+        assert!(l.hit(&addr("2001:db8::2")).is_err());
+        assert!(l.hit(&addr("2001:db8:0:1::2")).is_ok());
+    }
+
+    #[test]
+    fn windows_end() {
+        let l: Limiter<ClientAddress> = Limiter::new(1, Duration::from_millis(200));
+        let a = addr("192.0.2.1");
+        l.hit(&a).unwrap();
+        assert!(l.hit(&a).is_err());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(l.hit(&a), Ok(()));
+    }
+}
