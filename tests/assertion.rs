@@ -243,21 +243,7 @@ public = false
         );
         tokio::spawn(serve(listener, Some(Arc::new(v))));
     }
-    let r = request(
-        "POST",
-        &gw.url("/_varco/dev-login"),
-        &[("content-type", "application/x-www-form-urlencoded")],
-        "user=operatore&return=%2F",
-    )
-    .await;
-    assert_eq!(r.status, 303);
-    let cookie = r.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = common::dev_login(&gw, "operatore").await;
     for (path, host) in [
         ("/a", None),
         ("/a/x/y?q=1&r=%20two", None),

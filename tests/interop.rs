@@ -181,13 +181,7 @@ async fn login(gw: &Gateway, entity: &str, level: &str) -> common::Resp {
     let r = request("POST", &gw.url("/_varco/saml/login"), &[form], body).await;
     assert_eq!(r.status, 302, "{}", r.text());
     // The login-binding cookie goes back with the IdP's answer, as a browser sends it.
-    let binding = r.headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let binding = r.cookie();
     let sso = r.headers["location"].to_str().unwrap().to_string();
     let page = request("GET", &sso, &[], "").await;
     assert_eq!(

@@ -293,6 +293,18 @@ async fn roles_and_delegations_from_files_decide_each_request() {
     // A public route needs nothing.
     let r = request("GET", &gw.url("/programmi/x"), &[], "").await;
     assert_eq!(r.status, 200);
+    // Without a session, the login asks at once for the level the policy demands (one
+    // login, not a login and then a step-up).
+    let r = request("GET", &gw.url(&own), &[("accept", "text/html")], "").await;
+    assert_eq!(r.status, 302);
+    assert!(
+        r.headers["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("&level=SpidL2"),
+        "{:?}",
+        r.headers["location"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

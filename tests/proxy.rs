@@ -4,28 +4,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Gateway, get_json, raw, raw_status, request, simple_config, upstreams};
-
-/// Opens a WebSocket through the gateway and returns the stream after the 101 head.
-fn websocket(addr: std::net::SocketAddr) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the 101");
-        head.push(b[0]);
-    }
-    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
-}
 
 fn two_upstreams(main: std::net::SocketAddr, admin: std::net::SocketAddr) -> String {
     format!(
@@ -411,7 +392,7 @@ async fn obs_fold_and_ambiguous_framing_are_refused() {
 async fn websocket_upgrades_are_relayed() {
     let up = upstreams::upgrade_echo().await;
     let gw = Gateway::start(&simple_config(up, ""));
-    let (mut s, head) = websocket(gw.addr());
+    let (mut s, head) = common::websocket_to(gw.addr(), "/ws", None);
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     for msg in ["hello", "ciao mondo"] {
@@ -426,7 +407,7 @@ async fn websocket_upgrades_are_relayed() {
 async fn websocket_tunnels_end_at_their_maximum_lifetime() {
     let up = upstreams::upgrade_echo().await;
     let gw = Gateway::start(&simple_config(up, "tunnel_max_lifetime = \"600ms\""));
-    let (mut s, head) = websocket(gw.addr());
+    let (mut s, head) = common::websocket_to(gw.addr(), "/ws", None);
     assert!(head.starts_with("http/1.1 101"), "{head}");
     let start = std::time::Instant::now();
     let mut buf = [0u8; 64];
@@ -471,23 +452,7 @@ public = false
 "#
     );
     let gw = Gateway::start(&cfg);
-    let login = async || {
-        let r = request(
-            "POST",
-            &gw.url("/_varco/dev-login"),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            "user=cittadino&return=%2F",
-        )
-        .await;
-        assert_eq!(r.status, 303);
-        r.headers["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let login = async || common::dev_login(&gw, "cittadino").await;
     let open = |cookie: &str| {
         let (s, head) = common::websocket_to(gw.addr(), "/ws", Some(cookie));
         assert!(head.starts_with("http/1.1 101"), "{head}");

@@ -143,6 +143,12 @@ impl Setup {
 }
 
 fn start(up: SocketAddr, extra_routes: &str) -> Setup {
+    start_text(&config(up, SPID_FILE, extra_routes))
+}
+
+/// The gateway with the configuration `text` (from [`config`], edited), a fresh SP key and
+/// the test IdP's metadata.
+fn start_text(text: &str) -> Setup {
     let (sp_cert_pem, sp_key_pem) = sp_keys();
     let meta = idp_metadata(
         IDP,
@@ -152,7 +158,7 @@ fn start(up: SocketAddr, extra_routes: &str) -> Setup {
         "IdP di prova",
     );
     let gw = Gateway::start_with(
-        &config(up, SPID_FILE, extra_routes),
+        text,
         &[
             ("sp.pem", &sp_cert_pem),
             ("sp-key.pem", &sp_key_pem),
@@ -1209,29 +1215,10 @@ async fn the_post_binding_sends_an_escaped_form_with_an_enveloped_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_starts_are_limited_per_address_and_never_below_spid_l1() {
     let up = upstreams::echo().await;
-    let (sp_cert_pem, sp_key_pem) = sp_keys();
-    let meta = idp_metadata(
-        IDP,
-        &format!("{IDP}sso"),
-        &format!("{IDP}slo"),
-        &idp_keys().cert,
-        "IdP di prova",
-    );
-    let text = config(up, SPID_FILE, "").replace(
+    let s = start_text(&config(up, SPID_FILE, "").replace(
         "[saml]\n",
         "[saml]\nmax_logins_per_address = 3\nlogin_rate_window = \"10m\"\n",
-    );
-    let s = Setup::new(
-        Gateway::start_with(
-            &text,
-            &[
-                ("sp.pem", &sp_cert_pem),
-                ("sp-key.pem", &sp_key_pem),
-                ("idp.xml", &meta),
-            ],
-        ),
-        &sp_cert_pem,
-    );
+    ));
     let sent = begin(&s, "Legacy", "/").await;
     assert_eq!(sent.level, Level::SpidL1);
     begin(&s, "SpidL2", "/").await;
@@ -1350,27 +1337,12 @@ fn trickle(addr: SocketAddr, head: &str, chunk: &'static [u8], gap: Duration) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_on_the_gateways_own_endpoints_are_cut() {
     let up = upstreams::echo().await;
-    let (sp_cert_pem, sp_key_pem) = sp_keys();
-    let meta = idp_metadata(
-        IDP,
-        &format!("{IDP}sso"),
-        &format!("{IDP}slo"),
-        &idp_keys().cert,
-        "IdP di prova",
-    );
-    let text = config(up, SPID_FILE, "").replacen(
+    let s = start_text(&config(up, SPID_FILE, "").replacen(
         "[[server.listener]]",
         "[server]\nbody_read_timeout = \"1s\"\nbody_read_max = \"3s\"\nbody_min_rate = 500\n[[server.listener]]",
         1,
-    );
-    let gw = Gateway::start_with(
-        &text,
-        &[
-            ("sp.pem", &sp_cert_pem),
-            ("sp-key.pem", &sp_key_pem),
-            ("idp.xml", &meta),
-        ],
-    );
+    ));
+    let gw = &s.gw;
     let addr = gw.addr();
     // Each announces a length within its endpoint's limit (a larger one is refused at once).
     let head = |path: &str| {

@@ -532,7 +532,11 @@ impl Gateway {
             // The level is checked here for routes without a policy; `decide` checks it
             // (with the login method) for routes with one.
             let min_level = self.cfg.route.get(route.index).and_then(|r| r.min_level);
-            let session = match self.authenticate(&req, &path, min_level).await {
+            let policy_level = policy.and_then(|p| p.min_level);
+            let session = match self
+                .authenticate(&req, &path, min_level, policy_level)
+                .await
+            {
                 Ok(s) => s,
                 // No session: a CNS card on a route that logs cards in on the spot, then
                 // legacy PIN credentials (Basic on its paths, the legacy cookie after the
@@ -652,6 +656,7 @@ impl Gateway {
         req: &Request<Incoming>,
         path: &str,
         min_level: Option<crate::identity::Level>,
+        policy_level: Option<crate::identity::Level>,
     ) -> Result<Arc<Session>, GatewayError> {
         if self.services.minter.is_none() {
             return Err(GatewayError::AuthenticationRequired);
@@ -667,7 +672,9 @@ impl Gateway {
         };
         // Step-up: a session below the route's level logs in again at that level.
         let session = session.filter(|s| min_level.is_none_or(|m| s.identity.level >= m));
-        session.ok_or_else(|| self.login_required_error(req, path, min_level))
+        // The login asks for the level the route's policy will demand too: one login,
+        // not a login and then a step-up.
+        session.ok_or_else(|| self.login_required_error(req, path, min_level.max(policy_level)))
     }
 
     /// "Log in (again, at `level`)" with the URL that comes back here.

@@ -485,7 +485,7 @@ impl Gateway {
         if !matches!(*req.method(), Method::GET | Method::POST) {
             return Err(GatewayError::MethodNotAllowed);
         }
-        let session = self.authenticate(&req, path, None).await?;
+        let session = self.authenticate(&req, path, None, None).await?;
         let id = &session.identity;
         if !matches!(
             id.method,

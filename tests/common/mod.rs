@@ -173,6 +173,17 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// The `name=value` of the (first) `Set-Cookie`, as a browser sends it back.
+    pub fn cookie(&self) -> String {
+        self.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -241,7 +252,11 @@ pub async fn get_json(url: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// Writes raw bytes and reads until the server closes or `timeout` passes.
 pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
+    exchange(TcpStream::connect(addr).unwrap(), bytes, timeout)
+}
+
+/// Writes `bytes` and reads until the peer closes (or `timeout` passes between reads).
+fn exchange(mut s: TcpStream, bytes: &[u8], timeout: Duration) -> String {
     s.set_read_timeout(Some(timeout)).unwrap();
     s.write_all(bytes).unwrap();
     let mut out = Vec::new();
@@ -279,19 +294,20 @@ pub fn raw_from(
         s.into_std().unwrap()
     });
     std_stream.set_nonblocking(false).unwrap();
-    let mut s = std_stream;
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    exchange(std_stream, bytes, timeout)
+}
+
+/// Logs in with the development login (demo mode) as `user`; returns the cookie pair.
+pub async fn dev_login(gw: &Gateway, user: &str) -> String {
+    let r = request(
+        "POST",
+        &gw.url("/_varco/dev-login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("user={user}&return=%2F"),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    r.cookie()
 }
 
 /// Opens a WebSocket to `path` through the gateway (with `cookie`, if any) and returns the
