@@ -96,6 +96,25 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    // Every request: the client facts (forwarded, client-IP, override headers) an
+    // untrusted peer may not state, in any spelling.
+    c.bench_function("strip_client_facts/clean", |b| {
+        b.iter_batched_ref(
+            || clean.clone(),
+            |h| varco::proxy::headers::strip_client_facts(h, false),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let mut facts = typical_headers();
+    facts.append("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+    facts.append("x-original-url", HeaderValue::from_static("/admin"));
+    c.bench_function("strip_client_facts/spoofed", |b| {
+        b.iter_batched_ref(
+            || facts.clone(),
+            |h| varco::proxy::headers::strip_client_facts(h, false),
+            criterion::BatchSize::SmallInput,
+        )
+    });
     c.bench_function("remove_hop_by_hop", |b| {
         b.iter_batched_ref(
             || clean.clone(),
