@@ -41,6 +41,21 @@ impl ClientAddress {
     }
 }
 
+/// The address in one `X-Forwarded-For` entry as proxies write it: `1.2.3.4`,
+/// `1.2.3.4:4711`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:4711`.
+pub fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = e.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    e.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+}
+
 impl std::fmt::Display for ClientAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
@@ -172,6 +187,22 @@ mod tests {
         l.hit(&addr("2001:db8::1")).unwrap();
         assert!(l.hit(&addr("2001:db8::2")).is_err());
         assert!(l.hit(&addr("2001:db8:0:1::2")).is_ok());
+    }
+
+    #[test]
+    fn forwarded_entries_as_proxies_write_them() {
+        for (entry, ip) in [
+            ("203.0.113.9", "203.0.113.9"),
+            (" 203.0.113.9:4711", "203.0.113.9"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:4711", "2001:db8::1"),
+        ] {
+            assert_eq!(forwarded_ip(entry), Some(ip.parse().unwrap()), "{entry}");
+        }
+        for junk in ["", "unknown", "_hidden", "1.2.3", "[1.2.3.4"] {
+            assert_eq!(forwarded_ip(junk), None, "{junk}");
+        }
     }
 
     #[test]

@@ -1305,4 +1305,23 @@ async fn behind_a_trusted_proxy_the_limit_is_per_client() {
             "{client}"
         );
     }
+    // Only the proxy's own (last) entry names the client, with a port as some proxies
+    // write it (found by a review): the client's earlier entries never make it a new one.
+    let spoofing = [
+        "9.9.9.1, 198.51.100.99:4711",
+        "9.9.9.2, 198.51.100.99:4712",
+        "9.9.9.3, [::ffff:198.51.100.99]:1",
+        "9.9.9.4, 198.51.100.99",
+        "9.9.9.5, 198.51.100.99",
+        "9.9.9.6, 198.51.100.99",
+        "9.9.9.7, 198.51.100.99",
+        "9.9.9.8, 198.51.100.99",
+    ];
+    for xff in spoofing {
+        assert_eq!(from(xff, "NONUNCODICE".into(), "x").await, 401, "{xff}");
+    }
+    assert_eq!(
+        from("9.9.9.9, 198.51.100.99:9", "NONUNCODICE".into(), "x").await,
+        429
+    );
 }

@@ -521,6 +521,10 @@ async fn a_client_named_twice_is_refused_and_never_forwarded() {
         format!("cf={a}&CF={b}"),
         format!("cf={a}&cf%5B%5D={b}"),
         format!("cf={a};cf={b}"),
+        // PHP trims leading spaces and cuts at NUL (found by a review).
+        format!("cf={a}&%20cf={b}"),
+        format!("cf={a}&+cf={b}"),
+        format!("cf={a}&cf%00x={b}"),
     ] {
         for who in [&vol, &op, &cit] {
             let r = send(who, "GET", &format!("/stampa/doc?{q}"), &[], "").await;
@@ -570,6 +574,71 @@ async fn a_client_named_twice_is_refused_and_never_forwarded() {
     assert_eq!(
         (r.status, code(&r)),
         (400, "client_named_more_than_once".into())
+    );
+    // Content-Type spellings PHP reads as a form, and bodies that cannot be read as
+    // every backend would: refused, never guessed (found by a review).
+    for (ct, body) in [
+        ("application/x-www-form-urlencoded,x", format!("cf={b}")),
+        ("application/x-www-form-urlencoded x", format!("cf={b}")),
+        ("application/x-www-form-urlencoded", format!("+cf={b}")),
+        (
+            "multipart/form-data, boundary=XX",
+            format!("--XX\r\nContent-Disposition: form-data; name=cf\r\n\r\n{b}\r\n--XX--\r\n"),
+        ),
+        (
+            "multipart/form-data; boundary=XX",
+            format!("--XX\nContent-Disposition: form-data; name=\"cf\"\n\n{b}\n--XX--\n"),
+        ),
+        ("text/json", format!("{{\"cf\":\"{b}\"}}")),
+    ] {
+        let r = send(
+            &op,
+            "POST",
+            &format!("/stampa/doc?cf={a}"),
+            &[("content-type", ct)],
+            &body,
+        )
+        .await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "client_named_more_than_once".into()),
+            "{ct}: {body}"
+        );
+    }
+    for (ct, body, extra) in [
+        ("application/json", "{\"x\":[[[[".to_string(), None),
+        (
+            "multipart/form-data; boundary=XX",
+            "no parts".to_string(),
+            None,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!("cf={b}"),
+            Some(("content-encoding", "gzip")),
+        ),
+    ] {
+        let mut h = vec![("content-type", ct)];
+        h.extend(extra);
+        let r = send(&op, "POST", &format!("/stampa/doc?cf={a}"), &h, &body).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "body_not_inspectable".into()),
+            "{ct}: {body}"
+        );
+    }
+    // `_method` would turn the volunteer's allowed request into another method.
+    let r = send(
+        &vol,
+        "GET",
+        &format!("/stampa/doc?cf={a}&_method=DELETE"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "method_override_refused".into())
     );
     // A form body without the parameter is read and forwarded whole.
     let r = send(

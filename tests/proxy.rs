@@ -86,6 +86,14 @@ async fn routes_on_normalized_paths() {
         "/ad.",
         "/%2561dmin/x",
         "/x/%252e%252e/admin/x",
+        // Trailing spaces (Windows trims them), overlong UTF-8, encoded controls, `.` and `/`
+        // lookalikes (found by a review).
+        "/admin%20/x",
+        "/admin.%20/x",
+        "/pub/%c0%ae%c0%ae/admin/x",
+        "/pub/..%09/admin/x",
+        "/pub/%E2%80%A4%E2%80%A4/admin/x",
+        "/pub/%EF%BC%8E%EF%BC%8E/admin/x",
     ] {
         let answer = raw(
             gw.addr(),
@@ -97,6 +105,14 @@ async fn routes_on_normalized_paths() {
     }
     let r = get_json(&gw.url("/admin;jsessionid=1/users"), &[]).await;
     assert_eq!(r.json()["path"], "/base/admin;jsessionid=1/users");
+
+    // Two Host headers: refused (RFC 9112).
+    let answer = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: other.example.it\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&answer), 400, "{answer}");
 
     // A Host the router would read one way and a backend another: refused.
     let answer = raw(
@@ -233,6 +249,11 @@ async fn forwarded_headers_are_written_by_the_gateway() {
             ("x-client-ip", "6.6.6.6"),
             ("x-cluster-client-ip", "6.6.6.6"),
             ("cf-connecting-ip", "6.6.6.6"),
+            ("proxy-client-ip", "6.6.6.6"),
+            ("wl-proxy-client-ip", "6.6.6.6"),
+            ("x-original-forwarded-for", "6.6.6.6"),
+            ("x-arr-clientcert", "MII"),
+            ("x-forwarded-user", "admin"),
             ("host", "app.example.it:8080"),
         ],
     )
@@ -247,6 +268,11 @@ async fn forwarded_headers_are_written_by_the_gateway() {
         "x-client-ip",
         "x-cluster-client-ip",
         "cf-connecting-ip",
+        "proxy-client-ip",
+        "wl-proxy-client-ip",
+        "x-original-forwarded-for",
+        "x-arr-clientcert",
+        "x-forwarded-user",
     ] {
         assert!(r.echoed(gone).is_empty(), "{gone}: {:?}", r.echoed(gone));
     }

@@ -180,6 +180,10 @@ pub struct ServerConfig {
     pub body_read_max: Duration,
     /// Bytes per second (see `body_read_timeout`).
     pub body_min_rate: u64,
+    /// Form bodies the gateway must read before deciding (a route whose client is named
+    /// by a query parameter, or with per-method role rules) are held whole, up to this
+    /// (and the route's `max_body_bytes`); larger: 413.
+    pub max_inspected_body_bytes: u64,
     /// Peers allowed to read `<reserved_prefix>metrics` on the main listeners.
     pub metrics_allow: Vec<IpNet>,
     /// An admin listener (plain HTTP) serving `/metrics`, `/healthz` and `/readyz` only,
@@ -215,6 +219,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(10),
             body_read_max: Duration::from_secs(30),
             body_min_rate: 500,
+            max_inspected_body_bytes: 1024 * 1024,
             metrics_allow: ["127.0.0.0/8", "::1/128"]
                 .iter()
                 .filter_map(|n| n.parse().ok())

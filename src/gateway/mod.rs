@@ -296,23 +296,29 @@ impl Gateway {
         self.read_body_limited(&mut body, limit).await
     }
 
-    /// [`Self::read_body`] through a borrow (the request keeps its emptied body).
+    /// How fast bodies the gateway reads itself must arrive (`server.body_read_*`).
+    fn read_rate(&self) -> crate::proxy::body::ReadRate {
+        let s = &self.cfg.server;
+        crate::proxy::body::ReadRate {
+            timeout: s.body_read_timeout,
+            max: s.body_read_max,
+            min_rate: s.body_min_rate,
+        }
+    }
+
+    /// [`Self::read_body`] through a borrow.
     async fn read_body_limited(
         &self,
         body: &mut Incoming,
         limit: usize,
     ) -> Result<bytes::Bytes, GatewayError> {
         use crate::proxy::body::{ReadError, read_whole};
-        let s = &self.cfg.server;
-        let rate = crate::proxy::body::ReadRate {
-            timeout: s.body_read_timeout,
-            max: s.body_read_max,
-            min_rate: s.body_min_rate,
-        };
-        read_whole(body, limit, rate).await.map_err(|e| match e {
-            ReadError::TooSlow => GatewayError::BodyTimeout,
-            ReadError::TooLarge(_) | ReadError::Broken => GatewayError::BadForm,
-        })
+        read_whole(body, limit, self.read_rate())
+            .await
+            .map_err(|e| match e {
+                ReadError::TooSlow => GatewayError::BodyTimeout,
+                ReadError::TooLarge(_) | ReadError::Broken => GatewayError::BadForm,
+            })
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -507,12 +513,18 @@ impl Gateway {
 
         let host_value = match req.uri().authority() {
             Some(a) => a.as_str().to_string(),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .ok_or(GatewayError::MissingHost)?
-                .to_string(),
+            None => {
+                // Two Host headers (RFC 9112 §3.2: 400): router and backend could differ.
+                let mut hosts = req.headers().get_all(header::HOST).iter();
+                let first = hosts.next();
+                if hosts.next().is_some() {
+                    return Err(GatewayError::MissingHost);
+                }
+                first
+                    .and_then(|h| h.to_str().ok())
+                    .ok_or(GatewayError::MissingHost)?
+                    .to_string()
+            }
         };
         let host = parse_host(&host_value).ok_or(GatewayError::MissingHost)?;
         let route = self
@@ -589,20 +601,27 @@ impl Gateway {
                     let mut form_fields = Vec::new();
                     if p.reads_form_bodies() {
                         use crate::policy::form::{field_names, form_kind};
-                        if let Some(kind) = form_kind(req.headers()).map_err(|_| {
-                            GatewayError::Forbidden(crate::policy::Denial::AmbiguousAssistito)
-                        })? {
-                            let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-                            let body = self
-                                .read_body_limited(req.body_mut(), limit)
-                                .await
-                                .map_err(|e| match e {
-                                    GatewayError::BadForm => GatewayError::BodyTooLarge {
-                                        limit: route.max_body_bytes,
-                                    },
-                                    e => e,
-                                })?;
-                            form_fields = field_names(&kind, &body);
+                        let unreadable =
+                            |_| GatewayError::Forbidden(crate::policy::Denial::UninspectableBody);
+                        if let Some(kind) = form_kind(req.headers()).map_err(unreadable)? {
+                            use crate::proxy::body::{ReadError, read_whole};
+                            // Held whole while deciding: a bound of its own, below the
+                            // route's streaming limit.
+                            let limit = route
+                                .max_body_bytes
+                                .min(self.cfg.server.max_inspected_body_bytes);
+                            let body = read_whole(
+                                req.body_mut(),
+                                usize::try_from(limit).unwrap_or(usize::MAX),
+                                self.read_rate(),
+                            )
+                            .await
+                            .map_err(|e| match e {
+                                ReadError::TooLarge(_) => GatewayError::BodyTooLarge { limit },
+                                ReadError::TooSlow => GatewayError::BodyTimeout,
+                                ReadError::Broken => GatewayError::BadForm,
+                            })?;
+                            form_fields = field_names(&kind, &body).map_err(unreadable)?;
                             buffered = Some(body);
                         }
                     }

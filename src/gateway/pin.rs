@@ -69,24 +69,27 @@ impl Gateway {
     }
 
     /// The client's address for the per-address limits: the peer, or — behind a trusted
-    /// proxy — the last address that proxy put in `X-Forwarded-For`.
+    /// proxy — the last entry that proxy put in `X-Forwarded-For` (with a port or brackets
+    /// as some proxies write it). Only the last entry is the proxy's: when it is not an
+    /// address, the proxy itself counts, never an earlier entry the client wrote.
     pub(super) fn client_addr(
         &self,
         headers: &http::HeaderMap,
         ex: &Exchange,
     ) -> crate::ratelimit::ClientAddress {
+        use crate::ratelimit::{ClientAddress, forwarded_ip};
         if ex.trusted
             && let Some(ip) = headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
                 .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(forwarded_ip)
         {
-            return crate::ratelimit::ClientAddress::of(ip);
+            return ClientAddress::of(ip);
         }
-        crate::ratelimit::ClientAddress::of(ex.peer_addr)
+        ClientAddress::of(ex.peer_addr)
     }
 
     /// `varco_pin_attempts_total{kind, outcome}`.

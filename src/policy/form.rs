@@ -17,17 +17,26 @@ pub enum FormKind {
     Json,
 }
 
-/// The body could not be read the way a backend would read it.
+/// The body could not be read the way every backend would read it: refused (400) rather
+/// than guessed, since a body the gateway cannot read may still name the client to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FormError {
     #[error("more than one Content-Type")]
     RepeatedContentType,
+    #[error("a Content-Type that is not plain text")]
+    UnreadableContentType,
     #[error("a multipart body without a usable boundary")]
     NoBoundary,
+    #[error("a form body with a Content-Encoding")]
+    Encoded,
+    #[error("a form body that does not parse")]
+    Malformed,
 }
 
 /// Whether the request's body is one whose parameters frameworks read (`None`: not a
-/// form; a body of another type is not inspected).
+/// form; a body of another type is not inspected). The type is recognized as leniently
+/// as the most lenient framework does: PHP cuts it at `,`, `;` or a space, Laravel's
+/// `isJson()` looks for `/json` or `+json` anywhere, Rails also takes `text/json`.
 pub fn form_kind(headers: &HeaderMap) -> Result<Option<FormKind>, FormError> {
     let mut values = headers.get_all(CONTENT_TYPE).iter();
     let Some(v) = values.next() else {
@@ -36,33 +45,46 @@ pub fn form_kind(headers: &HeaderMap) -> Result<Option<FormKind>, FormError> {
     if values.next().is_some() {
         return Err(FormError::RepeatedContentType);
     }
-    let Ok(text) = v.to_str() else {
+    let text = v.to_str().map_err(|_| FormError::UnreadableContentType)?;
+    let lower = text.to_ascii_lowercase();
+    let kind = if lower.contains("multipart") {
+        let at = lower.find("boundary=").ok_or(FormError::NoBoundary)?;
+        let rest = &text[at + "boundary=".len()..];
+        let boundary = if let Some(quoted) = rest.strip_prefix('"') {
+            quoted.split('"').next().unwrap_or("")
+        } else {
+            rest.split([';', ',', ' ', '\t']).next().unwrap_or("")
+        };
+        if boundary.is_empty() || boundary.len() > 70 {
+            return Err(FormError::NoBoundary);
+        }
+        FormKind::Multipart(boundary.to_string())
+    } else if lower.contains("form-urlencoded") {
+        FormKind::UrlEncoded
+    } else if lower.contains("json") {
+        FormKind::Json
+    } else {
         return Ok(None);
     };
-    let mut parts = text.split(';');
-    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "application/x-www-form-urlencoded" => Ok(Some(FormKind::UrlEncoded)),
-        "multipart/form-data" => {
-            let boundary = parts
-                .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
-                .map(|(_, v)| v.trim().trim_matches('"').to_string())
-                .filter(|b| !b.is_empty() && b.len() <= 70)
-                .ok_or(FormError::NoBoundary)?;
-            Ok(Some(FormKind::Multipart(boundary)))
-        }
-        e if e == "application/json" || (e.starts_with("application/") && e.ends_with("+json")) => {
-            Ok(Some(FormKind::Json))
-        }
-        _ => Ok(None),
+    // A compressed form cannot be inspected (and some stacks decompress it).
+    let encoded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|e| e.trim().eq_ignore_ascii_case("identity"))
+        });
+    if encoded {
+        return Err(FormError::Encoded);
     }
+    Ok(Some(kind))
 }
 
-/// The parameter names `body` carries as `kind` (repeats kept: each is a naming).
-pub fn field_names(kind: &FormKind, body: &[u8]) -> Vec<String> {
+/// The parameter names `body` carries as `kind` (repeats kept: each is a naming); a
+/// multipart or JSON body that does not parse is an error, never "no names".
+pub fn field_names(kind: &FormKind, body: &[u8]) -> Result<Vec<String>, FormError> {
     match kind {
-        FormKind::UrlEncoded => body
+        FormKind::UrlEncoded => Ok(body
             .split(|b| *b == b'&' || *b == b';')
             .filter(|p| !p.is_empty())
             .filter_map(|p| {
@@ -70,29 +92,46 @@ pub fn field_names(kind: &FormKind, body: &[u8]) -> Vec<String> {
                     .next()
                     .map(|(k, _)| k.into_owned())
             })
-            .collect(),
+            .collect()),
         FormKind::Multipart(boundary) => multipart_names(boundary, body),
-        FormKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
-            _ => Vec::new(),
-        },
+        FormKind::Json => {
+            let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Vec::new());
+            }
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(serde_json::Value::Object(map)) => Ok(map.keys().cloned().collect()),
+                Ok(_) => Ok(Vec::new()),
+                // Also deeper than serde_json's 128 levels (PHP reads 512).
+                Err(_) => Err(FormError::Malformed),
+            }
+        }
     }
 }
 
-/// The `name` of each part's `Content-Disposition` (RFC 7578), `name*` too.
-fn multipart_names(boundary: &str, body: &[u8]) -> Vec<String> {
+/// The `name` of each part's `Content-Disposition` (RFC 7578), `name*` (RFC 5987) decoded;
+/// lines may end in CRLF or LF alone (PHP accepts both).
+fn multipart_names(boundary: &str, body: &[u8]) -> Result<Vec<String>, FormError> {
     let delimiter = format!("--{boundary}");
     let d = delimiter.as_bytes();
     let mut names = Vec::new();
     let mut i = 0;
+    let mut parts = 0;
     while let Some(at) = find(&body[i..], d) {
         let start = i + at + d.len();
-        // The part's headers end at the first empty line.
-        let Some(head_len) = find(&body[start..], b"\r\n\r\n") else {
+        if body[start..].starts_with(b"--") {
             break;
+        }
+        // The part's headers end at the first empty line.
+        let rest = &body[start..];
+        let head_len = match (find(rest, b"\r\n\r\n"), find(rest, b"\n\n")) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return Err(FormError::Malformed),
         };
-        let head = String::from_utf8_lossy(&body[start..start + head_len]);
-        for line in head.split("\r\n") {
+        parts += 1;
+        let head = String::from_utf8_lossy(&rest[..head_len]);
+        for line in head.lines() {
             let Some((field, value)) = line.split_once(':') else {
                 continue;
             };
@@ -100,17 +139,30 @@ fn multipart_names(boundary: &str, body: &[u8]) -> Vec<String> {
                 continue;
             }
             for param in value.split(';').skip(1) {
-                if let Some((k, v)) = param.split_once('=') {
-                    let k = k.trim().to_ascii_lowercase();
-                    if k == "name" || k == "name*" {
-                        names.push(v.trim().trim_matches('"').to_string());
+                let Some((k, v)) = param.split_once('=') else {
+                    continue;
+                };
+                let v = v.trim().trim_matches('"');
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "name" => names.push(v.to_string()),
+                    "name*" => {
+                        let encoded = v.splitn(3, '\'').nth(2).unwrap_or(v);
+                        names.push(
+                            percent_encoding::percent_decode_str(encoded)
+                                .decode_utf8_lossy()
+                                .into_owned(),
+                        );
                     }
+                    _ => {}
                 }
             }
         }
         i = start + head_len;
     }
-    names
+    if parts == 0 && !body.iter().all(u8::is_ascii_whitespace) {
+        return Err(FormError::Malformed);
+    }
+    Ok(names)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -133,26 +185,43 @@ mod tests {
     }
 
     #[test]
-    fn kinds_are_read_from_the_content_type() {
+    fn kinds_are_read_from_the_content_type_as_leniently_as_frameworks() {
         assert_eq!(form_kind(&headers(&[])), Ok(None));
-        assert_eq!(
-            form_kind(&headers(&[
-                "Application/X-WWW-Form-Urlencoded ; charset=UTF-8"
-            ])),
-            Ok(Some(FormKind::UrlEncoded))
-        );
+        for urlencoded in [
+            "Application/X-WWW-Form-Urlencoded ; charset=UTF-8",
+            "application/x-www-form-urlencoded,x",
+            "application/x-www-form-urlencoded x",
+        ] {
+            assert_eq!(
+                form_kind(&headers(&[urlencoded])),
+                Ok(Some(FormKind::UrlEncoded)),
+                "{urlencoded}"
+            );
+        }
         assert_eq!(
             form_kind(&headers(&["multipart/form-data; boundary=\"xyz\""])),
             Ok(Some(FormKind::Multipart("xyz".into())))
         );
         assert_eq!(
+            form_kind(&headers(&["multipart/form-data, boundary=XX"])),
+            Ok(Some(FormKind::Multipart("XX".into())))
+        );
+        assert_eq!(
             form_kind(&headers(&["multipart/form-data"])),
             Err(FormError::NoBoundary)
         );
-        assert_eq!(
-            form_kind(&headers(&["application/vnd.api+json"])),
-            Ok(Some(FormKind::Json))
-        );
+        for json in [
+            "application/vnd.api+json",
+            "text/json",
+            "application/jsonrequest",
+            "text/plain; x=/json",
+        ] {
+            assert_eq!(
+                form_kind(&headers(&[json])),
+                Ok(Some(FormKind::Json)),
+                "{json}"
+            );
+        }
         assert_eq!(form_kind(&headers(&["text/plain"])), Ok(None));
         assert_eq!(
             form_kind(&headers(&[
@@ -161,24 +230,61 @@ mod tests {
             ])),
             Err(FormError::RepeatedContentType)
         );
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_bytes(b"application/x-www-form-urlencoded; charset=\xe9")
+                .unwrap(),
+        );
+        assert_eq!(form_kind(&h), Err(FormError::UnreadableContentType));
+        let mut h = headers(&["application/x-www-form-urlencoded"]);
+        h.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert_eq!(form_kind(&h), Err(FormError::Encoded));
     }
 
     #[test]
     fn names_of_each_kind() {
         assert_eq!(
-            field_names(&FormKind::UrlEncoded, b"a=1&c%66=2;cf=3&&x"),
-            vec!["a", "cf", "cf", "x"]
+            field_names(&FormKind::UrlEncoded, b"a=1&c%66=2;cf=3&&x&+cf=4").unwrap(),
+            vec!["a", "cf", "cf", "x", " cf"]
         );
         let body = b"--B\r\nContent-Disposition: form-data; name=\"titolo\"\r\n\r\nx\r\n--B\r\ncontent-disposition: form-data; name=cf\r\n\r\nRSS\r\n--B\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"a.pdf\"\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n--B--\r\n";
         assert_eq!(
-            field_names(&FormKind::Multipart("B".into()), body),
+            field_names(&FormKind::Multipart("B".into()), body).unwrap(),
             vec!["titolo", "cf", "doc"]
         );
+        // LF-only line ends, and an RFC 5987 name.
+        let lf = b"--B\nContent-Disposition: form-data; name=\"cf\"\n\nX\n--B\nContent-Disposition: form-data; name*=UTF-8''c%66\n\nY\n--B--\n";
         assert_eq!(
-            field_names(&FormKind::Json, br#"{"cf":"X","n":{"cf":1}}"#),
+            field_names(&FormKind::Multipart("B".into()), lf).unwrap(),
+            vec!["cf", "cf"]
+        );
+        assert_eq!(
+            field_names(&FormKind::Multipart("B".into()), b"no delimiter here"),
+            Err(FormError::Malformed)
+        );
+        assert_eq!(
+            field_names(&FormKind::Json, br#"{"cf":"X","n":{"cf":1}}"#).unwrap(),
             vec!["cf", "n"]
         );
-        assert!(field_names(&FormKind::Json, b"[1,2]").is_empty());
-        assert!(field_names(&FormKind::Json, b"not json").is_empty());
+        assert_eq!(
+            field_names(&FormKind::Json, b"\xef\xbb\xbf{\"cf\":1}").unwrap(),
+            vec!["cf"]
+        );
+        assert!(field_names(&FormKind::Json, b"[1,2]").unwrap().is_empty());
+        assert_eq!(
+            field_names(&FormKind::Json, b"not json"),
+            Err(FormError::Malformed)
+        );
+        let deep = format!(
+            "{{\"cf\":\"B\",\"x\":{}1{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(
+            field_names(&FormKind::Json, deep.as_bytes()),
+            Err(FormError::Malformed),
+            "deeper than serde_json reads, but not than PHP does"
+        );
     }
 }

@@ -167,6 +167,12 @@ impl PolicyConfig {
                         }
                         AssistitoSource::Path(pat)
                     }
+                    (None, Some(q), None) if param_key(q).is_empty() => {
+                        return Err((
+                            "delegation.query".into(),
+                            "a parameter name with letters or digits".into(),
+                        ));
+                    }
                     (None, Some(q), None) => AssistitoSource::Query(q.clone()),
                     (None, None, Some(h)) => AssistitoSource::Header(
                         http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(
@@ -253,6 +259,14 @@ pub enum Denial {
     /// parameter in the body too, another spelling): backends would read another one.
     #[error("the request names the client more than once")]
     AmbiguousAssistito,
+    /// A form body on a route that must read it could not be read as every backend
+    /// would read it (compressed, malformed, an unreadable Content-Type).
+    #[error("the request body cannot be read to check it")]
+    UninspectableBody,
+    /// `_method` (Laravel, Symfony, Rack) on a route with per-method role rules: the
+    /// backend would run another method than the one the rules were checked for.
+    #[error("the request overrides its method")]
+    MethodOverride,
     #[error("only your own file can be opened here")]
     NotOwnFile,
     #[error("no delegation from this client to your patronato")]
@@ -274,6 +288,8 @@ impl Denial {
             Denial::RoleRule { .. } => "operation_not_allowed_for_role",
             Denial::MissingAssistito => "client_fiscal_code_missing",
             Denial::AmbiguousAssistito => "client_named_more_than_once",
+            Denial::UninspectableBody => "body_not_inspectable",
+            Denial::MethodOverride => "method_override_refused",
             Denial::NotOwnFile => "not_own_file",
             Denial::NoDelegation => "delegation_missing",
             Denial::DelegationNotValid => "delegation_not_in_force",
@@ -286,7 +302,9 @@ impl Denial {
     /// for every other denial.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            Denial::AmbiguousAssistito => http::StatusCode::BAD_REQUEST,
+            Denial::AmbiguousAssistito | Denial::UninspectableBody | Denial::MethodOverride => {
+                http::StatusCode::BAD_REQUEST
+            }
             _ => http::StatusCode::FORBIDDEN,
         }
     }
@@ -313,6 +331,14 @@ impl Denial {
             Denial::AmbiguousAssistito => (
                 "La richiesta indica più di un assistito: indicane uno solo.",
                 "The request names more than one client: name exactly one.",
+            ),
+            Denial::UninspectableBody => (
+                "Il contenuto della richiesta non è leggibile: invialo come modulo non compresso.",
+                "The request body cannot be read: send it as an uncompressed form.",
+            ),
+            Denial::MethodOverride => (
+                "La richiesta cambia il proprio metodo (_method): non è consentito qui.",
+                "The request overrides its method (_method): not allowed here.",
             ),
             Denial::NotOwnFile => (
                 "Puoi consultare solo la tua posizione.",
@@ -378,15 +404,21 @@ enum Unnamed {
     Ambiguous,
 }
 
-/// A parameter name as the most lenient backends read it: ASCII case ignored (ASP.NET),
-/// `.` and space as `_` (PHP), an array suffix dropped (`cf[]`, `cf[0]`: PHP, Rails).
+/// A parameter name reduced to what the most lenient backends compare: cut at a NUL
+/// (PHP), an array suffix dropped when its `[` is closed (`cf[]`, `cf[0]`: PHP, Rails),
+/// then only the ASCII letters and digits, lower case (ASP.NET ignores case; PHP trims
+/// leading spaces and reads `.`, space and an unclosed `[` as `_`). Two names with the same
+/// key may be one parameter to some backend; it may match more than any one backend does,
+/// which only ever refuses more.
 fn param_key(name: &str) -> String {
-    let base = name.split('[').next().unwrap_or(name);
+    let name = name.split('\0').next().unwrap_or("");
+    let base = match name.find('[') {
+        Some(i) if name[i..].contains(']') => &name[..i],
+        _ => name,
+    };
     base.bytes()
-        .map(|b| match b {
-            b'.' | b' ' => '_',
-            b => char::from(b.to_ascii_lowercase()),
-        })
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| char::from(b.to_ascii_lowercase()))
         .collect()
 }
 
@@ -464,6 +496,12 @@ impl RoutePolicy {
         self.delegation
             .as_ref()
             .is_some_and(|d| matches!(d.source, AssistitoSource::Query(_)))
+            || self.has_method_rules()
+    }
+
+    /// Whether a role rule names HTTP methods: then `_method` overrides are refused.
+    fn has_method_rules(&self) -> bool {
+        self.rules.iter().any(|r| !r.http_methods.is_empty())
     }
 }
 
@@ -584,6 +622,16 @@ pub fn decide(
         && identity.level < min
     {
         return Decision::StepUp(min);
+    }
+    // A method override would run another method than the one the rules are checked for.
+    if policy.has_method_rules() {
+        let is_override = |n: &str| n.trim().eq_ignore_ascii_case("_method");
+        let in_query = facts
+            .query
+            .is_some_and(|q| query_pairs(q).any(|(k, _)| is_override(&k)));
+        if in_query || facts.form_fields.iter().any(|f| is_override(f)) {
+            return Decision::Deny(Denial::MethodOverride);
+        }
     }
     // A request that names the client twice is malformed on this route, whoever sends
     // it: refused before any role could let it through to a backend that reads the other.

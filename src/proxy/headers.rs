@@ -147,76 +147,92 @@ fn connection_tokens(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 /// Headers through which a backend learns who the client is or what the request "really"
 /// was: the forwarded family, the client-IP family, URL, host, scheme and method overrides
 /// (IIS/Zend `X-Original-URL`, Symfony `X-Forwarded-Prefix`, `X-HTTP-Method-Override`...),
-/// and client-certificate claims. The one list: from an untrusted peer every spelling is
-/// removed; the `_` spellings (which CGI, WSGI, PHP and IIS read as the `-` ones) are
-/// removed from everyone, since proxies write the `-` spelling. Lower case, `-` spelling.
-pub const CLIENT_FACTS: [&str; 44] = [
+/// client-certificate claims and auth-proxy user headers. The one list, with
+/// [`CLIENT_FACT_PREFIXES`] and [`CLIENT_FACT_SUFFIXES`]: from an untrusted peer every
+/// spelling is removed; the `_` spellings (which CGI, WSGI, PHP and IIS read as the `-`
+/// ones) are removed from everyone, since proxies write the `-` spelling. Lower case, `-`
+/// spelling.
+pub const CLIENT_FACTS: [&str; 25] = [
     "forwarded",
-    "forwarded-for",
     "x-forwarded",
-    "x-forwarded-for",
-    "x-forwarded-by",
-    "x-forwarded-proto",
-    "x-forwarded-protocol",
-    "x-forwarded-scheme",
-    "x-forwarded-ssl",
-    "x-forwarded-host",
-    "x-forwarded-server",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-uri",
-    "x-forwarded-path",
-    "x-forwarded-client-cert",
     "front-end-https",
     "x-url-scheme",
     "x-scheme",
     "x-host",
-    "x-original-url",
-    "x-original-uri",
-    "x-original-host",
-    "x-original-method",
     "x-rewrite-url",
-    "x-envoy-original-path",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
     "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
     "cf-connecting-ip",
-    "fastly-client-ip",
     "x-originating-ip",
     "x-remote-ip",
     "x-remote-addr",
-    "client-ip",
+    "remote-addr",
     "x-proxyuser-ip",
-    "x-client-cert",
-    "x-ssl-client-cert",
+    "x-appengine-user-ip",
+    "x-script-name",
     "x-ssl-client-verify",
     "ssl-client-cert",
+    "x-client-cert",
+    "remote-user",
+    "x-remote-user",
+    "x-webauth-user",
 ];
+
+/// Whole families: `X-Forwarded-*` (`-For`, `-Proto`, `-Host`, `-Uri`, `-User`,
+/// `-Client-Cert`...), `Forwarded-*`, `X-Original-*` (`-URL`, `-Forwarded-For`,
+/// `-Proto`...), IIS ARR's `X-ARR-*` (`-ClientCert`, `-SSL`), Envoy's `X-Envoy-*`,
+/// oauth2-proxy's `X-Auth-Request-*`.
+pub const CLIENT_FACT_PREFIXES: [&str; 6] = [
+    "x-forwarded-",
+    "forwarded-",
+    "x-original-",
+    "x-arr-",
+    "x-envoy-",
+    "x-auth-request-",
+];
+
+/// `*-Client-IP` and `*ClientIP` (`True-`, `X-`, `X-Cluster-`, `Fastly-`, `Fly-`,
+/// `Proxy-`, `WL-Proxy-`, `X-Azure-`...), `*-Client-Cert` (`X-SSL-`...).
+pub const CLIENT_FACT_SUFFIXES: [&str; 3] = ["client-ip", "clientip", "client-cert"];
+
+/// `-` for `_`: the two spellings compare alike.
+fn dash(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b }
+}
 
 /// `name` equals `target` (both lower case, as `HeaderMap` keeps names) with `_` read as
 /// `-` on either side.
 fn same_ignoring_underscore(name: &[u8], target: &[u8]) -> bool {
-    let dash = |b: u8| if b == b'_' { b'-' } else { b };
     name.len() == target.len() && name.iter().zip(target).all(|(a, b)| dash(*a) == dash(*b))
 }
 
-/// Whether `name` is one of [`CLIENT_FACTS`] in some spelling; `Some(true)` when it is
-/// the `_` spelling.
+/// Whether `name` is a client fact in some spelling; `Some(true)` when it is the `_`
+/// spelling.
 pub fn client_fact(name: &str) -> Option<bool> {
     let n = name.as_bytes();
-    // Every name of the list starts with one of these and is 6 to 23 bytes long: the
-    // common headers (`host`, `accept`, `user-agent`...) are passed over at once.
-    if !(6..=23).contains(&n.len()) || !matches!(n[0], b'f' | b'x' | b't' | b'c' | b's') {
+    if n.len() < 6 {
         return None;
     }
-    CLIENT_FACTS
-        .iter()
-        .any(|t| same_ignoring_underscore(n, t.as_bytes()))
-        .then(|| n.contains(&b'_'))
+    let suffix = |t: &str| {
+        n.len() >= t.len() && same_ignoring_underscore(&n[n.len() - t.len()..], t.as_bytes())
+    };
+    // Only names ending in `p`/`t` can carry a suffix, and only names starting with one of
+    // these letters are in the list or a family: common headers (`host`, `accept`,
+    // `user-agent`...) are passed over at once.
+    let by_suffix =
+        matches!(n[n.len() - 1], b'p' | b't') && CLIENT_FACT_SUFFIXES.iter().any(|t| suffix(t));
+    let listed = || {
+        matches!(n[0], b'f' | b'x' | b'c' | b's' | b'r')
+            && (CLIENT_FACTS
+                .iter()
+                .any(|t| same_ignoring_underscore(n, t.as_bytes()))
+                || CLIENT_FACT_PREFIXES.iter().any(|p| {
+                    n.len() > p.len() && same_ignoring_underscore(&n[..p.len()], p.as_bytes())
+                }))
+    };
+    (by_suffix || listed()).then(|| n.contains(&b'_'))
 }
 
 /// Removes the other spellings of `name` (`_` for `-`), and `name` itself too when
@@ -459,13 +475,30 @@ mod tests {
             ("X-Cluster-Client-IP", "6.6.6.6"),
             ("CF-Connecting-IP", "6.6.6.6"),
             ("x_real_ip", "6.6.6.6"),
-            ("x-forwarded-for-me", "kept: another header"),
+            // Families and spellings frameworks honour (a review found these passing).
+            ("Proxy-Client-IP", "6.6.6.6"),
+            ("WL-Proxy-Client-IP", "6.6.6.6"),
+            ("X-Original-Forwarded-For", "6.6.6.6"),
+            ("X-Envoy-External-Address", "6.6.6.6"),
+            ("X-Azure-ClientIP", "6.6.6.6"),
+            ("Fly-Client-IP", "6.6.6.6"),
+            ("X-ARR-ClientCert", "MII..."),
+            ("X-ARR-SSL", "on"),
+            ("X-Original-Proto", "https"),
+            ("Forwarded-Host", "evil"),
+            ("X-Forwarded-User", "admin"),
+            ("X-Auth-Request-Email", "a@b"),
+            ("Remote-Addr", "6.6.6.6"),
+            ("X-Script-Name", "/admin"),
+            ("x-forwarded-for-me", "a family member too"),
             ("accept", "x"),
+            ("x-request-id", "kept"),
+            ("x-client", "kept"),
         ]);
-        assert_eq!(strip_client_facts(&mut h, false), 10);
+        assert_eq!(strip_client_facts(&mut h, false), 25);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, vec!["accept", "x-forwarded-for-me"]);
+        assert_eq!(left, vec!["accept", "x-client", "x-request-id"]);
         // From a trusted proxy: the `-` spellings stay, the `_` ones go.
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.9"),
@@ -476,8 +509,11 @@ mod tests {
         assert_eq!(strip_client_facts(&mut h, true), 2);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
-        for name in CLIENT_FACTS {
-            assert_eq!(name, name.to_ascii_lowercase());
+        for name in CLIENT_FACTS
+            .iter()
+            .chain(["x-forwarded-for", "x-original-url", "true-client-ip"].iter())
+        {
+            assert_eq!(*name, name.to_ascii_lowercase());
             assert!(!name.contains('_'));
             // The fast path's bounds hold for every name.
             assert_eq!(client_fact(name), Some(false), "{name}");

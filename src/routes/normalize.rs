@@ -21,7 +21,16 @@ pub enum PathError {
     AmbiguousSegment,
     #[error("the path is percent-encoded twice (`%25` before hex digits)")]
     DoubleEncoding,
+    #[error("the path's escapes hold an overlong UTF-8 sequence")]
+    Overlong,
 }
+
+/// Characters that Unicode normalization (NFKC) or Windows' best-fit mapping turn into `.`,
+/// `/` or `\`: a backend that applies either would see dot-segments or separators.
+const LOOKALIKES: [char; 12] = [
+    '\u{2024}', '\u{2025}', '\u{2026}', '\u{FE52}', '\u{FF0E}', '\u{FF0F}', '\u{2215}', '\u{2044}',
+    '\u{FE68}', '\u{FF3C}', '\u{2216}', '\u{29F8}',
+];
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
@@ -109,6 +118,27 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     {
         return Err(PathError::DoubleEncoding);
     }
+    // Decoded once more, the escapes hold no overlong UTF-8 (`%C0%AE` is `.` to lax
+    // decoders), no control characters (`..%09`) and no lookalikes of `.` and `/`. Other
+    // bytes (Latin-1 `%E9` of legacy applications) stay data.
+    let fully: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
+    let overlong = fully.windows(2).any(|w| {
+        matches!(w[0], 0xC0 | 0xC1)
+            || (w[0] == 0xE0 && (0x80..=0x9F).contains(&w[1]))
+            || (w[0] == 0xF0 && (0x80..=0x8F).contains(&w[1]))
+    }) || fully.last().is_some_and(|b| matches!(b, 0xC0 | 0xC1));
+    if overlong {
+        return Err(PathError::Overlong);
+    }
+    if fully.iter().any(|b| *b < 0x20 || *b == 0x7F) {
+        return Err(PathError::BadCharacter);
+    }
+    if String::from_utf8_lossy(&fully)
+        .chars()
+        .any(|c| LOOKALIKES.contains(&c))
+    {
+        return Err(PathError::AmbiguousSegment);
+    }
     // 2. Merge slashes and resolve dot-segments.
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
@@ -125,8 +155,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         if bare_end < seg.len() && matches!(bare, b"." | b"..") {
             return Err(PathError::AmbiguousSegment);
         }
-        // Windows, IIS and some Java containers trim trailing dots: `/a.` is `/a` there.
-        if bare.ends_with(b".") && !matches!(bare, b"." | b"..") {
+        // Windows, IIS and some Java containers trim trailing dots and spaces: `/a.` and
+        // `/a%20` are `/a` there.
+        if (bare.ends_with(b".") && !matches!(bare, b"." | b"..")) || bare.ends_with(b"%20") {
             return Err(PathError::AmbiguousSegment);
         }
         match seg {
@@ -218,6 +249,34 @@ mod tests {
         ] {
             assert_eq!(normalize_path(p), Err(PathError::DoubleEncoding), "{p}");
         }
+        // Trailing spaces (Windows trims them), lookalikes of `.` and `/`.
+        for p in [
+            "/domande%20/x",
+            "/domande.%20/x",
+            "/a%20",
+            "/%E2%80%A4%E2%80%A4/x",
+            "/x/%EF%BC%8E%EF%BC%8E/admin",
+            "/a%EF%BC%8Fb",
+        ] {
+            assert_eq!(normalize_path(p), Err(PathError::AmbiguousSegment), "{p}");
+        }
+        // Overlong UTF-8 and encoded control characters.
+        for p in [
+            "/pub/%c0%ae%c0%ae/x",
+            "/..%c0%af/x",
+            "/%e0%80%ae",
+            "/%f0%80%80%ae",
+        ] {
+            assert_eq!(normalize_path(p), Err(PathError::Overlong), "{p}");
+        }
+        // Latin-1 escapes of legacy applications are data.
+        assert_eq!(n("/citt%E0/x%FF"), "/citt%E0/x%FF");
+        for p in ["/..%09/x", "/a%0d%0a", "/x%7f", "/x%01y"] {
+            assert_eq!(normalize_path(p), Err(PathError::BadCharacter), "{p}");
+        }
+        // Spaces inside a segment and real UTF-8 stay.
+        assert_eq!(n("/a%20b"), "/a%20b");
+        assert_eq!(n("/citt%C3%A0"), "/citt%C3%A0");
         // A literal percent not followed by two hex digits stays data.
         assert_eq!(n("/100%25"), "/100%25");
         assert_eq!(n("/100%25x"), "/100%25x");

@@ -117,10 +117,13 @@ impl CookieSpec {
                 if pair.is_empty() {
                     continue;
                 }
-                if pair
-                    .split_once('=')
-                    .is_some_and(|(n, _)| self.is_named(trim(n)))
-                {
+                // RFC 2109 servers also split on `,`: a pair naming the cookie after a
+                // comma (`a=1, __Host-varco=...`) goes whole.
+                let names_it = pair
+                    .split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .any(|(n, _)| self.is_named(trim(n)));
+                if names_it {
                     changed = true;
                 } else {
                     kept.push(pair.to_string());
@@ -143,10 +146,20 @@ impl CookieSpec {
     /// Removes an upstream's `Set-Cookie` for the session cookie's name: only the gateway
     /// sets it (a backend must not be able to fix a user's session).
     pub fn strip_set_cookie(&self, headers: &mut HeaderMap) {
-        // Not text: cannot be read safely, so it is not relayed.
+        // Not text: cannot be read safely, so it is not relayed. A nameless cookie whose
+        // value is `NAME=...` (`Set-Cookie: =__Host-varco=x`) is sent back by older
+        // browsers as `NAME=...`: ours too.
         let ours = |v: &http::HeaderValue| {
-            v.to_str()
-                .map_or(true, |s| self.is_named(set_cookie_name(s)))
+            v.to_str().map_or(true, |s| {
+                let name = set_cookie_name(s);
+                self.is_named(name)
+                    || (name.is_empty()
+                        && s.split(';')
+                            .next()
+                            .and_then(|p| p.split_once('='))
+                            .and_then(|(_, v)| v.split_once('='))
+                            .is_some_and(|(n, _)| self.is_named(trim(n))))
+            })
         };
         if !headers.get_all(http::header::SET_COOKIE).iter().any(ours) {
             return;
@@ -225,6 +238,8 @@ mod tests {
             " __Host-varco=x",
             "\t__Host-varco\t=x; Secure",
             "__HOST-VARCO=x; Path=/",
+            "=__Host-varco=evil; Path=/",
+            " = __Host-varco =evil",
         ] {
             let mut h = HeaderMap::new();
             h.append(
@@ -272,6 +287,11 @@ mod tests {
         );
         legacy.strip(&mut h3);
         assert_eq!(h3[COOKIE], "a=1; b=2");
+        // After a comma (RFC 2109 parsers split there): the pair goes whole.
+        let mut h6 = HeaderMap::new();
+        h6.append(COOKIE, HeaderValue::from_static("a=1, LEGACY=v; b=2"));
+        legacy.strip(&mut h6);
+        assert_eq!(h6[COOKIE], "b=2");
         assert_eq!(set_cookie_name("n = v; Path=/"), "n");
         assert_eq!(set_cookie_name("novalue"), "");
         // The session cookie is read with its exact name, spaces trimmed.
