@@ -605,6 +605,35 @@ async fn a_client_named_twice_is_refused_and_never_forwarded() {
             "{ct}: {body}"
         );
     }
+    // Multipart as leniently as PHP reads it, and a POST without a Content-Type (a form
+    // to Rack): found by a second review.
+    for (ct, body) in [
+        (
+            "multipart/form-data; boundary=XX",
+            format!("--XX--\r\n--XX\r\nContent-Disposition: form-data; name=cf\r\n\r\n{b}\r\n"),
+        ),
+        (
+            "multipart/form-data; boundary=XX",
+            format!("--XX\r\nContent-Disposition: form-data;\r\n name=\"cf\"\r\n\r\n{b}\r\n--XX--"),
+        ),
+        (
+            "multipart/form-data; boundary=XX",
+            format!("--XX\r\nContent-Disposition: name=\"cf\"\r\n\r\n{b}\r\n--XX--"),
+        ),
+        ("", format!("cf={b}")),
+    ] {
+        let h: Vec<(&str, &str)> = if ct.is_empty() {
+            vec![]
+        } else {
+            vec![("content-type", ct)]
+        };
+        let r = send(&op, "POST", &format!("/stampa/doc?cf={a}"), &h, &body).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "client_named_more_than_once".into()),
+            "{ct}: {body}"
+        );
+    }
     for (ct, body, extra) in [
         ("application/json", "{\"x\":[[[[".to_string(), None),
         (
@@ -628,12 +657,20 @@ async fn a_client_named_twice_is_refused_and_never_forwarded() {
         );
     }
     // `_method` would turn the volunteer's allowed request into another method.
+    for q in ["_method=DELETE", ".method=DELETE", "_method%00x=DELETE"] {
+        let r = send(&vol, "GET", &format!("/stampa/doc?cf={a}&{q}"), &[], "").await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "method_override_refused".into()),
+            "{q}"
+        );
+    }
     let r = send(
-        &vol,
-        "GET",
-        &format!("/stampa/doc?cf={a}&_method=DELETE"),
-        &[],
-        "",
+        &op,
+        "POST",
+        &format!("/stampa/doc?cf={a}"),
+        &[form],
+        "+.method=DELETE",
     )
     .await;
     assert_eq!(

@@ -94,6 +94,7 @@ async fn routes_on_normalized_paths() {
         "/pub/..%09/admin/x",
         "/pub/%E2%80%A4%E2%80%A4/admin/x",
         "/pub/%EF%BC%8E%EF%BC%8E/admin/x",
+        "/admin%C2%A0/x",
     ] {
         let answer = raw(
             gw.addr(),
@@ -254,6 +255,8 @@ async fn forwarded_headers_are_written_by_the_gateway() {
             ("x-original-forwarded-for", "6.6.6.6"),
             ("x-arr-clientcert", "MII"),
             ("x-forwarded-user", "admin"),
+            ("x-ssl-client-s-dn", "CN=admin"),
+            ("x-ms-client-principal-name", "admin"),
             ("host", "app.example.it:8080"),
         ],
     )
@@ -273,6 +276,8 @@ async fn forwarded_headers_are_written_by_the_gateway() {
         "x-original-forwarded-for",
         "x-arr-clientcert",
         "x-forwarded-user",
+        "x-ssl-client-s-dn",
+        "x-ms-client-principal-name",
     ] {
         assert!(r.echoed(gone).is_empty(), "{gone}: {:?}", r.echoed(gone));
     }

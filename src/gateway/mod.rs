@@ -603,7 +603,9 @@ impl Gateway {
                         use crate::policy::form::{field_names, form_kind};
                         let unreadable =
                             |_| GatewayError::Forbidden(crate::policy::Denial::UninspectableBody);
-                        if let Some(kind) = form_kind(req.headers()).map_err(unreadable)? {
+                        if let Some(kind) =
+                            form_kind(req.method(), req.headers()).map_err(unreadable)?
+                        {
                             use crate::proxy::body::{ReadError, read_whole};
                             // Held whole while deciding: a bound of its own, below the
                             // route's streaming limit.

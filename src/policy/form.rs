@@ -37,17 +37,27 @@ pub enum FormError {
 /// form; a body of another type is not inspected). The type is recognized as leniently
 /// as the most lenient framework does: PHP cuts it at `,`, `;` or a space, Laravel's
 /// `isJson()` looks for `/json` or `+json` anywhere, Rails also takes `text/json`.
-pub fn form_kind(headers: &HeaderMap) -> Result<Option<FormKind>, FormError> {
+pub fn form_kind(
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Option<FormKind>, FormError> {
     let mut values = headers.get_all(CONTENT_TYPE).iter();
-    let Some(v) = values.next() else {
-        return Ok(None);
-    };
+    let first = values.next();
     if values.next().is_some() {
         return Err(FormError::RepeatedContentType);
     }
-    let text = v.to_str().map_err(|_| FormError::UnreadableContentType)?;
+    let text = match first {
+        Some(v) => v.to_str().map_err(|_| FormError::UnreadableContentType)?,
+        None => "",
+    };
     let lower = text.to_ascii_lowercase();
-    let kind = if lower.contains("multipart") {
+    let kind = if lower.trim().is_empty() {
+        // Rack reads the body of a POST without a (or with an empty) Content-Type as a form.
+        if method != http::Method::POST {
+            return Ok(None);
+        }
+        FormKind::UrlEncoded
+    } else if lower.contains("multipart") {
         let at = lower.find("boundary=").ok_or(FormError::NoBoundary)?;
         let rest = &text[at + "boundary=".len()..];
         let boundary = if let Some(quoted) = rest.strip_prefix('"') {
@@ -109,36 +119,48 @@ pub fn field_names(kind: &FormKind, body: &[u8]) -> Result<Vec<String>, FormErro
     }
 }
 
-/// The `name` of each part's `Content-Disposition` (RFC 7578), `name*` (RFC 5987) decoded;
-/// lines may end in CRLF or LF alone (PHP accepts both).
+/// The `name` of each part's `Content-Disposition` (RFC 7578), `name*` (RFC 5987) decoded.
+/// Read as leniently as PHP reads it: every delimiter counts (also after the closing one),
+/// lines may end in CRLF or LF alone, folded header lines are joined, and a `name`
+/// parameter counts wherever it stands (also without `form-data;`).
 fn multipart_names(boundary: &str, body: &[u8]) -> Result<Vec<String>, FormError> {
     let delimiter = format!("--{boundary}");
     let d = delimiter.as_bytes();
     let mut names = Vec::new();
     let mut i = 0;
-    let mut parts = 0;
+    let mut delimiters = 0;
     while let Some(at) = find(&body[i..], d) {
+        delimiters += 1;
         let start = i + at + d.len();
-        if body[start..].starts_with(b"--") {
-            break;
+        let rest = &body[start..];
+        // The closing delimiter (`--B--`): a lenient parser goes on looking for parts.
+        if rest.starts_with(b"--") {
+            i = start;
+            continue;
         }
         // The part's headers end at the first empty line.
-        let rest = &body[start..];
         let head_len = match (find(rest, b"\r\n\r\n"), find(rest, b"\n\n")) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => return Err(FormError::Malformed),
         };
-        parts += 1;
         let head = String::from_utf8_lossy(&rest[..head_len]);
+        // Unfold: a line starting with a space or tab continues the previous one.
+        let mut lines: Vec<String> = Vec::new();
         for line in head.lines() {
+            match lines.last_mut() {
+                Some(last) if line.starts_with([' ', '\t']) => last.push_str(line),
+                _ => lines.push(line.to_string()),
+            }
+        }
+        for line in &lines {
             let Some((field, value)) = line.split_once(':') else {
                 continue;
             };
             if !field.trim().eq_ignore_ascii_case("content-disposition") {
                 continue;
             }
-            for param in value.split(';').skip(1) {
+            for param in value.split(';') {
                 let Some((k, v)) = param.split_once('=') else {
                     continue;
                 };
@@ -159,7 +181,7 @@ fn multipart_names(boundary: &str, body: &[u8]) -> Result<Vec<String>, FormError
         }
         i = start + head_len;
     }
-    if parts == 0 && !body.iter().all(u8::is_ascii_whitespace) {
+    if delimiters == 0 && !body.iter().all(u8::is_ascii_whitespace) {
         return Err(FormError::Malformed);
     }
     Ok(names)
@@ -186,28 +208,34 @@ mod tests {
 
     #[test]
     fn kinds_are_read_from_the_content_type_as_leniently_as_frameworks() {
-        assert_eq!(form_kind(&headers(&[])), Ok(None));
+        assert_eq!(form_kind(&http::Method::PUT, &headers(&[])), Ok(None));
         for urlencoded in [
             "Application/X-WWW-Form-Urlencoded ; charset=UTF-8",
             "application/x-www-form-urlencoded,x",
             "application/x-www-form-urlencoded x",
         ] {
             assert_eq!(
-                form_kind(&headers(&[urlencoded])),
+                form_kind(&http::Method::PUT, &headers(&[urlencoded])),
                 Ok(Some(FormKind::UrlEncoded)),
                 "{urlencoded}"
             );
         }
         assert_eq!(
-            form_kind(&headers(&["multipart/form-data; boundary=\"xyz\""])),
+            form_kind(
+                &http::Method::PUT,
+                &headers(&["multipart/form-data; boundary=\"xyz\""])
+            ),
             Ok(Some(FormKind::Multipart("xyz".into())))
         );
         assert_eq!(
-            form_kind(&headers(&["multipart/form-data, boundary=XX"])),
+            form_kind(
+                &http::Method::PUT,
+                &headers(&["multipart/form-data, boundary=XX"])
+            ),
             Ok(Some(FormKind::Multipart("XX".into())))
         );
         assert_eq!(
-            form_kind(&headers(&["multipart/form-data"])),
+            form_kind(&http::Method::PUT, &headers(&["multipart/form-data"])),
             Err(FormError::NoBoundary)
         );
         for json in [
@@ -217,17 +245,20 @@ mod tests {
             "text/plain; x=/json",
         ] {
             assert_eq!(
-                form_kind(&headers(&[json])),
+                form_kind(&http::Method::PUT, &headers(&[json])),
                 Ok(Some(FormKind::Json)),
                 "{json}"
             );
         }
-        assert_eq!(form_kind(&headers(&["text/plain"])), Ok(None));
         assert_eq!(
-            form_kind(&headers(&[
-                "text/plain",
-                "application/x-www-form-urlencoded"
-            ])),
+            form_kind(&http::Method::PUT, &headers(&["text/plain"])),
+            Ok(None)
+        );
+        assert_eq!(
+            form_kind(
+                &http::Method::PUT,
+                &headers(&["text/plain", "application/x-www-form-urlencoded"])
+            ),
             Err(FormError::RepeatedContentType)
         );
         let mut h = HeaderMap::new();
@@ -236,10 +267,53 @@ mod tests {
             http::HeaderValue::from_bytes(b"application/x-www-form-urlencoded; charset=\xe9")
                 .unwrap(),
         );
-        assert_eq!(form_kind(&h), Err(FormError::UnreadableContentType));
+        assert_eq!(
+            form_kind(&http::Method::POST, &h),
+            Err(FormError::UnreadableContentType)
+        );
         let mut h = headers(&["application/x-www-form-urlencoded"]);
         h.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
-        assert_eq!(form_kind(&h), Err(FormError::Encoded));
+        assert_eq!(form_kind(&http::Method::POST, &h), Err(FormError::Encoded));
+    }
+
+    #[test]
+    fn a_post_without_a_content_type_is_a_form_to_rack() {
+        let none = HeaderMap::new();
+        assert_eq!(
+            form_kind(&http::Method::POST, &none),
+            Ok(Some(FormKind::UrlEncoded))
+        );
+        assert_eq!(
+            form_kind(&http::Method::POST, &headers(&[" "])),
+            Ok(Some(FormKind::UrlEncoded))
+        );
+        assert_eq!(form_kind(&http::Method::PUT, &none), Ok(None));
+        assert_eq!(form_kind(&http::Method::GET, &none), Ok(None));
+    }
+
+    #[test]
+    fn multipart_is_read_as_leniently_as_php() {
+        let b = |body: &[u8]| field_names(&FormKind::Multipart("XX".into()), body).unwrap();
+        // A part after the closing delimiter, also glued to it.
+        assert_eq!(
+            b(b"--XX\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--XX--\r\n--XX\r\nContent-Disposition: form-data; name=cf\r\n\r\nB\r\n"),
+            vec!["a", "cf"]
+        );
+        assert_eq!(
+            b(b"--XX--junk--XX\r\nContent-Disposition: form-data; name=cf\r\n\r\nB\r\n"),
+            vec!["cf"]
+        );
+        // A folded header line, and no `form-data;`.
+        assert_eq!(
+            b(b"--XX\r\nContent-Disposition: form-data;\r\n name=\"cf\"\r\n\r\nB\r\n--XX--"),
+            vec!["cf"]
+        );
+        assert_eq!(
+            b(b"--XX\r\nContent-Disposition: name=\"cf\"\r\n\r\nB\r\n--XX--"),
+            vec!["cf"]
+        );
+        // Only the closing delimiter: no parts, no names.
+        assert!(b(b"--XX--\r\n").is_empty());
     }
 
     #[test]

@@ -422,6 +422,27 @@ fn param_key(name: &str) -> String {
         .collect()
 }
 
+/// A parameter name as PHP files it (Laravel and Symfony read `_method` from PHP's
+/// arrays): cut at NUL, leading spaces trimmed, `.`, space and an unclosed `[` read as `_`,
+/// a closed array suffix dropped; ASCII case ignored besides.
+fn php_name(name: &str) -> String {
+    let name = name
+        .split('\0')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(' ');
+    let base = match name.find('[') {
+        Some(i) if name[i..].contains(']') => &name[..i],
+        _ => name,
+    };
+    base.chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
 /// The query's pairs, split on `&` and on `;` (which older CGI and Python parsers also
 /// take as a separator).
 fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -625,7 +646,7 @@ pub fn decide(
     }
     // A method override would run another method than the one the rules are checked for.
     if policy.has_method_rules() {
-        let is_override = |n: &str| n.trim().eq_ignore_ascii_case("_method");
+        let is_override = |n: &str| php_name(n) == "_method";
         let in_query = facts
             .query
             .is_some_and(|q| query_pairs(q).any(|(k, _)| is_override(&k)));

@@ -561,3 +561,61 @@ header = "X-Assistito"
         assert_eq!(decide_h(&op, &pairs), ambiguous, "{pairs:?}");
     }
 }
+
+/// `_method` in any name PHP files as `_method` is refused on a route with per-method
+/// rules (Laravel, Symfony and Rack would run that method instead).
+#[test]
+fn method_overrides_are_refused_where_rules_name_methods() {
+    let policy = toml_policy(
+        r#"
+roles = ["volontario"]
+[[rule]]
+role = "volontario"
+effect = "allow"
+http_methods = ["GET", "POST"]
+"#,
+    )
+    .compile()
+    .unwrap();
+    let vol = user(VOLUNTEER, &["volontario"], Level::SpidL2, Method::Spid);
+    let h = http::HeaderMap::new();
+    let run = |query: Option<&str>, body: &[String]| {
+        let f = RequestFacts {
+            method: &HttpMethod::POST,
+            path: "/x",
+            query,
+            headers: &h,
+            form_fields: body,
+            today: today(),
+        };
+        decide(&policy, &vol, &f, &lookups(None))
+    };
+    let refused = Decision::Deny(Denial::MethodOverride);
+    assert_eq!(Denial::MethodOverride.status(), 400);
+    for name in [
+        "_method",
+        "_METHOD",
+        ".method",
+        " .method",
+        "_method\0x",
+        "_method[]",
+    ] {
+        assert_eq!(run(None, &[name.to_string()]), refused, "{name:?}");
+    }
+    for q in [
+        "_method=DELETE",
+        "a=1&.method=DELETE",
+        "%20.method=PUT",
+        "_method%00x=DELETE",
+    ] {
+        assert_eq!(run(Some(q), &[]), refused, "{q}");
+    }
+    // Names that are not `_method` to PHP pass.
+    for name in ["method", "payment_method", "_methods"] {
+        assert_eq!(
+            run(Some(&format!("{name}=x")), &[]),
+            Decision::Allow,
+            "{name}"
+        );
+    }
+}

@@ -152,7 +152,7 @@ fn connection_tokens(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 /// spelling is removed; the `_` spellings (which CGI, WSGI, PHP and IIS read as the `-`
 /// ones) are removed from everyone, since proxies write the `-` spelling. Lower case, `-`
 /// spelling.
-pub const CLIENT_FACTS: [&str; 25] = [
+pub const CLIENT_FACTS: [&str; 30] = [
     "forwarded",
     "x-forwarded",
     "front-end-https",
@@ -176,21 +176,42 @@ pub const CLIENT_FACTS: [&str; 25] = [
     "ssl-client-cert",
     "x-client-cert",
     "remote-user",
-    "x-remote-user",
-    "x-webauth-user",
+    "x-user",
+    "x-email",
+    "x-auth-user",
+    "x-proxy-user",
+    "x-client-dn",
+    "x-client-verify",
+    "x-client-certificate",
 ];
 
 /// Whole families: `X-Forwarded-*` (`-For`, `-Proto`, `-Host`, `-Uri`, `-User`,
 /// `-Client-Cert`...), `Forwarded-*`, `X-Original-*` (`-URL`, `-Forwarded-For`,
-/// `-Proto`...), IIS ARR's `X-ARR-*` (`-ClientCert`, `-SSL`), Envoy's `X-Envoy-*`,
-/// oauth2-proxy's `X-Auth-Request-*`.
-pub const CLIENT_FACT_PREFIXES: [&str; 6] = [
+/// `-Proto`...), IIS ARR's `X-ARR-*` (`-ClientCert`, `-SSL`), Envoy's `X-Envoy-*`; TLS
+/// terminators' `X-SSL-*` and `SSL-Client-*` (`-S-DN`, `-Verify`, `-Cert-Chain-0`...),
+/// `X-Client-Cert*`; the user headers of auth proxies and cloud SSO: oauth2-proxy's
+/// `X-Auth-Request-*`, `X-Remote-*`, `X-WebAuth-*`, `X-Authenticated-*`, Azure's
+/// `X-MS-Client-Principal*`, Google IAP's `X-Goog-Authenticated-*`, Cloudflare Access's
+/// `Cf-Access-*`, AWS ALB's `X-Amzn-Oidc-*`, `Tailscale-*`, `X-Pomerium-*`.
+pub const CLIENT_FACT_PREFIXES: [&str; 18] = [
     "x-forwarded-",
     "forwarded-",
     "x-original-",
     "x-arr-",
     "x-envoy-",
+    "x-ssl-",
+    "ssl-client-",
+    "x-client-cert",
     "x-auth-request-",
+    "x-remote-",
+    "x-webauth-",
+    "x-authenticated-",
+    "x-ms-client-principal",
+    "x-goog-authenticated-",
+    "cf-access-",
+    "x-amzn-oidc-",
+    "tailscale-",
+    "x-pomerium-",
 ];
 
 /// `*-Client-IP` and `*ClientIP` (`True-`, `X-`, `X-Cluster-`, `Fastly-`, `Fly-`,
@@ -224,12 +245,12 @@ pub fn client_fact(name: &str) -> Option<bool> {
     let by_suffix =
         matches!(n[n.len() - 1], b'p' | b't') && CLIENT_FACT_SUFFIXES.iter().any(|t| suffix(t));
     let listed = || {
-        matches!(n[0], b'f' | b'x' | b'c' | b's' | b'r')
+        matches!(n[0], b'f' | b'x' | b'c' | b's' | b'r' | b't')
             && (CLIENT_FACTS
                 .iter()
                 .any(|t| same_ignoring_underscore(n, t.as_bytes()))
                 || CLIENT_FACT_PREFIXES.iter().any(|p| {
-                    n.len() > p.len() && same_ignoring_underscore(&n[..p.len()], p.as_bytes())
+                    n.len() >= p.len() && same_ignoring_underscore(&n[..p.len()], p.as_bytes())
                 }))
     };
     (by_suffix || listed()).then(|| n.contains(&b'_'))
@@ -491,14 +512,36 @@ mod tests {
             ("Remote-Addr", "6.6.6.6"),
             ("X-Script-Name", "/admin"),
             ("x-forwarded-for-me", "a family member too"),
+            ("X-SSL-Client-S-DN", "CN=x"),
+            ("SSL-Client-Verify", "SUCCESS"),
+            ("X-Client-Cert-Chain", "MII"),
+            ("X-Remote-Groups", "admin"),
+            ("X-MS-CLIENT-PRINCIPAL-NAME", "a"),
+            ("X-Goog-Authenticated-User-Email", "a"),
+            ("Cf-Access-Jwt-Assertion", "a"),
+            ("X-Amzn-Oidc-Data", "a"),
+            ("Tailscale-User-Login", "a"),
+            ("X-Pomerium-Jwt-Assertion", "a"),
+            ("X-User", "admin"),
+            ("x-auth-token", "kept: a client's own API credential"),
+            ("x-client-version", "kept"),
             ("accept", "x"),
             ("x-request-id", "kept"),
             ("x-client", "kept"),
         ]);
-        assert_eq!(strip_client_facts(&mut h, false), 25);
+        assert_eq!(strip_client_facts(&mut h, false), 36);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, vec!["accept", "x-client", "x-request-id"]);
+        assert_eq!(
+            left,
+            vec![
+                "accept",
+                "x-auth-token",
+                "x-client",
+                "x-client-version",
+                "x-request-id"
+            ]
+        );
         // From a trusted proxy: the `-` spellings stay, the `_` ones go.
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.9"),

@@ -160,6 +160,14 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         if (bare.ends_with(b".") && !matches!(bare, b"." | b"..")) || bare.ends_with(b"%20") {
             return Err(PathError::AmbiguousSegment);
         }
+        // Nor a segment ending in Unicode whitespace (`%C2%A0`, `%E3%80%80`...), which .NET's
+        // Trim() and Python's strip() remove.
+        if bare.contains(&b'%')
+            && String::from_utf8_lossy(&percent_encoding::percent_decode(bare).collect::<Vec<u8>>())
+                .ends_with(|c: char| c.is_whitespace())
+        {
+            return Err(PathError::AmbiguousSegment);
+        }
         match seg {
             b"" => trailing_slash = true,
             b"." => trailing_slash = true,
@@ -257,6 +265,10 @@ mod tests {
             "/%E2%80%A4%E2%80%A4/x",
             "/x/%EF%BC%8E%EF%BC%8E/admin",
             "/a%EF%BC%8Fb",
+            "/a%C2%A0/b",
+            "/a%E3%80%80",
+            "/a%E2%80%A8/b",
+            "/a%C2%85",
         ] {
             assert_eq!(normalize_path(p), Err(PathError::AmbiguousSegment), "{p}");
         }

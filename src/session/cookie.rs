@@ -85,9 +85,23 @@ impl CookieSpec {
     }
 
     /// Whether a cookie name is this cookie to some server or browser: equal ignoring
-    /// ASCII case.
+    /// ASCII case (ASP.NET), and as PHP files cookie names (leading spaces trimmed, `.` and
+    /// space as `_`, an array suffix `[...]` dropped: `NAME[]` is `NAME`).
     pub fn is_named(&self, name: &str) -> bool {
-        name.eq_ignore_ascii_case(&self.name)
+        fn php(name: &str) -> String {
+            let name = name.trim_start_matches(' ');
+            let base = match name.find('[') {
+                Some(i) if name[i..].contains(']') => &name[..i],
+                _ => name,
+            };
+            base.chars()
+                .map(|c| match c {
+                    '.' | ' ' | '[' => '_',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect()
+        }
+        name.eq_ignore_ascii_case(&self.name) || php(name) == php(&self.name)
     }
 
     /// Whether the request carries this cookie under any spelling a server would read.
@@ -279,6 +293,18 @@ mod tests {
         let mut h2 = HeaderMap::new();
         h2.append(COOKIE, HeaderValue::from_static("legacy=v"));
         assert!(legacy.present(&h2), "ASP.NET reads names ignoring case");
+        for php in ["LEGACY[]=x", "LEGACY[a]=x"] {
+            let mut h = HeaderMap::new();
+            h.append(COOKIE, HeaderValue::from_str(php).unwrap());
+            assert!(legacy.present(&h), "PHP files {php} under LEGACY");
+        }
+        let underscored = CookieSpec {
+            name: "INPS_SESSION".into(),
+            secure: true,
+        };
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("INPS.SESSION=x"));
+        assert!(underscored.present(&h), "PHP reads `.` as `_`");
         // Stripped in every spelling, the rest kept.
         let mut h3 = HeaderMap::new();
         h3.append(
