@@ -29,7 +29,12 @@ fn table() -> RouteTable {
             "[[route]]\nhost = \"{host}\"\npath = \"{path}\"\nupstream = \"a\"\npublic = true\n"
         ));
     }
-    RouteTable::new(&Config::from_toml("bench", &text).expect("bench config"))
+    let cfg = Config::from_toml("bench", &text).expect("bench config");
+    RouteTable::new(
+        &cfg.route,
+        cfg.server.max_body_bytes,
+        cfg.server.case_insensitive_paths,
+    )
 }
 
 fn typical_headers() -> HeaderMap {

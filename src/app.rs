@@ -261,7 +261,7 @@ pub fn deep_check(cfg: &Config) -> Vec<String> {
             problems.push(format!("key `server.listener[{i}].tls`: {e}"));
         }
     }
-    if let Err(e) = Upstreams::new(cfg) {
+    if let Err(e) = Upstreams::new(&cfg.upstream, cfg.server.request_timeout) {
         problems.push(e.to_string());
     }
     if !cfg.assertion.key.is_empty()

@@ -11,13 +11,16 @@
 
 pub mod app;
 pub mod assertion;
+pub mod civil;
 pub mod cns;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod escape;
 pub mod gateway;
 pub mod identity;
 pub mod pages;
+pub mod pem;
 pub mod pin;
 pub mod policy;
 pub mod proxy;

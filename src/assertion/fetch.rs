@@ -104,9 +104,7 @@ async fn request(
         let mut roots = rustls::RootCertStore::empty();
         match ca {
             Some(p) => {
-                for c in
-                    crate::server::tls::load_certs(p).map_err(|e| FetchError::Tls(e.to_string()))?
-                {
+                for c in crate::pem::load_certs(p).map_err(|e| FetchError::Tls(e.to_string()))? {
                     roots.add(c).map_err(|e| FetchError::Tls(e.to_string()))?;
                 }
             }

@@ -80,6 +80,43 @@ pub struct AssertionConfig {
     pub well_known_jwks: bool,
 }
 
+impl AssertionConfig {
+    /// Problems of `[assertion]` alone (whether the header carries the identity prefix is
+    /// `Config::validate`'s), each with its key.
+    pub fn validate(&self, bad: &mut impl FnMut(String, String)) {
+        let a = self;
+        if a.ttl.is_zero() || a.ttl > Duration::from_secs(300) {
+            bad("assertion.ttl".into(), "must be between 1s and 300s".into());
+        }
+        let mut kids = std::collections::HashSet::new();
+        for (i, k) in a.key.iter().enumerate() {
+            if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+                bad(
+                    format!("assertion.key[{i}].kid"),
+                    "must be present and unique".into(),
+                );
+            }
+            if !k.private_key.is_file() {
+                bad(
+                    format!("assertion.key[{i}].private_key"),
+                    format!("file `{}` does not exist", k.private_key.display()),
+                );
+            }
+        }
+        match &a.active_kid {
+            Some(kid) if !a.key.iter().any(|k| &k.kid == kid) => bad(
+                "assertion.active_kid".into(),
+                format!("no key with kid `{kid}` in assertion.key"),
+            ),
+            None if a.key.len() > 1 => bad(
+                "assertion.active_kid".into(),
+                "must name the signing key when several keys are configured".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
 impl Default for AssertionConfig {
     fn default() -> Self {
         AssertionConfig {

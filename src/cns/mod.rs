@@ -18,6 +18,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::identity::FiscalCode;
 
+mod config;
+pub use config::CnsConfig;
+
 /// The CNS certificate policy.
 pub const CNS_POLICY: &str = "1.3.76.16.2.1";
 
@@ -101,7 +104,7 @@ impl CnsTrust {
 
 /// The trust from `[cns]`'s files, rebuilt when one of them changes.
 pub struct CnsStore {
-    cfg: crate::config::CnsConfig,
+    cfg: CnsConfig,
     /// The earliest nextUpdate of the loaded CRLs (Unix seconds; 0 when none says).
     next_update: std::sync::atomic::AtomicI64,
     trust: std::sync::RwLock<std::sync::Arc<CnsTrust>>,
@@ -109,16 +112,16 @@ pub struct CnsStore {
 }
 
 impl CnsStore {
-    fn stamps(cfg: &crate::config::CnsConfig) -> Vec<Option<std::time::SystemTime>> {
+    fn stamps(cfg: &CnsConfig) -> Vec<Option<std::time::SystemTime>> {
         std::iter::once(&cfg.ca)
             .chain(cfg.crls.iter())
             .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
             .collect()
     }
 
-    fn build(cfg: &crate::config::CnsConfig) -> Result<(CnsTrust, i64), String> {
+    fn build(cfg: &CnsConfig) -> Result<(CnsTrust, i64), String> {
         use rustls::pki_types::pem::PemObject as _;
-        let cas = crate::server::tls::load_certs(&cfg.ca).map_err(|e| format!("cns.ca: {e}"))?;
+        let cas = crate::pem::load_certs(&cfg.ca).map_err(|e| format!("cns.ca: {e}"))?;
         let mut crls = Vec::new();
         for p in &cfg.crls {
             let der = match rustls::pki_types::CertificateRevocationListDer::from_pem_file(p) {
@@ -148,7 +151,7 @@ impl CnsStore {
     }
 
     /// Loads the files (a bad one stops the start).
-    pub fn load(cfg: &crate::config::CnsConfig) -> Result<CnsStore, String> {
+    pub fn load(cfg: &CnsConfig) -> Result<CnsStore, String> {
         let stamps = Self::stamps(cfg);
         let (trust, next_update) = Self::build(cfg)?;
         Ok(CnsStore {

@@ -188,8 +188,12 @@ impl Gateway {
     pub fn new(cfg: Arc<Config>, services: Arc<Services>) -> Result<Gateway, UpstreamSetupError> {
         let prefix = cfg.server.reserved_prefix.clone();
         let metrics = &services.metrics;
-        let routes = RouteTable::new(&cfg);
-        let upstreams = Upstreams::new(&cfg)?;
+        let routes = RouteTable::new(
+            &cfg.route,
+            cfg.server.max_body_bytes,
+            cfg.server.case_insensitive_paths,
+        );
+        let upstreams = Upstreams::new(&cfg.upstream, cfg.server.request_timeout)?;
         let mut route_upstreams = Vec::with_capacity(cfg.route.len());
         let mut route_metrics = Vec::with_capacity(cfg.route.len());
         let mut policies = Vec::with_capacity(cfg.route.len());

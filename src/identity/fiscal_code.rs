@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub use crate::civil::Date;
+
 /// A syntactically valid fiscal code with a correct check character, upper case.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FiscalCode([u8; 16]);
@@ -26,110 +28,6 @@ pub enum FiscalCodeError {
 pub enum Sex {
     Female,
     Male,
-}
-
-/// A calendar date (proleptic Gregorian), enough for ages and cutoffs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
-}
-
-impl Date {
-    pub fn new(year: i32, month: u8, day: u8) -> Option<Date> {
-        (1..=12).contains(&month).then_some(())?;
-        (day >= 1 && day <= days_in_month(year, month)).then_some(Date { year, month, day })
-    }
-
-    /// Today's date in UTC.
-    pub fn today_utc() -> Date {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Date::from_days_since_epoch((secs / 86_400) as i64)
-    }
-
-    /// Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    pub fn from_days_since_epoch(days: i64) -> Date {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-        Date { year, month, day }
-    }
-
-    /// Whole years from `self` to `on` (an age when `self` is a birth date).
-    pub fn years_until(&self, on: Date) -> i32 {
-        let mut years = on.year - self.year;
-        if (on.month, on.day) < (self.month, self.day) {
-            years -= 1;
-        }
-        years
-    }
-}
-
-impl Date {
-    /// `YYYY-MM-DD`.
-    pub fn parse_iso(s: &str) -> Option<Date> {
-        let s = s.trim();
-        let b = s.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return None;
-        }
-        Date::new(
-            s.get(0..4)?.parse().ok()?,
-            s.get(5..7)?.parse().ok()?,
-            s.get(8..10)?.parse().ok()?,
-        )
-    }
-
-    /// The date `years` later (29 February becomes 28 February in a common year).
-    pub fn plus_years(self, years: i32) -> Date {
-        let year = self.year + years;
-        Date::new(year, self.month, self.day).unwrap_or(Date {
-            year,
-            month: self.month,
-            day: days_in_month(year, self.month),
-        })
-    }
-}
-
-impl serde::Serialize for Date {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Date {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        Date::parse_iso(&s).ok_or_else(|| serde::de::Error::custom("not a YYYY-MM-DD date"))
-    }
-}
-
-impl fmt::Display for Date {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-}
-
-fn is_leap(y: i32) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i32, m: u8) -> u8 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(y) => 29,
-        2 => 28,
-        _ => 31,
-    }
 }
 
 const MONTHS: &[u8; 12] = b"ABCDEHLMPRST";

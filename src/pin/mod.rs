@@ -10,6 +10,7 @@
 //! the verifier, the exception registry, the rate limiter and the telephone PIN store are
 //! the I/O edges. A PIN is never logged, stored in clear or put in an error.
 
+mod config;
 pub mod limiter;
 pub mod registry;
 pub mod telephone;
@@ -18,12 +19,11 @@ pub mod verifier;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Date, FiscalCode, Level};
+use crate::identity::{Date, FiscalCode};
+
+pub use config::{ExceptionRoutes, PinConfig};
 
 /// Who may keep a PIN after the switch-off, on the services dedicated to them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,156 +63,13 @@ impl std::str::FromStr for Category {
     }
 }
 
-/// `[pin]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PinConfig {
-    /// From this date no new PIN is issued but to the exception categories: a PIN issued
-    /// on or after it is valid only on its holder's dedicated services.
-    pub issuance_stop: Date,
-    /// From this date (Italian time) a PIN login is refused, but for the exception
-    /// categories on their dedicated services: the day after the last valid day (INPS:
-    /// `2021-10-01`, PINs valid until 30 September 2021).
-    pub cutoff: Date,
-    /// The level of a PIN session: `Legacy` (below SpidL1) by default, so a route accepts
-    /// PIN only when its policy lists `pin` among its methods.
-    #[serde(default = "default_level")]
-    pub level: Level,
-    /// The legacy login form: a POST to this path with the fields below is a PIN login
-    /// (the gateway's own form at `<prefix>pin/login` always is).
-    #[serde(default)]
-    pub form_path: Option<String>,
-    #[serde(default = "default_cf_field")]
-    pub form_fiscal_code_field: String,
-    #[serde(default = "default_pin_field")]
-    pub form_pin_field: String,
-    /// Path prefixes where `Authorization: Basic <fiscal code:PIN>` is a PIN login for the
-    /// request (legacy API clients). The header is never forwarded there.
-    #[serde(default)]
-    pub basic_paths: Vec<String>,
-    /// The legacy session cookie: after the cutoff it earns the PIN refusal page instead
-    /// of a login redirect; it is never forwarded to a protected route.
-    #[serde(default)]
-    pub legacy_cookie: Option<String>,
-    /// The legacy verifier: `POST` JSON `{"fiscal_code", "pin"}` → `{"valid", "issued",
-    /// "date_of_birth"?, "given_name"?, "family_name"?}`.
-    #[serde(default)]
-    pub verifier_url: Option<String>,
-    /// Or a file (tests, demo): CSV `fiscal_code,issued,date_of_birth,argon2id PHC hash`.
-    #[serde(default)]
-    pub verifier_file: Option<PathBuf>,
-    /// CA for an https verifier or registry (default: the public web roots).
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    /// The dedicated services of each exception category (path prefixes, whole segments).
-    #[serde(default)]
-    pub exceptions: ExceptionRoutes,
-    /// Where the non-minor categories come from.
-    #[serde(default)]
-    pub registry: Option<registry::RegistryConfig>,
-    #[serde(default)]
-    pub rate_limit: limiter::RateLimitConfig,
-    /// The contact-centre telephone PIN, when configured.
-    #[serde(default)]
-    pub telephone: Option<telephone::TelephoneConfig>,
-    /// How long a verified Basic credential is remembered (as a keyed hash).
-    #[serde(default = "default_basic_cache", with = "humantime_serde")]
-    pub basic_cache_ttl: Duration,
-}
-
-fn default_level() -> Level {
-    Level::Legacy
-}
-fn default_cf_field() -> String {
-    "codice_fiscale".into()
-}
-fn default_pin_field() -> String {
-    "pin".into()
-}
-fn default_basic_cache() -> Duration {
-    Duration::from_secs(60)
-}
-
-/// `[pin.exceptions]`: category → dedicated path prefixes.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExceptionRoutes {
-    #[serde(default)]
-    pub minor: Vec<String>,
-    #[serde(default)]
-    pub no_italian_document: Vec<String>,
-    #[serde(default)]
-    pub guardianship: Vec<String>,
-}
-
-impl ExceptionRoutes {
-    pub fn of(&self, c: Category) -> &[String] {
-        match c {
-            Category::Minor => &self.minor,
-            Category::NoItalianDocument => &self.no_italian_document,
-            Category::Guardianship => &self.guardianship,
-        }
-    }
-
-    /// The categories whose dedicated services include `path` (`fold_case`:
-    /// `server.case_insensitive_paths`).
-    pub fn dedicated_to(&self, path: &str, fold_case: bool) -> Vec<Category> {
-        Category::ALL
-            .into_iter()
-            .filter(|c| {
-                self.of(*c)
-                    .iter()
-                    .any(|p| crate::routes::prefix_matches(p, path, fold_case))
-            })
-            .collect()
-    }
-}
-
 /// Whether `path` is `prefix` or below it, as the router reads paths (whole segments, a
 /// segment also ending at `;`).
 pub fn under(path: &str, prefix: &str) -> bool {
     crate::routes::prefix_matches(prefix, path, false)
 }
 
-/// The civil date in Italy (CET/CEST: UTC+1, UTC+2 from the last Sunday of March to the
-/// last Sunday of October, switching at 01:00 UTC) at `secs` since the epoch: cutoffs and
-/// 18th birthdays take effect at Italian midnight.
-pub fn italian_date(secs: u64) -> Date {
-    let utc_days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let year = Date::from_days_since_epoch(utc_days).year;
-    // Days since the epoch of the last Sunday of `month` in `year` (1970-01-01: Thursday).
-    let last_sunday = |month: u8| -> i64 {
-        let mut d = days_since_epoch(Date {
-            year,
-            month,
-            day: 31,
-        });
-        while (d + 4).rem_euclid(7) != 0 {
-            d -= 1;
-        }
-        d
-    };
-    let t = i64::try_from(secs).unwrap_or(i64::MAX);
-    let summer_start = last_sunday(3) * 86_400 + 3600;
-    let summer_end = last_sunday(10) * 86_400 + 3600;
-    let offset = if (summer_start..summer_end).contains(&t) {
-        7200
-    } else {
-        3600
-    };
-    Date::from_days_since_epoch(t.saturating_add(offset).div_euclid(86_400))
-}
-
-/// Days from 1970-01-01 to `d` (inverse of `Date::from_days_since_epoch`).
-fn days_since_epoch(d: Date) -> i64 {
-    let y = i64::from(d.year) - i64::from(d.month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(d.month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d.day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub use crate::civil::italian_date;
 
 /// A well-formed argon2id hash that matches nothing anyone types: checked where there is
 /// no real hash, so that the time taken does not tell whether there was one.
@@ -510,7 +367,7 @@ impl PinService {
             .as_ref()
             .and_then(|t| t.verify_client_ca.as_ref())
         {
-            let certs = crate::server::tls::load_certs(p)
+            let certs = crate::pem::load_certs(p)
                 .map_err(|e| format!("pin.telephone.verify_client_ca: {e}"))?;
             for c in &certs {
                 telephone_anchors.push(

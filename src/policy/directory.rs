@@ -48,6 +48,43 @@ pub struct DirectoryConfig {
     pub reload_interval: Duration,
 }
 
+impl DirectoryConfig {
+    /// Problems of `[directory]`, each with its key.
+    pub fn validate(&self, bad: &mut impl FnMut(String, String)) {
+        let d = self;
+        for (k, v) in [("cache_ttl", d.cache_ttl), ("negative_ttl", d.negative_ttl)] {
+            if v > Duration::from_secs(86_400) {
+                bad(format!("directory.{k}"), "at most 1d".into());
+            }
+        }
+        for (k, p) in [
+            ("roles_file", &d.roles_file),
+            ("delegations_file", &d.delegations_file),
+        ] {
+            if let Some(p) = p
+                && !p.is_file()
+            {
+                bad(
+                    format!("directory.{k}"),
+                    format!("{} is not a file", p.display()),
+                );
+            }
+        }
+        if d.roles_file.is_some() && d.roles_url.is_some() {
+            bad(
+                "directory.roles_url".into(),
+                "roles_file or roles_url, not both".into(),
+            );
+        }
+        if d.delegations_file.is_some() && d.delegations_url.is_some() {
+            bad(
+                "directory.delegations_url".into(),
+                "delegations_file or delegations_url, not both".into(),
+            );
+        }
+    }
+}
+
 fn default_ttl() -> Duration {
     Duration::from_secs(60)
 }

@@ -124,6 +124,15 @@ pub struct RoutePolicy {
 }
 
 impl PolicyConfig {
+    /// Whether the policy needs roles or delegations from a `[directory]`.
+    pub fn needs_directory(&self) -> bool {
+        self.delegation
+            .as_ref()
+            .is_some_and(|d| !d.required_for.is_empty())
+            || self.rule.iter().any(|r| r.role != CITIZEN)
+            || self.roles.iter().any(|r| r != CITIZEN)
+    }
+
     /// Compiles the configuration; errors name the key under `route[N].policy`.
     pub fn compile(&self) -> Result<RoutePolicy, (String, String)> {
         let mut rules = Vec::new();

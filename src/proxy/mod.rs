@@ -3,6 +3,7 @@
 //! streaming, and the upstream's failures classified as connect / timeout / protocol.
 
 pub mod body;
+mod config;
 pub mod headers;
 pub mod pool;
 
@@ -15,10 +16,10 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
-use crate::config::{Config, UpstreamConfig};
-use crate::server::tls::load_certs;
+use crate::pem::load_certs;
 
 pub use body::{GatewayBody, LimitedBody};
+pub use config::UpstreamConfig;
 
 /// Why an exchange with an upstream failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,10 +199,14 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &Config) -> Result<Upstreams, UpstreamSetupError> {
+    /// Every `[upstream.<name>]`; `request_timeout` is `server.request_timeout`.
+    pub fn new<'a>(
+        upstreams: impl IntoIterator<Item = (&'a String, &'a UpstreamConfig)>,
+        request_timeout: Duration,
+    ) -> Result<Upstreams, UpstreamSetupError> {
         let mut map = std::collections::HashMap::new();
-        for (name, u) in &cfg.upstream {
-            let up = Upstream::new(name, u, cfg.upstream_request_timeout(u))?;
+        for (name, u) in upstreams {
+            let up = Upstream::new(name, u, u.request_timeout_or(request_timeout))?;
             map.insert(Arc::from(name.as_str()), Arc::new(up));
         }
         Ok(Upstreams { map })

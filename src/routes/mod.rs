@@ -3,12 +3,12 @@
 //! Host specificity wins first (exact host, then `*.domain`, then `*`), then the longest
 //! path prefix, matched on whole segments.
 
+pub mod config;
 pub mod normalize;
 
 use std::sync::Arc;
 
-use crate::config::{Config, RouteConfig};
-
+pub use config::RouteConfig;
 pub use normalize::{PathError, normalize_path};
 
 /// One configured route, ready for the request path.
@@ -116,9 +116,10 @@ pub fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
 }
 
 impl RouteTable {
-    pub fn new(cfg: &Config) -> RouteTable {
-        let mut routes: Vec<(HostPattern, Arc<Route>)> = cfg
-            .route
+    /// The table of `routes`; `max_body_bytes` is `server.max_body_bytes`, `fold_case`
+    /// `server.case_insensitive_paths`.
+    pub fn new(routes: &[RouteConfig], max_body_bytes: u64, fold_case: bool) -> RouteTable {
+        let mut routes: Vec<(HostPattern, Arc<Route>)> = routes
             .iter()
             .enumerate()
             .map(|(i, r): (usize, &RouteConfig)| {
@@ -129,17 +130,14 @@ impl RouteTable {
                     prefix: r.path.clone(),
                     upstream: r.upstream.as_str().into(),
                     public: r.public.unwrap_or(false),
-                    max_body_bytes: r.max_body_bytes.unwrap_or(cfg.server.max_body_bytes),
+                    max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
                     identity_headers: r.identity_headers,
                 };
                 (HostPattern::parse(&r.host), Arc::new(route))
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
-        RouteTable {
-            routes,
-            fold_case: cfg.server.case_insensitive_paths,
-        }
+        RouteTable { routes, fold_case }
     }
 
     /// The route for `host` (lower-case, no port) and a normalized `path`, if any.
@@ -235,7 +233,14 @@ mod tests {
                 "[[route]]\nhost = \"{host}\"\npath = \"{path}\"\nupstream = \"{up}\"\npublic = true\n"
             ));
         }
-        RouteTable::new(&Config::from_toml("t", &text).unwrap())
+        {
+            let cfg = crate::config::Config::from_toml("t", &text).unwrap();
+            RouteTable::new(
+                &cfg.route,
+                cfg.server.max_body_bytes,
+                cfg.server.case_insensitive_paths,
+            )
+        }
     }
 
     #[test]

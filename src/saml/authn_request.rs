@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
+use crate::escape::xml as escape;
 use crate::identity::Level;
-use crate::pages::escape_html as escape;
 
 /// The federation profile: SPID and CIE differ in a few rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,17 +29,7 @@ pub fn parse_utc(s: &str) -> Option<i64> {
         return None;
     }
     let date = crate::identity::Date::new(i32::try_from(year).ok()?, month as u8, day as u8)?;
-    Some(days_from_civil(date) * 86_400 + hour * 3600 + min * 60 + sec)
-}
-
-fn days_from_civil(d: crate::identity::Date) -> i64 {
-    let y = i64::from(d.year) - i64::from(d.month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(d.month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d.day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Some(date.days_since_epoch() * 86_400 + hour * 3600 + min * 60 + sec)
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDThh:mm:ssZ`.

@@ -13,6 +13,7 @@
 //! [`ConnInfo`] (peer address, scheme, the verified client certificate chain) to a
 //! [`Handler`].
 
+pub mod config;
 pub mod framing;
 pub mod tls;
 
@@ -38,9 +39,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ServerConfig;
 use crate::proxy::GatewayBody;
 use crate::telemetry::Metrics;
+use config::ServerConfig;
 
 /// What the server knows of the connection a request came on.
 #[derive(Debug)]

@@ -6,16 +6,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::config::TlsConfig;
+use super::config::TlsConfig;
+use crate::pem::{PemError, load_certs, load_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("`{path}`: {reason}")]
-    File { path: String, reason: String },
+    #[error(transparent)]
+    File(#[from] PemError),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("client CA bundle: {0}")]
@@ -23,27 +22,7 @@ pub enum TlsSetupError {
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> TlsSetupError {
-    TlsSetupError::File {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// All certificates in a PEM file, in order. An empty file is an error.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, e))?;
-    if certs.is_empty() {
-        return Err(file_err(path, "no certificate found"));
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file. The error never contains key material.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|_| file_err(path, "no readable private key"))
+    TlsSetupError::File(PemError::new(path, reason))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

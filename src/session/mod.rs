@@ -8,6 +8,7 @@
 //! injected [`Clock`], so they are exact and testable; the cache's own expiry only bounds
 //! memory. Every store error is "unavailable": callers fail closed on it.
 
+mod config;
 pub mod cookie;
 pub mod return_url;
 
@@ -22,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::assertion::SessionClaims;
 use crate::identity::Identity;
+
+pub use config::SessionConfig;
 
 /// A session id: 32 random bytes. Its text form is 43 base64url characters.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::LogFormat;
+use super::LogFormat;
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 

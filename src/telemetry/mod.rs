@@ -4,6 +4,7 @@
 //! increments them.
 
 pub mod access;
+mod config;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+pub use config::{LogConfig, LogFormat};
 
 /// Keeps the background log writer alive; dropping it flushes the remaining lines.
 pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
