@@ -10,6 +10,8 @@
 )]
 
 pub mod app;
+#[cfg(test)]
+mod architecture;
 pub mod assertion;
 pub mod civil;
 pub mod cns;
