@@ -30,11 +30,16 @@ fn table() -> RouteTable {
         ));
     }
     let cfg = Config::from_toml("bench", &text).expect("bench config");
+    let upstreams = varco::proxy::Upstreams::new(&cfg.upstream, cfg.server.request_timeout)
+        .expect("bench upstreams");
     RouteTable::new(
         &cfg.route,
+        &upstreams,
+        &varco::telemetry::Metrics::new(),
         cfg.server.max_body_bytes,
         cfg.server.case_insensitive_paths,
     )
+    .expect("bench routes")
 }
 
 fn typical_headers() -> HeaderMap {

@@ -17,6 +17,8 @@ pub enum StartError {
     #[error(transparent)]
     Upstream(#[from] crate::proxy::UpstreamSetupError),
     #[error(transparent)]
+    Gateway(#[from] crate::gateway::SetupError),
+    #[error(transparent)]
     Server(#[from] server::ServerError),
     #[error("assertion: {0}")]
     Assertion(#[from] crate::assertion::AssertionError),

@@ -23,9 +23,7 @@ use crate::proxy::body::OnBodyEnd;
 use crate::proxy::headers::{
     ClientHop, IdentityPrefix, remove_hop_by_hop, set_forwarded, upgrade_request,
 };
-use crate::proxy::{
-    GatewayBody, LimitedBody, Upstream, UpstreamFailure, UpstreamSetupError, Upstreams,
-};
+use crate::proxy::{GatewayBody, LimitedBody, UpstreamFailure, UpstreamSetupError, Upstreams};
 use crate::routes::{Route, RouteTable, normalize_path, parse_host};
 use crate::server::{ConnInfo, Handler};
 use crate::session::cookie::CookieSpec;
@@ -170,51 +168,37 @@ pub struct Gateway {
     cns_header: Option<HeaderName>,
     /// `pin.legacy_cookie`, read and removed like the session cookie.
     legacy_cookie: Option<CookieSpec>,
-    /// By route index: the route's compiled policy.
-    policies: Vec<Option<crate::policy::RoutePolicy>>,
-    /// By route index: the route's upstream and metrics, resolved at start-up.
-    route_upstreams: Vec<Arc<Upstream>>,
-    route_metrics: Vec<RouteMetrics>,
     no_route_metrics: RouteMetrics,
     internal_metrics: RouteMetrics,
 }
 
-fn header_name(text: &str) -> Result<HeaderName, UpstreamSetupError> {
-    HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| UpstreamSetupError::unknown(&format!("header {text}")))
+/// Why a gateway could not be built from a validated configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+    #[error(transparent)]
+    Route(#[from] crate::routes::SetupError),
+    #[error("not a header name: {0:?}")]
+    HeaderName(String),
+}
+
+fn header_name(text: &str) -> Result<HeaderName, SetupError> {
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| SetupError::HeaderName(text.into()))
 }
 
 impl Gateway {
-    pub fn new(cfg: Arc<Config>, services: Arc<Services>) -> Result<Gateway, UpstreamSetupError> {
+    pub fn new(cfg: Arc<Config>, services: Arc<Services>) -> Result<Gateway, SetupError> {
         let prefix = cfg.server.reserved_prefix.clone();
         let metrics = &services.metrics;
+        let upstreams = Upstreams::new(&cfg.upstream, cfg.server.request_timeout)?;
         let routes = RouteTable::new(
             &cfg.route,
+            &upstreams,
+            metrics,
             cfg.server.max_body_bytes,
             cfg.server.case_insensitive_paths,
-        );
-        let upstreams = Upstreams::new(&cfg.upstream, cfg.server.request_timeout)?;
-        let mut route_upstreams = Vec::with_capacity(cfg.route.len());
-        let mut route_metrics = Vec::with_capacity(cfg.route.len());
-        let mut policies = Vec::with_capacity(cfg.route.len());
-        for (i, r) in cfg.route.iter().enumerate() {
-            // Fail closed: a policy that does not compile stops the start (validate()
-            // reports it first, with its key).
-            let policy = match &r.policy {
-                Some(p) => Some(p.compile().map_err(|(k, m)| {
-                    UpstreamSetupError::unknown(&format!("route[{i}].policy.{k}: {m}"))
-                })?),
-                None => None,
-            };
-            policies.push(policy);
-            // `validate()` guarantees every route names a configured upstream.
-            let up = upstreams
-                .get(&r.upstream)
-                .cloned()
-                .ok_or_else(|| UpstreamSetupError::unknown(&r.upstream))?;
-            route_upstreams.push(up);
-            route_metrics.push(metrics.route(&Arc::from(format!("route[{i}]"))));
-        }
+        )?;
         let id = cfg.server.identity_header_prefix.to_ascii_lowercase();
         let plain = PlainHeaders {
             fiscal_code: header_name(&format!("{id}fiscal-code"))?,
@@ -239,11 +223,8 @@ impl Gateway {
         Ok(Gateway {
             legacy_cookie,
             cns_header,
-            policies,
             no_route_metrics: metrics.route(&Arc::from("none")),
             internal_metrics: metrics.route(&Arc::from("internal")),
-            route_upstreams,
-            route_metrics,
             routes,
             identity_prefix: IdentityPrefix::new(&cfg.server.identity_header_prefix),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
@@ -273,11 +254,11 @@ impl Gateway {
         })
     }
 
-    fn route_metrics(&self, slot: RouteSlot) -> &RouteMetrics {
+    fn route_metrics<'a>(&'a self, slot: &'a RouteSlot) -> &'a RouteMetrics {
         match slot {
             RouteSlot::None => &self.no_route_metrics,
             RouteSlot::Internal => &self.internal_metrics,
-            RouteSlot::Route(i) => self.route_metrics.get(i).unwrap_or(&self.no_route_metrics),
+            RouteSlot::Route(route) => &route.metrics,
         }
     }
 
@@ -350,11 +331,11 @@ impl Gateway {
 }
 
 /// Which route a request was counted on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum RouteSlot {
     None,
     Internal,
-    Route(usize),
+    Route(Arc<Route>),
 }
 
 /// Per-request facts carried to the response (metrics and the access log).
@@ -536,8 +517,8 @@ impl Gateway {
             .lookup(&host, &path)
             .ok_or(GatewayError::NoRoute)?
             .clone();
-        ex.route = RouteSlot::Route(route.index);
-        let policy = self.policies.get(route.index).and_then(Option::as_ref);
+        ex.route = RouteSlot::Route(route.clone());
+        let policy = route.policy.as_ref();
         // A CNS card logged in on the spot (a route configured so): stored once allowed.
         let mut pending_cns = None;
         // A body the gateway had to read before deciding (then forwarded as read).
@@ -547,10 +528,9 @@ impl Gateway {
         } else {
             // The level is checked here for routes without a policy; `decide` checks it
             // (with the login method) for routes with one.
-            let min_level = self.cfg.route.get(route.index).and_then(|r| r.min_level);
-            let policy_level = policy.and_then(|p| p.min_level);
+            let min_level = route.min_level;
             let session = match self
-                .authenticate(&req, &path, min_level, policy_level)
+                .authenticate(&req, &path, min_level, route.login_level())
                 .await
             {
                 Ok(s) => s,
@@ -564,7 +544,7 @@ impl Gateway {
                         .headers()
                         .get("sec-fetch-site")
                         .is_none_or(|v| v == "same-origin" || v == "none");
-                    let auto_cns = self.cfg.route.get(route.index).is_some_and(|r| r.cns_login)
+                    let auto_cns = route.cns_login
                         && self.services.cns.is_some()
                         && matches!(*req.method(), Method::GET | Method::HEAD)
                         && same_origin
@@ -681,7 +661,7 @@ impl Gateway {
         req: &Request<Incoming>,
         path: &str,
         min_level: Option<crate::identity::Level>,
-        policy_level: Option<crate::identity::Level>,
+        login_level: Option<crate::identity::Level>,
     ) -> Result<Arc<Session>, GatewayError> {
         if self.services.minter.is_none() {
             return Err(GatewayError::AuthenticationRequired);
@@ -699,7 +679,7 @@ impl Gateway {
         let session = session.filter(|s| min_level.is_none_or(|m| s.identity.level >= m));
         // The login asks for the level the route's policy will demand too: one login,
         // not a login and then a step-up.
-        session.ok_or_else(|| self.login_required_error(req, path, min_level.max(policy_level)))
+        session.ok_or_else(|| self.login_required_error(req, path, login_level))
     }
 
     /// "Log in (again, at `level`)" with the URL that comes back here.
@@ -874,11 +854,7 @@ impl Gateway {
         session: Option<Arc<Session>>,
         ex: &mut Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
-        let upstream = self
-            .route_upstreams
-            .get(route.index)
-            .ok_or(GatewayError::NoRoute)?
-            .clone();
+        let upstream = route.upstream.clone();
         ex.upstream = Some(upstream.name.clone());
         let (mut parts, body) = req.into_parts();
         // An empty query (`/x?`) is sent as none: frameworks disagree on whether the `?`
@@ -1141,10 +1117,10 @@ impl Gateway {
         resp.headers_mut()
             .insert(X_REQUEST_ID, ex.request_id.clone());
         let status = resp.status().as_u16();
-        self.route_metrics(ex.route)
+        self.route_metrics(&ex.route)
             .record(status, ex.start.elapsed().as_secs_f64());
         if self.cfg.log.access_log {
-            let route = self.route_metrics(ex.route).label.clone();
+            let route = self.route_metrics(&ex.route).label.clone();
             resp.map(|b| b.with_on_end(Box::new(AccessRecord { ex, status, route })))
         } else {
             resp

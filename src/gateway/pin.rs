@@ -389,7 +389,7 @@ impl Gateway {
         route: &crate::routes::Route,
         ex: &Exchange,
     ) -> Result<(), GatewayError> {
-        let route_min = self.cfg.route.get(route.index).and_then(|r| r.min_level);
+        let route_min = route.min_level;
         let min = route_min.unwrap_or(Level::SpidL1).max(Level::SpidL1);
         // A route's own level binds PIN credentials too (a Basic one never passed
         // `authenticate`'s level check).
@@ -410,11 +410,7 @@ impl Gateway {
         // Dedicated: the path is under a category's prefix and so is the route serving it
         // (the same path on another host's broader route is not that service).
         let fold = self.cfg.server.case_insensitive_paths;
-        let route_path = self
-            .cfg
-            .route
-            .get(route.index)
-            .map_or("", |r| r.path.as_str());
+        let route_path = route.prefix.as_str();
         let dedicated: Vec<pin::Category> = svc
             .cfg
             .exceptions

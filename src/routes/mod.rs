@@ -8,11 +8,17 @@ pub mod normalize;
 
 use std::sync::Arc;
 
+use crate::identity::Level;
+use crate::policy::RoutePolicy;
+use crate::proxy::{Upstream, Upstreams};
+use crate::telemetry::{Metrics, RouteMetrics};
+
 pub use config::RouteConfig;
 pub use normalize::{PathError, normalize_path};
 
-/// One configured route, ready for the request path.
-#[derive(Debug)]
+/// One configured route, compiled once at start-up: everything the request path needs to
+/// know about it (matching, protection, upstream, limits, metrics) and nothing read back
+/// from the configuration per request.
 pub struct Route {
     /// Position in the configuration.
     pub index: usize,
@@ -20,10 +26,51 @@ pub struct Route {
     pub id: Arc<str>,
     pub host: String,
     pub prefix: String,
-    pub upstream: Arc<str>,
+    pub upstream: Arc<Upstream>,
     pub public: bool,
     pub max_body_bytes: u64,
     pub identity_headers: bool,
+    /// `min_level` set on the route itself (the policy may demand one too).
+    pub min_level: Option<Level>,
+    /// `cns_login`: a CNS card logs in on the spot.
+    pub cns_login: bool,
+    /// The compiled `policy`, if the route has one.
+    pub policy: Option<RoutePolicy>,
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    /// The level a login for this route must reach: the route's own or its policy's,
+    /// whichever is higher (one login, not a login and then a step-up).
+    pub fn login_level(&self) -> Option<Level> {
+        self.min_level
+            .max(self.policy.as_ref().and_then(|p| p.min_level))
+    }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("id", &self.id)
+            .field("host", &self.host)
+            .field("prefix", &self.prefix)
+            .field("upstream", &self.upstream.name)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route that cannot be compiled (`Config::validate` reports these first, with keys).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("route[{index}]: no upstream named {upstream:?}")]
+    UnknownUpstream { index: usize, upstream: String },
+    #[error("route[{index}].policy.{key}: {message}")]
+    Policy {
+        index: usize,
+        key: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,28 +163,57 @@ pub fn prefix_matches(prefix: &str, path: &str, fold_case: bool) -> bool {
 }
 
 impl RouteTable {
-    /// The table of `routes`; `max_body_bytes` is `server.max_body_bytes`, `fold_case`
-    /// `server.case_insensitive_paths`.
-    pub fn new(routes: &[RouteConfig], max_body_bytes: u64, fold_case: bool) -> RouteTable {
-        let mut routes: Vec<(HostPattern, Arc<Route>)> = routes
-            .iter()
-            .enumerate()
-            .map(|(i, r): (usize, &RouteConfig)| {
-                let route = Route {
-                    index: i,
-                    id: format!("route[{i}]").into(),
-                    host: r.host.to_ascii_lowercase(),
-                    prefix: r.path.clone(),
-                    upstream: r.upstream.as_str().into(),
-                    public: r.public.unwrap_or(false),
-                    max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
-                    identity_headers: r.identity_headers,
-                };
-                (HostPattern::parse(&r.host), Arc::new(route))
-            })
-            .collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
-        RouteTable { routes, fold_case }
+    /// The table of `routes`, each compiled once: its upstream resolved in `upstreams`, its
+    /// policy compiled, its metrics registered in `metrics`. `max_body_bytes` is
+    /// `server.max_body_bytes`, `fold_case` `server.case_insensitive_paths`. Fails closed: a
+    /// route that does not compile stops the start.
+    pub fn new(
+        routes: &[RouteConfig],
+        upstreams: &Upstreams,
+        metrics: &Metrics,
+        max_body_bytes: u64,
+        fold_case: bool,
+    ) -> Result<RouteTable, SetupError> {
+        let mut table = Vec::with_capacity(routes.len());
+        for (index, r) in routes.iter().enumerate() {
+            let upstream =
+                upstreams
+                    .get(&r.upstream)
+                    .cloned()
+                    .ok_or_else(|| SetupError::UnknownUpstream {
+                        index,
+                        upstream: r.upstream.clone(),
+                    })?;
+            let policy = match &r.policy {
+                Some(p) => Some(p.compile().map_err(|(key, message)| SetupError::Policy {
+                    index,
+                    key,
+                    message,
+                })?),
+                None => None,
+            };
+            let id: Arc<str> = format!("route[{index}]").into();
+            let route = Route {
+                index,
+                metrics: metrics.route(&id),
+                id,
+                host: r.host.to_ascii_lowercase(),
+                prefix: r.path.clone(),
+                upstream,
+                public: r.public.unwrap_or(false),
+                max_body_bytes: r.max_body_bytes.unwrap_or(max_body_bytes),
+                identity_headers: r.identity_headers,
+                min_level: r.min_level,
+                cns_login: r.cns_login,
+                policy,
+            };
+            table.push((HostPattern::parse(&r.host), Arc::new(route)));
+        }
+        table.sort_by_key(|r| std::cmp::Reverse(r.1.prefix.len()));
+        Ok(RouteTable {
+            routes: table,
+            fold_case,
+        })
     }
 
     /// The route for `host` (lower-case, no port) and a normalized `path`, if any.
@@ -235,12 +311,93 @@ mod tests {
         }
         {
             let cfg = crate::config::Config::from_toml("t", &text).unwrap();
+            let upstreams = Upstreams::new(&cfg.upstream, cfg.server.request_timeout).unwrap();
             RouteTable::new(
                 &cfg.route,
+                &upstreams,
+                &Metrics::new(),
                 cfg.server.max_body_bytes,
                 cfg.server.case_insensitive_paths,
             )
+            .unwrap()
         }
+    }
+
+    /// A validated table of public routes on `/a`, `/b`, `/c`, changed by `edit` before it
+    /// is compiled (as protected ones, with levels and policies).
+    fn compile(edit: impl FnOnce(&mut [RouteConfig])) -> Result<RouteTable, SetupError> {
+        let mut cfg = crate::config::Config::from_toml(
+            "t",
+            "[[server.listener]]\naddress = \"127.0.0.1:0\"\n[upstream.a]\nurl = \"http://127.0.0.1:1\"\n\
+             [[route]]\npath = \"/a\"\nupstream = \"a\"\npublic = true\n\
+             [[route]]\npath = \"/b\"\nupstream = \"a\"\npublic = true\n\
+             [[route]]\npath = \"/c\"\nupstream = \"a\"\npublic = true\n",
+        )
+        .unwrap();
+        edit(&mut cfg.route);
+        let upstreams = Upstreams::new(&cfg.upstream, cfg.server.request_timeout).unwrap();
+        RouteTable::new(&cfg.route, &upstreams, &Metrics::new(), 1000, false)
+    }
+
+    /// Everything the request path reads of a route is compiled into it once: level,
+    /// policy (and the level a login asks for), CNS flag, upstream, body limit, metrics.
+    #[test]
+    fn a_route_is_compiled_once_with_everything_the_request_path_reads() {
+        let t = compile(|r| {
+            r[0].public = None;
+            r[0].min_level = Some(Level::SpidL2);
+            r[0].cns_login = true;
+            r[1].public = None;
+            r[1].max_body_bytes = Some(7);
+            r[1].policy = Some(crate::policy::PolicyConfig {
+                min_level: Some(Level::SpidL3),
+                ..Default::default()
+            });
+        })
+        .unwrap();
+        let a = t.lookup("h", "/a/x").unwrap();
+        assert_eq!(
+            (
+                a.min_level,
+                a.login_level(),
+                a.cns_login,
+                a.policy.is_none()
+            ),
+            (Some(Level::SpidL2), Some(Level::SpidL2), true, true)
+        );
+        assert_eq!(
+            (&*a.id, &*a.upstream.name, a.max_body_bytes),
+            ("route[0]", "a", 1000)
+        );
+        let b = t.lookup("h", "/b").unwrap();
+        assert_eq!((b.min_level, b.login_level()), (None, Some(Level::SpidL3)));
+        assert_eq!((b.max_body_bytes, &*b.metrics.label.0), (7, "route[1]"));
+        let c = t.lookup("h", "/c").unwrap();
+        assert!(c.public && c.login_level().is_none());
+    }
+
+    /// A route naming no configured upstream, or with a policy that does not compile,
+    /// stops the start (fail closed) with the route's key.
+    #[test]
+    fn a_route_that_does_not_compile_stops_the_start() {
+        let e = compile(|r| r[0].upstream = "nope".into()).unwrap_err();
+        assert_eq!(e.to_string(), "route[0]: no upstream named \"nope\"");
+        let e = compile(|r| {
+            r[2].policy = Some(crate::policy::PolicyConfig {
+                rule: vec![crate::policy::RuleConfig {
+                    role: "operatore".into(),
+                    effect: crate::policy::Effect::Allow,
+                    http_methods: vec!["NOT A METHOD".into()],
+                    paths: Vec::new(),
+                }],
+                ..Default::default()
+            })
+        });
+        let e = e.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "route[2].policy.rule[0].http_methods: `NOT A METHOD` is not a method"
+        );
     }
 
     #[test]
@@ -255,7 +412,7 @@ mod tests {
     }
 
     fn up(t: &RouteTable, host: &str, path: &str) -> Option<String> {
-        t.lookup(host, path).map(|r| r.upstream.to_string())
+        t.lookup(host, path).map(|r| r.upstream.name.to_string())
     }
 
     #[test]

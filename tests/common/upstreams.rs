@@ -120,6 +120,12 @@ pub async fn upgrade_echo() -> SocketAddr {
 
 /// An address with nothing listening.
 pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    // Bound but never listening, and kept for the life of the test process: connecting is
+    // refused, and no other test's listener can be given the port in the meantime (a
+    // dropped listener's port could be, and a connection would then hang: 504, not 502).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
