@@ -1,10 +1,19 @@
-//! The one error taxonomy of the request path, mapped to HTTP in one place
-//! ([`GatewayError::status`] and `pages`). Each error says what went wrong and who caused
-//! it; its `Display` never contains a header value, cookie, key or body.
+//! The one error taxonomy of the request path, mapped to HTTP in this one place: status,
+//! stable code, the user's sentences, the page or JSON body ([`error_page`]), the extra
+//! response headers, and the [`LoginFailure`] of each refused login (SAML ACS, IdP error
+//! codes, CNS cards, PIN). Each error says what went wrong and who caused it
+//! ([`Culprit`]: decides how loudly it is logged); its `Display` never contains a header
+//! value, cookie, key or body.
 
+use bytes::Bytes;
 use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
 
+use crate::cns::CnsError;
+use crate::pages::{Page, escape_html};
 use crate::routes::PathError;
+use crate::saml::response::SamlError;
+use crate::saml::status::IdpError;
 
 /// Who caused a failure (pingora's distinction): it decides the status family and whether
 /// the upstream is to blame in the metrics.
@@ -46,8 +55,6 @@ pub enum GatewayError {
     UpstreamTimeout { upstream: String, seconds: f64 },
     #[error("upstream `{upstream}` answered with a broken response")]
     UpstreamProtocol { upstream: String },
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
     #[error("login required")]
     LoginRequired { login_url: String },
     #[error("the session store is unavailable")]
@@ -107,7 +114,7 @@ impl GatewayError {
             AuthenticationRequired => StatusCode::UNAUTHORIZED,
             UpstreamConnect { .. } | UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             LoginRequired { .. } => StatusCode::UNAUTHORIZED,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BadForm => StatusCode::BAD_REQUEST,
@@ -126,7 +133,7 @@ impl GatewayError {
             UpstreamConnect { .. } | UpstreamTimeout { .. } | UpstreamProtocol { .. } => {
                 Culprit::Upstream
             }
-            ShuttingDown | StoreUnavailable | Minting | SourceUnavailable(_) => Culprit::Internal,
+            StoreUnavailable | Minting | SourceUnavailable(_) => Culprit::Internal,
             _ => Culprit::Downstream,
         }
     }
@@ -148,7 +155,6 @@ impl GatewayError {
             UpstreamConnect { .. } => "upstream_unreachable",
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamProtocol { .. } => "upstream_error",
-            ShuttingDown => "shutting_down",
             LoginRequired { .. } => "login_required",
             StoreUnavailable => "session_store_unavailable",
             MethodNotAllowed => "method_not_allowed",
@@ -208,10 +214,6 @@ impl GatewayError {
                 "Il servizio non ha risposto in tempo. Riprova più tardi.",
                 "The service did not answer in time. Please try again later.",
             ),
-            ShuttingDown => (
-                "Il servizio si sta riavviando. Riprova tra poco.",
-                "The service is restarting. Please try again shortly.",
-            ),
             LoginRequired { .. } => (
                 "Per continuare accedi con SPID, CIE o CNS.",
                 "Please log in with SPID, CIE or CNS to continue.",
@@ -244,5 +246,279 @@ impl GatewayError {
                 "Too many attempts in a short time. Please try again later.",
             ),
         }
+    }
+}
+
+/// The error page (or JSON) for `err`, carrying the request id so users can quote it.
+pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
+    let status = err.status();
+    let (it, en) = err.user_message();
+    if json {
+        let mut body = serde_json::json!({
+            "error": err.code(),
+            "status": status.as_u16(),
+            "message": en,
+            "messaggio": it,
+            "request_id": request_id,
+        });
+        // API clients learn where to log in and, for a step-up, the level required.
+        if let GatewayError::LoginRequired { login_url } = err {
+            body["login_url"] = serde_json::Value::from(login_url.as_str());
+            if let Some(level) = login_url.split("level=").nth(1) {
+                body["required_level"] = serde_json::Value::from(level);
+            }
+        }
+        if let GatewayError::PinRefused(r) = err {
+            body["login_url"] = serde_json::Value::from(r.login_url.as_str());
+            body["accepted_methods"] = serde_json::json!(["spid", "cie", "cns"]);
+        }
+        return Page {
+            status,
+            content_type: HeaderValue::from_static("application/json"),
+            body: Bytes::from(body.to_string()),
+        };
+    }
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
+h1{{font-size:1.5rem}}.en{{color:#555}}code{{background:#eee;padding:0 .2rem}}</style></head>\
+<body><main><h1>{title}</h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>{action}\
+<p><small>Codice richiesta / Request id: <code>{rid}</code></small></p></main></body></html>\n",
+        title = escape_html(&title),
+        it = escape_html(it),
+        en = escape_html(en),
+        rid = escape_html(request_id),
+        action = match err {
+            GatewayError::PinRefused(r) => format!(
+                "<p><a href=\"{}\">Accedi con SPID, CIE o CNS</a> · <a lang=\"en\" href=\"{0}\">Log in with SPID, CIE or CNS</a></p>",
+                escape_html(&r.login_url)
+            ),
+            _ => String::new(),
+        },
+    );
+    Page {
+        status,
+        content_type: HeaderValue::from_static("text/html; charset=utf-8"),
+        body: Bytes::from(body),
+    }
+}
+
+impl GatewayError {
+    /// The headers a refusal carries besides the page's own: the `Set-Cookie` that removes
+    /// a refused legacy PIN cookie, `Retry-After` for rate limits, `Connection: close`
+    /// (HTTP/1) when the rest of the byte stream cannot be trusted.
+    pub fn response_headers(&self, version: http::Version) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        match self {
+            GatewayError::PinRefused(r) => {
+                if let Some(c) = &r.clear_cookie
+                    && let Ok(v) = HeaderValue::from_str(c)
+                {
+                    out.push((header::SET_COOKIE, v));
+                }
+            }
+            GatewayError::TooManyAttempts { retry_after } => {
+                out.push((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
+            }
+            _ => {}
+        }
+        if self.closes_connection() && version < http::Version::HTTP_2 {
+            out.push((header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        out
+    }
+}
+
+impl LoginFailure {
+    pub const PIN_INVALID: LoginFailure = LoginFailure {
+        status: StatusCode::UNAUTHORIZED,
+        code: "pin_invalid",
+        it: "Codice fiscale o PIN non validi.",
+        en: "Fiscal code or PIN not valid.",
+    };
+
+    pub const PIN_CROSS_SITE: LoginFailure = LoginFailure {
+        status: StatusCode::FORBIDDEN,
+        code: "pin_form_cross_site",
+        it: "Accesso non valido: apri la pagina di accesso di questo servizio e riprova.",
+        en: "Invalid login: open this service's login page and try again.",
+    };
+
+    pub const TELEPHONE_NEEDS_DIGITAL_IDENTITY: LoginFailure = LoginFailure {
+        status: StatusCode::FORBIDDEN,
+        code: "telephone_pin_needs_spid_cie_cns",
+        it: "Il PIN telefonico si genera solo dopo un accesso con SPID, CIE o CNS.",
+        en: "A telephone PIN can be generated only after logging in with SPID, CIE or CNS.",
+    };
+}
+
+/// An IdP's refusal (SPID/CIE `ErrorCode nrNN`): 401 when the user may simply try again
+/// (credentials, timeout, cancel), 403 when this identity cannot get in (level, consent,
+/// locked, wrong type), 400 for a rejected or unknown exchange.
+impl From<IdpError> for LoginFailure {
+    fn from(e: IdpError) -> LoginFailure {
+        use IdpError::*;
+        let (it, en) = e.message();
+        let (status, code) = match e {
+            WrongCredentials => (StatusCode::UNAUTHORIZED, "idp_nr19"),
+            NoCredentialsAtLevel => (StatusCode::FORBIDDEN, "idp_nr20"),
+            Timeout => (StatusCode::UNAUTHORIZED, "idp_nr21"),
+            ConsentDenied => (StatusCode::FORBIDDEN, "idp_nr22"),
+            IdentityLocked => (StatusCode::FORBIDDEN, "idp_nr23"),
+            Cancelled => (StatusCode::UNAUTHORIZED, "idp_nr25"),
+            WrongIdentityType => (StatusCode::FORBIDDEN, "idp_nr30"),
+            RequestRejected(_) => (StatusCode::BAD_REQUEST, "idp_request_rejected"),
+            Other => (StatusCode::BAD_REQUEST, "idp_error"),
+        };
+        LoginFailure {
+            status,
+            code,
+            it,
+            en,
+        }
+    }
+}
+
+/// A smart card refused: no card read (try again), a card no longer valid, or not a CNS.
+impl From<&CnsError> for LoginFailure {
+    fn from(e: &CnsError) -> LoginFailure {
+        match e {
+            CnsError::NoCertificate => LoginFailure {
+                status: StatusCode::UNAUTHORIZED,
+                code: "cns_no_certificate",
+                it: "Nessuna carta letta: inserisci la CNS nel lettore e riprova.",
+                en: "No card was read: insert your CNS in the reader and try again.",
+            },
+            CnsError::Revoked | CnsError::Expired | CnsError::NotYetValid => LoginFailure {
+                status: StatusCode::FORBIDDEN,
+                code: "cns_certificate_not_valid",
+                it: "Il certificato della carta è scaduto o revocato.",
+                en: "The card's certificate has expired or was revoked.",
+            },
+            _ => LoginFailure {
+                status: StatusCode::FORBIDDEN,
+                code: "cns_not_accepted",
+                it: "La carta non è una CNS accettata da questo servizio.",
+                en: "The card is not a CNS this service accepts.",
+            },
+        }
+    }
+}
+
+/// Why the ACS refused a response: a rule of the message, or of our state.
+#[derive(Debug, thiserror::Error)]
+pub enum AcsError {
+    #[error(transparent)]
+    Saml(#[from] SamlError),
+    #[error(
+        "InResponseTo and RelayState name no pending request of ours (unknown, expired or already used)"
+    )]
+    UnknownRequest,
+    #[error("the answer arrived in another browser than the one that started the login")]
+    OtherBrowser,
+    #[error("the identity provider is no longer in the federation's metadata")]
+    UnknownIdp,
+    #[error("the assertion was already used (replay)")]
+    Replay,
+}
+
+impl From<&AcsError> for LoginFailure {
+    fn from(e: &AcsError) -> LoginFailure {
+        let f = |status, code, it, en| LoginFailure {
+            status,
+            code,
+            it,
+            en,
+        };
+        match e {
+            AcsError::Saml(SamlError::IdpRefused(e)) => LoginFailure::from(*e),
+            AcsError::Saml(SamlError::LevelTooLow { .. }) => f(
+                StatusCode::FORBIDDEN,
+                "level_too_low",
+                "Il livello di sicurezza dell'accesso è inferiore a quello richiesto dal servizio.",
+                "The login's security level is below what the service requires.",
+            ),
+            AcsError::Saml(
+                SamlError::Prefilter(_)
+                | SamlError::Xml
+                | SamlError::NotAResponse
+                | SamlError::Unsolicited,
+            )
+            | AcsError::UnknownRequest
+            | AcsError::OtherBrowser => f(
+                StatusCode::BAD_REQUEST,
+                "saml_unexpected_response",
+                "La risposta di accesso non corrisponde a una richiesta in corso (scaduta o già usata). Riprova ad accedere.",
+                "The login answer does not match a login in progress (expired or already used). Please log in again.",
+            ),
+            AcsError::Saml(SamlError::IssueInstantOutOfRange { .. }) => f(
+                StatusCode::UNAUTHORIZED,
+                "saml_clock_skew",
+                "La risposta di accesso ha un orario non valido (orologi non allineati). Riprova ad accedere.",
+                "The login answer carries an invalid time (clocks out of sync). Please log in again.",
+            ),
+            AcsError::Replay => f(
+                StatusCode::BAD_REQUEST,
+                "saml_replay",
+                "Questa risposta di accesso è già stata usata. Riprova ad accedere.",
+                "This login answer was already used. Please log in again.",
+            ),
+            AcsError::Saml(_) | AcsError::UnknownIdp => f(
+                StatusCode::UNAUTHORIZED,
+                "saml_invalid_response",
+                "La risposta del gestore dell'identità non è valida. Riprova ad accedere.",
+                "The identity provider's answer is not valid. Please log in again.",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_the_request_id() {
+        let p = error_page(&GatewayError::NoRoute, "<script>", false);
+        let body = std::str::from_utf8(&p.body).unwrap();
+        assert!(body.contains("&lt;script&gt;"));
+        assert!(!body.contains("<script>"));
+        assert_eq!(p.status, StatusCode::NOT_FOUND);
+    }
+
+    /// Every IdP error code has its own stable code; the user may retry (401) only where
+    /// trying again can help.
+    #[test]
+    fn idp_refusals_map_to_their_codes_and_statuses() {
+        let f = LoginFailure::from(IdpError::WrongCredentials);
+        assert_eq!((f.status, f.code), (StatusCode::UNAUTHORIZED, "idp_nr19"));
+        let f = LoginFailure::from(IdpError::IdentityLocked);
+        assert_eq!((f.status, f.code), (StatusCode::FORBIDDEN, "idp_nr23"));
+    }
+
+    #[test]
+    fn refusal_headers_are_decided_with_the_error() {
+        let e = GatewayError::TooManyAttempts { retry_after: 30 };
+        let h = e.response_headers(http::Version::HTTP_11);
+        assert_eq!(h, [(header::RETRY_AFTER, HeaderValue::from(30u64))]);
+        let h = GatewayError::BadFraming.response_headers(http::Version::HTTP_11);
+        assert_eq!(h, [(header::CONNECTION, HeaderValue::from_static("close"))]);
+        assert!(
+            GatewayError::BadFraming
+                .response_headers(http::Version::HTTP_2)
+                .is_empty()
+        );
+        assert!(
+            GatewayError::NoRoute
+                .response_headers(http::Version::HTTP_11)
+                .is_empty()
+        );
     }
 }

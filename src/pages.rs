@@ -6,8 +6,6 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
-use crate::error::GatewayError;
-
 /// Whether the client prefers JSON: an `Accept` naming `application/json` (or `+json`)
 /// and not `text/html`.
 pub fn wants_json(headers: &HeaderMap) -> bool {
@@ -39,67 +37,6 @@ impl Page {
             (CONTENT_TYPE, self.content_type.clone()),
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ]
-    }
-}
-
-/// The error page (or JSON) for `err`, carrying the request id so users can quote it.
-pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
-    let status = err.status();
-    let (it, en) = err.user_message();
-    if json {
-        let mut body = serde_json::json!({
-            "error": err.code(),
-            "status": status.as_u16(),
-            "message": en,
-            "messaggio": it,
-            "request_id": request_id,
-        });
-        // API clients learn where to log in and, for a step-up, the level required.
-        if let GatewayError::LoginRequired { login_url } = err {
-            body["login_url"] = serde_json::Value::from(login_url.as_str());
-            if let Some(level) = login_url.split("level=").nth(1) {
-                body["required_level"] = serde_json::Value::from(level);
-            }
-        }
-        if let GatewayError::PinRefused(r) = err {
-            body["login_url"] = serde_json::Value::from(r.login_url.as_str());
-            body["accepted_methods"] = serde_json::json!(["spid", "cie", "cns"]);
-        }
-        return Page {
-            status,
-            content_type: HeaderValue::from_static("application/json"),
-            body: Bytes::from(body.to_string()),
-        };
-    }
-    let title = format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let body = format!(
-        "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title}</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
-h1{{font-size:1.5rem}}.en{{color:#555}}code{{background:#eee;padding:0 .2rem}}</style></head>\
-<body><main><h1>{title}</h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>{action}\
-<p><small>Codice richiesta / Request id: <code>{rid}</code></small></p></main></body></html>\n",
-        title = escape_html(&title),
-        it = escape_html(it),
-        en = escape_html(en),
-        rid = escape_html(request_id),
-        action = match err {
-            GatewayError::PinRefused(r) => format!(
-                "<p><a href=\"{}\">Accedi con SPID, CIE o CNS</a> · <a lang=\"en\" href=\"{0}\">Log in with SPID, CIE or CNS</a></p>",
-                escape_html(&r.login_url)
-            ),
-            _ => String::new(),
-        },
-    );
-    Page {
-        status,
-        content_type: HeaderValue::from_static("text/html; charset=utf-8"),
-        body: Bytes::from(body),
     }
 }
 
@@ -241,14 +178,5 @@ mod tests {
             HeaderValue::from_static("text/html,application/json;q=0.9"),
         );
         assert!(!wants_json(&h));
-    }
-
-    #[test]
-    fn pages_escape_the_request_id() {
-        let p = error_page(&GatewayError::NoRoute, "<script>", false);
-        let body = std::str::from_utf8(&p.body).unwrap();
-        assert!(body.contains("&lt;script&gt;"));
-        assert!(!body.contains("<script>"));
-        assert_eq!(p.status, StatusCode::NOT_FOUND);
     }
 }

@@ -444,7 +444,11 @@ async fn each_idp_error_code_has_its_own_page_and_status() {
         let sent = begin(&s, "SpidL2", "/app").await;
         let xml = response_for(&sent, Level::SpidL2, |p| p.error_code = Some(code));
         let r = post_acs(&s, &xml, &sent.relay).await;
-        assert_eq!(r.status, err.http_status(), "{code}");
+        assert_eq!(
+            r.status,
+            varco::error::LoginFailure::from(err).status.as_u16(),
+            "{code}"
+        );
         assert!(matches!(r.status, 400 | 401 | 403), "{code}: {}", r.status);
         let (it, en) = err.message();
         let html = r.text();

@@ -302,7 +302,6 @@ impl Gateway {
         headers: &http::HeaderMap,
         conn: &crate::server::ConnInfo,
     ) -> Result<crate::identity::Identity, GatewayError> {
-        use crate::cns::CnsError;
         use crate::error::LoginFailure;
         let trust = self
             .services
@@ -339,26 +338,7 @@ impl Gateway {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(target: "varco::audit", event = "cns_login_refused", reason = %e, "CNS login refused");
-                let failure = match e {
-                    CnsError::NoCertificate => LoginFailure {
-                        status: StatusCode::UNAUTHORIZED,
-                        code: "cns_no_certificate",
-                        it: "Nessuna carta letta: inserisci la CNS nel lettore e riprova.",
-                        en: "No card was read: insert your CNS in the reader and try again.",
-                    },
-                    CnsError::Revoked | CnsError::Expired | CnsError::NotYetValid => LoginFailure {
-                        status: StatusCode::FORBIDDEN,
-                        code: "cns_certificate_not_valid",
-                        it: "Il certificato della carta è scaduto o revocato.",
-                        en: "The card's certificate has expired or was revoked.",
-                    },
-                    _ => LoginFailure {
-                        status: StatusCode::FORBIDDEN,
-                        code: "cns_not_accepted",
-                        it: "La carta non è una CNS accettata da questo servizio.",
-                        en: "The card is not a CNS this service accepts.",
-                    },
-                };
+                let failure = LoginFailure::from(&e);
                 return Err(GatewayError::LoginRefused(failure));
             }
         };

@@ -17,8 +17,8 @@ use ipnet::IpNet;
 use crate::assertion::{Minter, RequestBinding, SessionClaims};
 use crate::config::{Config, Mode};
 use crate::demo::users::{TestUser, test_users};
-use crate::error::GatewayError;
-use crate::pages::{error_page, wants_json};
+use crate::error::{Culprit, GatewayError, error_page};
+use crate::pages::wants_json;
 use crate::proxy::body::OnBodyEnd;
 use crate::proxy::headers::{
     ClientHop, IdentityPrefix, remove_hop_by_hop, set_forwarded, upgrade_request,
@@ -1058,28 +1058,21 @@ impl Gateway {
     }
 
     fn refuse(&self, err: GatewayError, ex: Exchange) -> Response<GatewayBody> {
-        tracing::debug!(request_id = ex.request_id(), error = %err, "request refused");
+        // The client's mistakes are routine; the gateway's own and an upstream's are not.
+        match err.culprit() {
+            Culprit::Downstream => {
+                tracing::debug!(request_id = ex.request_id(), error = %err, "request refused");
+            }
+            Culprit::Upstream | Culprit::Internal => {
+                tracing::warn!(request_id = ex.request_id(), error = %err, "request failed");
+            }
+        }
         if let GatewayError::LoginRequired { login_url } = &err {
             return self.finish(self.login_required(login_url, &ex), ex);
         }
         let mut resp = self.page_response(&err, ex.request_id(), ex.json);
-        match &err {
-            GatewayError::PinRefused(r) => {
-                if let Some(c) = &r.clear_cookie
-                    && let Ok(v) = HeaderValue::from_str(c)
-                {
-                    resp.headers_mut().insert(header::SET_COOKIE, v);
-                }
-            }
-            GatewayError::TooManyAttempts { retry_after } => {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            }
-            _ => {}
-        }
-        if err.closes_connection() && ex.version < Version::HTTP_2 {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        for (name, value) in err.response_headers(ex.version) {
+            resp.headers_mut().insert(name, value);
         }
         self.finish(resp, ex)
     }

@@ -26,27 +26,6 @@ use crate::session::{Session, SessionId};
 /// Largest PIN form or verify request read.
 const MAX_FORM_BYTES: usize = 8 * 1024;
 
-const PIN_INVALID: LoginFailure = LoginFailure {
-    status: StatusCode::UNAUTHORIZED,
-    code: "pin_invalid",
-    it: "Codice fiscale o PIN non validi.",
-    en: "Fiscal code or PIN not valid.",
-};
-
-const PIN_CROSS_SITE: LoginFailure = LoginFailure {
-    status: StatusCode::FORBIDDEN,
-    code: "pin_form_cross_site",
-    it: "Accesso non valido: apri la pagina di accesso di questo servizio e riprova.",
-    en: "Invalid login: open this service's login page and try again.",
-};
-
-const TELEPHONE_NEEDS_DIGITAL_IDENTITY: LoginFailure = LoginFailure {
-    status: StatusCode::FORBIDDEN,
-    code: "telephone_pin_needs_spid_cie_cns",
-    it: "Il PIN telefonico si genera solo dopo un accesso con SPID, CIE o CNS.",
-    en: "A telephone PIN can be generated only after logging in with SPID, CIE or CNS.",
-};
-
 /// `path?query` of the request, for coming back after a login.
 fn here(req: &Request<Incoming>, path: &str) -> String {
     match req.uri().query() {
@@ -216,7 +195,7 @@ impl Gateway {
                             clear_cookie: None,
                         }));
                     }
-                    return Err(GatewayError::LoginRefused(PIN_INVALID));
+                    return Err(GatewayError::LoginRefused(LoginFailure::PIN_INVALID));
                 }
                 Err(_) => return Err(GatewayError::SourceUnavailable("pin")),
             },
@@ -277,7 +256,7 @@ impl Gateway {
             .get("sec-fetch-site")
             .is_some_and(|v| v == "cross-site")
         {
-            return Err(GatewayError::LoginRefused(PIN_CROSS_SITE));
+            return Err(GatewayError::LoginRefused(LoginFailure::PIN_CROSS_SITE));
         }
         let old = self.cookie.read(req.headers());
         let addr = self.client_addr(req.headers(), ex);
@@ -307,7 +286,7 @@ impl Gateway {
                     retry_after: e.window.as_secs(),
                 });
             }
-            return Err(GatewayError::LoginRefused(PIN_INVALID));
+            return Err(GatewayError::LoginRefused(LoginFailure::PIN_INVALID));
         };
         let holder = self
             .check_pin(svc, &subject, &pin, "form", &return_to, addr, ex)
@@ -490,7 +469,9 @@ impl Gateway {
             id.method,
             AuthMethod::Spid | AuthMethod::Cie | AuthMethod::Cns
         ) {
-            return Err(GatewayError::LoginRefused(TELEPHONE_NEEDS_DIGITAL_IDENTITY));
+            return Err(GatewayError::LoginRefused(
+                LoginFailure::TELEPHONE_NEEDS_DIGITAL_IDENTITY,
+            ));
         }
         let token = svc.form_token(&session.sid);
         let now = self.services.clock.now_secs();

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use super::Gateway;
 use super::endpoints::{respond, see_other};
-use crate::error::{GatewayError, LoginFailure};
+use crate::error::{AcsError, GatewayError, LoginFailure};
 use crate::identity::Level;
 use crate::proxy::GatewayBody;
 use crate::saml::prefilter;
@@ -27,90 +27,6 @@ use crate::session::{Clock, PendingLogin, SamlLink, Session, SessionStore};
 const MAX_ACS_FORM_BYTES: usize = 400 * 1024;
 const PENDING_LOGIN: &str = "saml:";
 const PENDING_LOGOUT: &str = "saml-logout:";
-
-/// Why the ACS refused a response: a rule of the message, or of our state.
-#[derive(Debug, thiserror::Error)]
-enum AcsError {
-    #[error(transparent)]
-    Saml(#[from] SamlError),
-    #[error(
-        "InResponseTo and RelayState name no pending request of ours (unknown, expired or already used)"
-    )]
-    UnknownRequest,
-    #[error("the answer arrived in another browser than the one that started the login")]
-    OtherBrowser,
-    #[error("the identity provider is no longer in the federation's metadata")]
-    UnknownIdp,
-    #[error("the assertion was already used (replay)")]
-    Replay,
-}
-
-impl AcsError {
-    fn failure(&self) -> LoginFailure {
-        use crate::saml::status::IdpError;
-        let f = |status, code, it, en| LoginFailure {
-            status,
-            code,
-            it,
-            en,
-        };
-        match self {
-            AcsError::Saml(SamlError::IdpRefused(e)) => {
-                let (it, en) = e.message();
-                let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-                let code = match e {
-                    IdpError::WrongCredentials => "idp_nr19",
-                    IdpError::NoCredentialsAtLevel => "idp_nr20",
-                    IdpError::Timeout => "idp_nr21",
-                    IdpError::ConsentDenied => "idp_nr22",
-                    IdpError::IdentityLocked => "idp_nr23",
-                    IdpError::Cancelled => "idp_nr25",
-                    IdpError::WrongIdentityType => "idp_nr30",
-                    IdpError::RequestRejected(_) => "idp_request_rejected",
-                    IdpError::Other => "idp_error",
-                };
-                f(status, code, it, en)
-            }
-            AcsError::Saml(SamlError::LevelTooLow { .. }) => f(
-                StatusCode::FORBIDDEN,
-                "level_too_low",
-                "Il livello di sicurezza dell'accesso è inferiore a quello richiesto dal servizio.",
-                "The login's security level is below what the service requires.",
-            ),
-            AcsError::Saml(
-                SamlError::Prefilter(_)
-                | SamlError::Xml
-                | SamlError::NotAResponse
-                | SamlError::Unsolicited,
-            )
-            | AcsError::UnknownRequest
-            | AcsError::OtherBrowser => f(
-                StatusCode::BAD_REQUEST,
-                "saml_unexpected_response",
-                "La risposta di accesso non corrisponde a una richiesta in corso (scaduta o già usata). Riprova ad accedere.",
-                "The login answer does not match a login in progress (expired or already used). Please log in again.",
-            ),
-            AcsError::Saml(SamlError::IssueInstantOutOfRange { .. }) => f(
-                StatusCode::UNAUTHORIZED,
-                "saml_clock_skew",
-                "La risposta di accesso ha un orario non valido (orologi non allineati). Riprova ad accedere.",
-                "The login answer carries an invalid time (clocks out of sync). Please log in again.",
-            ),
-            AcsError::Replay => f(
-                StatusCode::BAD_REQUEST,
-                "saml_replay",
-                "Questa risposta di accesso è già stata usata. Riprova ad accedere.",
-                "This login answer was already used. Please log in again.",
-            ),
-            AcsError::Saml(_) | AcsError::UnknownIdp => f(
-                StatusCode::UNAUTHORIZED,
-                "saml_invalid_response",
-                "La risposta del gestore dell'identità non è valida. Riprova ad accedere.",
-                "The identity provider's answer is not valid. Please log in again.",
-            ),
-        }
-    }
-}
 
 fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -322,7 +238,7 @@ impl Gateway {
             Ok(v) => v,
             Err((err, idp)) => {
                 let failure = match &err {
-                    Ok(acs) => acs.failure(),
+                    Ok(acs) => LoginFailure::from(acs),
                     Err(store) => return Err(store.clone_store_error()),
                 };
                 if let Ok(acs) = &err {

@@ -84,18 +84,6 @@ impl IdpError {
             ),
         }
     }
-
-    /// HTTP status of the error page: 401 when the user may simply try again (credentials,
-    /// timeout, cancel), 403 when this identity cannot get in (level, consent, locked,
-    /// wrong type), 400 for a rejected or unknown exchange.
-    pub fn http_status(self) -> u16 {
-        use IdpError::*;
-        match self {
-            WrongCredentials | Timeout | Cancelled => 401,
-            NoCredentialsAtLevel | ConsentDenied | IdentityLocked | WrongIdentityType => 403,
-            RequestRejected(_) | Other => 400,
-        }
-    }
 }
 
 #[cfg(test)]
