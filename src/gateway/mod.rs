@@ -11,7 +11,6 @@ use std::time::Instant;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
 use crate::assertion::{Minter, RequestBinding, SessionClaims};
@@ -20,16 +19,15 @@ use crate::demo::users::{TestUser, test_users};
 use crate::error::{Culprit, GatewayError, error_page};
 use crate::pages::wants_json;
 use crate::proxy::body::OnBodyEnd;
-use crate::proxy::headers::{
-    ClientHop, IdentityPrefix, remove_hop_by_hop, set_forwarded, upgrade_request,
-};
-use crate::proxy::{GatewayBody, LimitedBody, UpstreamFailure, UpstreamSetupError, Upstreams};
-use crate::routes::{Route, RouteTable, normalize_path, parse_host};
+use crate::proxy::headers::IdentityPrefix;
+use crate::proxy::{GatewayBody, UpstreamSetupError, Upstreams};
+use crate::routes::{Route, RouteTable};
 use crate::server::{ConnInfo, Handler};
 use crate::session::cookie::CookieSpec;
 use crate::session::{Limits, MemoryStore, Session, SessionStore, Store, SystemClock};
 use crate::telemetry::access;
-use crate::telemetry::{Label, Metrics, RouteMetrics, UpstreamErrorLabels};
+use crate::telemetry::{Label, Metrics, RouteMetrics};
+use pipeline::{RequestCtx, Stop};
 
 /// Characters percent-encoded in plain identity header values: everything but unreserved.
 const HEADER_VALUE_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -43,6 +41,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub mod admin;
 mod endpoints;
 mod pin;
+mod pipeline;
 mod saml;
 pub mod tunnels;
 
@@ -392,13 +391,6 @@ impl OnBodyEnd for AccessRecord {
     }
 }
 
-fn header_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum()
-}
-
 impl Handler for Gateway {
     async fn handle(
         self: Arc<Self>,
@@ -406,17 +398,9 @@ impl Handler for Gateway {
         conn: Arc<ConnInfo>,
     ) -> Response<GatewayBody> {
         let start = Instant::now();
-        // Identity hygiene comes before anything else looks at the headers.
-        self.identity_prefix.strip(req.headers_mut());
         let trusted = self.is_trusted(conn.peer.ip());
-        // What only a trusted proxy may state (forwarded chain, client IP, URL and method
-        // overrides): one list, every spelling.
-        crate::proxy::headers::strip_client_facts(req.headers_mut(), trusted);
-        // A client certificate in a header counts only from the TLS-terminating ingress,
-        // and only in the spelling configured.
-        if let Some(h) = &self.cns_header {
-            crate::proxy::headers::strip_spellings(req.headers_mut(), h, !trusted);
-        }
+        // Phase 1: nothing reads a header before this.
+        self.sanitize(req.headers_mut(), trusted);
         let request_id = self.request_id(req.headers(), trusted);
         let mut ex = Exchange {
             start,
@@ -433,272 +417,23 @@ impl Handler for Gateway {
             route: RouteSlot::None,
             upstream: None,
         };
-        match self.process(req, &conn, &mut ex).await {
+        match self.run(req, &conn, &mut ex).await {
             Ok(resp) => self.finish(resp, ex),
-            Err(err) => self.refuse(err, ex),
+            Err(Stop::Login { level, return_to }) => {
+                let login_url = self.login_url(&return_to, level);
+                self.refuse(GatewayError::LoginRequired { login_url }, ex)
+            }
+            Err(Stop::Refuse(err)) => self.refuse(err, ex),
         }
     }
 }
 
 impl Gateway {
-    async fn process(
-        &self,
-        mut req: Request<Incoming>,
-        conn: &Arc<ConnInfo>,
-        ex: &mut Exchange,
-    ) -> Result<Response<GatewayBody>, GatewayError> {
-        let s = &self.cfg.server;
-        // Limits and framing.
-        if req.headers().len() > s.max_header_count {
-            return Err(GatewayError::TooManyHeaders {
-                limit: s.max_header_count,
-            });
-        }
-        if header_bytes(req.headers()) > s.max_header_bytes {
-            return Err(GatewayError::HeadersTooLarge {
-                limit: s.max_header_bytes,
-            });
-        }
-        if conn.framing_violation() {
-            return Err(GatewayError::BadFraming);
-        }
-        check_framing(req.headers())?;
-        if !canonical_method(req.method()) {
-            return Err(GatewayError::NonCanonicalMethod);
-        }
-
-        // One normalization, used for routing, policy and the upstream request.
-        let raw_path = req.uri().path();
-        let path = match normalize_path(raw_path) {
-            Ok(p) => p.into_owned(),
-            Err(e) => {
-                ex.path = raw_path.chars().take(256).collect();
-                return Err(e.into());
-            }
-        };
-        ex.path.clone_from(&path);
-
-        if self.cfg.assertion.well_known_jwks && path == "/.well-known/jwks.json" {
-            ex.route = RouteSlot::Internal;
-            return Ok(self.jwks_response());
-        }
-        if path.starts_with(&s.reserved_prefix) {
-            ex.route = RouteSlot::Internal;
-            return self.internal(req, &path, ex, conn).await;
-        }
-        // The legacy PIN login form, wherever ops configured it.
-        if req.method() == Method::POST
-            && let Some(p) = &self.services.pin
-            && let Some(form) = &p.cfg.form_path
-            && self.pin_path(&path, std::slice::from_ref(form))
-        {
-            ex.route = RouteSlot::Internal;
-            return self.pin_form_login(req, ex).await;
-        }
-
-        let host_value = match req.uri().authority() {
-            Some(a) => a.as_str().to_string(),
-            None => {
-                // Two Host headers (RFC 9112 §3.2: 400): router and backend could differ.
-                let mut hosts = req.headers().get_all(header::HOST).iter();
-                let first = hosts.next();
-                if hosts.next().is_some() {
-                    return Err(GatewayError::MissingHost);
-                }
-                first
-                    .and_then(|h| h.to_str().ok())
-                    .ok_or(GatewayError::MissingHost)?
-                    .to_string()
-            }
-        };
-        let host = parse_host(&host_value).ok_or(GatewayError::MissingHost)?;
-        let route = self
-            .routes
-            .lookup(&host, &path)
-            .ok_or(GatewayError::NoRoute)?
-            .clone();
-        ex.route = RouteSlot::Route(route.clone());
-        let policy = route.policy.as_ref();
-        // A CNS card logged in on the spot (a route configured so): stored once allowed.
-        let mut pending_cns = None;
-        // A body the gateway had to read before deciding (then forwarded as read).
-        let mut buffered: Option<bytes::Bytes> = None;
-        let session = if route.public {
-            None
-        } else {
-            // The level is checked here for routes without a policy; `decide` checks it
-            // (with the login method) for routes with one.
-            let min_level = route.min_level;
-            let session = match self
-                .authenticate(&req, &path, min_level, route.login_level())
-                .await
-            {
-                Ok(s) => s,
-                // No session: a CNS card on a route that logs cards in on the spot, then
-                // legacy PIN credentials (Basic on its paths, the legacy cookie after the
-                // cutoff), before the login redirect.
-                Err(e @ GatewayError::LoginRequired { .. }) => {
-                    // Only a top-level navigation or a same-origin request: a browser
-                    // sends its certificate cross-site too, which must not log it in.
-                    let same_origin = req
-                        .headers()
-                        .get("sec-fetch-site")
-                        .is_none_or(|v| v == "same-origin" || v == "none");
-                    let auto_cns = route.cns_login
-                        && self.services.cns.is_some()
-                        && matches!(*req.method(), Method::GET | Method::HEAD)
-                        && same_origin
-                        && self.has_client_certificate(req.headers(), conn)
-                        && min_level.is_none_or(|m| self.cns_level() >= m);
-                    if auto_cns {
-                        // Authorized first, stored (with its cookie) only when allowed.
-                        let identity = self.cns_identity(req.headers(), conn).await?;
-                        let s = Arc::new(Session {
-                            created: identity.auth_time,
-                            identity: identity.clone(),
-                            sid: String::new(),
-                            claims: None,
-                            saml: None,
-                            pin: None,
-                        });
-                        pending_cns = Some(identity);
-                        s
-                    } else if self.services.pin.is_some() {
-                        match self.pin_credentials(&mut req, &path, ex).await? {
-                            Some(s) => s,
-                            None => return Err(e),
-                        }
-                    } else {
-                        return Err(e);
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            if session.identity.method == crate::identity::Method::Pin {
-                self.pin_gate(&session, policy, &req, &path, &route, ex)
-                    .await?;
-            }
-            Some(match policy {
-                Some(p) => {
-                    // Where the query names the client, so may a form body (to many
-                    // frameworks): read it, for its names, and forward what was read.
-                    let mut form_fields = Vec::new();
-                    if p.reads_form_bodies() {
-                        use crate::policy::form::{field_names, form_kind};
-                        let unreadable =
-                            |_| GatewayError::Forbidden(crate::policy::Denial::UninspectableBody);
-                        if let Some(kind) =
-                            form_kind(req.method(), req.headers()).map_err(unreadable)?
-                        {
-                            use crate::proxy::body::{ReadError, read_whole};
-                            // Held whole while deciding: a bound of its own, below the
-                            // route's streaming limit.
-                            let limit = route
-                                .max_body_bytes
-                                .min(self.cfg.server.max_inspected_body_bytes);
-                            let body = read_whole(
-                                req.body_mut(),
-                                usize::try_from(limit).unwrap_or(usize::MAX),
-                                self.read_rate(),
-                            )
-                            .await
-                            .map_err(|e| match e {
-                                ReadError::TooLarge(_) => GatewayError::BodyTooLarge { limit },
-                                ReadError::TooSlow => GatewayError::BodyTimeout,
-                                ReadError::Broken => GatewayError::BadForm,
-                            })?;
-                            form_fields = field_names(&kind, &body).map_err(unreadable)?;
-                            buffered = Some(body);
-                        }
-                    }
-                    self.authorize(p, session, &req, &path, &route, &form_fields)
-                        .await?
-                }
-                None => session,
-            })
-        };
-        let mut new_cookie: Option<String> = None;
-        let session = match (pending_cns, session) {
-            (Some(identity), Some(_)) => {
-                let old = self.cookie.read(req.headers());
-                let (id, s) = self
-                    .create_session(identity, None, None, old, "cns")
-                    .await?;
-                new_cookie = Some(self.cookie.set(&id));
-                Some(s)
-            }
-            (_, s) => s,
-        };
-        let declared_len = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared_len.is_some_and(|n| n > route.max_body_bytes) {
-            return Err(GatewayError::BodyTooLarge {
-                limit: route.max_body_bytes,
-            });
-        }
-        ex.host = host_value;
-        let mut resp = self
-            .forward(req, buffered, &route, &path, conn, session, ex)
-            .await?;
-        if let Some(c) = new_cookie
-            && let Ok(v) = HeaderValue::from_str(&c)
-        {
-            // A response that sets a session cookie is nobody else's.
-            let h = resp.headers_mut();
-            h.append(header::SET_COOKIE, v);
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
-        Ok(resp)
-    }
-
-    /// The session of a request on a protected route, or why there is none. Fails closed:
-    /// no minter, an unreadable cookie, a store that does not answer — no entry.
-    async fn authenticate(
-        &self,
-        req: &Request<Incoming>,
-        path: &str,
-        min_level: Option<crate::identity::Level>,
-        login_level: Option<crate::identity::Level>,
-    ) -> Result<Arc<Session>, GatewayError> {
-        if self.services.minter.is_none() {
-            return Err(GatewayError::AuthenticationRequired);
-        }
-        let session = match self.cookie.read(req.headers()) {
-            Some(id) => self
-                .services
-                .store
-                .get(&id)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?,
-            None => None,
-        };
-        // Step-up: a session below the route's level logs in again at that level.
-        let session = session.filter(|s| min_level.is_none_or(|m| s.identity.level >= m));
-        // The login asks for the level the route's policy will demand too: one login,
-        // not a login and then a step-up.
-        session.ok_or_else(|| self.login_required_error(req, path, login_level))
-    }
-
-    /// "Log in (again, at `level`)" with the URL that comes back here.
-    fn login_required_error(
-        &self,
-        req: &Request<Incoming>,
-        path: &str,
-        level: Option<crate::identity::Level>,
-    ) -> GatewayError {
-        let mut return_to = path.to_string();
-        if let Some(q) = req.uri().query() {
-            return_to.push('?');
-            return_to.push_str(q);
-        }
+    /// The chooser's URL for a login at `level` that comes back to `return_to`.
+    fn login_url(&self, return_to: &str, level: Option<crate::identity::Level>) -> String {
         let encoded: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
         let level = level.map_or(String::new(), |l| format!("&level={l}"));
-        GatewayError::LoginRequired {
-            login_url: format!("{}?return={encoded}{level}", self.paths.login),
-        }
+        format!("{}?return={encoded}{level}", self.paths.login)
     }
 
     /// Applies the route's policy to `session`: the roles are refreshed from the directory
@@ -709,10 +444,10 @@ impl Gateway {
         policy: &crate::policy::RoutePolicy,
         session: Arc<Session>,
         req: &Request<Incoming>,
-        path: &str,
-        route: &Route,
+        ctx: &RequestCtx,
         form_fields: &[String],
-    ) -> Result<Arc<Session>, GatewayError> {
+    ) -> Result<Arc<Session>, Stop> {
+        let (path, route) = (ctx.path.as_str(), &ctx.route);
         use crate::policy::{Decision, Prefetched, RequestFacts, decide, delegation_needed};
         let today = crate::identity::Date::from_days_since_epoch(
             i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
@@ -769,14 +504,14 @@ impl Gateway {
         };
         match decision {
             Decision::Allow => Ok(session),
-            Decision::StepUp(level) => Err(self.login_required_error(req, path, Some(level))),
+            Decision::StepUp(level) => Err(ctx.login(req, Some(level))),
             Decision::Deny(d) => {
                 deny(&d.to_string());
-                Err(GatewayError::Forbidden(d))
+                Err(GatewayError::Forbidden(d).into())
             }
             Decision::Unavailable(source) => {
                 deny(&format!("the {source} source is unavailable"));
-                Err(GatewayError::SourceUnavailable(source))
+                Err(GatewayError::SourceUnavailable(source).into())
             }
         }
     }
@@ -839,187 +574,6 @@ impl Gateway {
             headers.insert(p.roles.clone(), enc(&roles).or_else(|_| enc(""))?);
         }
         Ok(())
-    }
-
-    /// Rewrites the request for the upstream, sends it, and relays an upgrade if one was
-    /// agreed. The body streams through with the route's limit.
-    #[allow(clippy::too_many_arguments)]
-    async fn forward(
-        &self,
-        req: Request<Incoming>,
-        buffered: Option<bytes::Bytes>,
-        route: &Route,
-        path: &str,
-        conn: &Arc<ConnInfo>,
-        session: Option<Arc<Session>>,
-        ex: &mut Exchange,
-    ) -> Result<Response<GatewayBody>, GatewayError> {
-        let upstream = route.upstream.clone();
-        ex.upstream = Some(upstream.name.clone());
-        let (mut parts, body) = req.into_parts();
-        // An empty query (`/x?`) is sent as none: frameworks disagree on whether the `?`
-        // is part of the URL, and `htu` must be one URL.
-        let uri = upstream
-            .target(path, parts.uri.query().filter(|q| !q.is_empty()))
-            .map_err(|_| GatewayError::BadFraming)?;
-
-        let upgrade = if parts.version == Version::HTTP_11 {
-            upgrade_request(&parts.method, &parts.headers)
-        } else {
-            None
-        };
-        let client_upgrade = upgrade
-            .is_some()
-            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-            .flatten();
-
-        // A tunnel checks that its session lives on: the session's id, before the cookie
-        // is stripped.
-        let tunnel_session = match (&upgrade, &session) {
-            (Some(_), Some(_)) => self.cookie.read(&parts.headers),
-            _ => None,
-        };
-        let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
-        self.cookie.strip(headers);
-        // PIN credentials never reach an upstream: the legacy cookie anywhere, Basic on
-        // the PIN's paths (whatever the session).
-        if let Some(legacy) = &self.legacy_cookie {
-            legacy.strip(headers);
-        }
-        if let Some(p) = &self.services.pin
-            && self.pin_path(path, &p.cfg.basic_paths)
-        {
-            headers.remove(header::AUTHORIZATION);
-        }
-        if let Some(h) = &self.cns_header {
-            crate::proxy::headers::strip_spellings(headers, h, true);
-        }
-        set_forwarded(
-            headers,
-            &ClientHop {
-                peer: &conn.peer_ip,
-                peer_is_trusted: ex.trusted,
-                proto: conn.scheme,
-                host: &ex.host,
-            },
-        );
-        let host: &str = if upstream.preserve_host {
-            &ex.host
-        } else {
-            upstream.authority().as_str()
-        };
-        match HeaderValue::from_str(host) {
-            Ok(h) => {
-                headers.insert(header::HOST, h);
-            }
-            Err(_) => return Err(GatewayError::MissingHost),
-        }
-        headers.insert(X_REQUEST_ID, ex.request_id.clone());
-        if let Some(session) = &session {
-            // htu: the URL the upstream receives, which it can rebuild from its own
-            // request — the scheme it accepted, its `Host`, its request target
-            // (docs/backend-verification.md).
-            let htu = format!("{}://{host}{uri}", upstream.scheme());
-            self.identify(headers, session, route, &upstream.name, &parts.method, &htu)?;
-        }
-        if let Some(up) = &upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, up.clone());
-        }
-
-        let body = match buffered {
-            Some(read) => LimitedBody::buffered(read),
-            None => LimitedBody::new(body, route.max_body_bytes),
-        };
-        let mut out = Request::new(body);
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = parts.headers;
-
-        let mut resp = match upstream.send(out).await {
-            Ok(r) => r,
-            Err(UpstreamFailure::BodyTooLarge) => {
-                return Err(GatewayError::BodyTooLarge {
-                    limit: route.max_body_bytes,
-                });
-            }
-            Err(f) => {
-                self.services
-                    .metrics
-                    .upstream_errors
-                    .get_or_create(&UpstreamErrorLabels {
-                        upstream: Label(upstream.name.clone()),
-                        kind: f.as_str(),
-                    })
-                    .inc();
-                let name = upstream.name.to_string();
-                return Err(match f {
-                    UpstreamFailure::Timeout => GatewayError::UpstreamTimeout {
-                        upstream: name,
-                        seconds: upstream.request_timeout.as_secs_f64(),
-                    },
-                    UpstreamFailure::Connect => GatewayError::UpstreamConnect { upstream: name },
-                    _ => GatewayError::UpstreamProtocol { upstream: name },
-                });
-            }
-        };
-
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let upstream_upgrade_value = resp.headers().get(header::UPGRADE).cloned();
-        remove_hop_by_hop(resp.headers_mut());
-        self.cookie.strip_set_cookie(resp.headers_mut());
-        if let Some(legacy) = &self.legacy_cookie {
-            legacy.strip_set_cookie(resp.headers_mut());
-        }
-        if switching {
-            let (Some(client_upgrade), Some(value)) = (
-                client_upgrade,
-                upstream_upgrade_value.filter(crate::proxy::headers::is_websocket),
-            ) else {
-                // An upgrade the client did not ask for, or to another protocol, is not relayed.
-                return Err(GatewayError::UpstreamProtocol {
-                    upstream: upstream.name.to_string(),
-                });
-            };
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let request_id = ex.request_id().to_string();
-            // The tunnel keeps the connection's place in max_connections and ends at its
-            // maximum lifetime, or when the session it was opened under ends: at once on
-            // a logout here, within `tunnel_check_interval` on an expiry.
-            let conn_hold = conn.clone();
-            let mut lifetime = self.cfg.server.tunnel_max_lifetime;
-            if let Some(session) = &session {
-                let ends = session
-                    .created
-                    .saturating_add(self.cfg.session.absolute_timeout.as_secs());
-                let left = ends.saturating_sub(self.services.clock.now_secs());
-                lifetime = lifetime.min(std::time::Duration::from_secs(left));
-            }
-            let guard = session.as_ref().map(|s| self.services.tunnels.open(&s.sid));
-            let watch = tunnel_session.map(|id| (id, self.services.store.clone()));
-            let check_every = self.cfg.server.tunnel_check_interval;
-            tokio::spawn(async move {
-                let _hold = conn_hold;
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-                        let why =
-                            relay_while_session_lives(relay, lifetime, guard, watch, check_every)
-                                .await;
-                        tracing::debug!(request_id, ended = why, "tunnel closed");
-                    }
-                    Err(e) => tracing::debug!(request_id, error = %e, "upgrade failed"),
-                }
-            });
-            let h = resp.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(header::UPGRADE, value);
-        }
-        Ok(resp.map(GatewayBody::upstream))
     }
 
     /// The public keys backends verify the identity header with. Cached briefly: during a
@@ -1168,25 +722,4 @@ fn accepts_html(headers: &http::HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/html"))
-}
-
-/// Whether `method` is not a standard method spelt in another case (`post`, `Get`): the
-/// policy compares methods exactly, and backends differ (some upper-case, some refuse).
-fn canonical_method(method: &Method) -> bool {
-    const STANDARD: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    let m = method.as_str();
-    STANDARD.contains(&m) || !STANDARD.iter().any(|s| s.eq_ignore_ascii_case(m))
-}
-
-/// Framing checks beyond hyper's own (which already refuses a non-chunked
-/// `Transfer-Encoding` and conflicting `Content-Length` values).
-fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
-    let cl = headers.get_all(header::CONTENT_LENGTH).iter().count();
-    let te = headers.contains_key(header::TRANSFER_ENCODING);
-    if cl > 1 || (cl == 1 && te) {
-        return Err(GatewayError::BadFraming);
-    }
-    Ok(())
 }

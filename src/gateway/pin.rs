@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::endpoints::respond;
+use super::pipeline::{RequestCtx, Stop};
 use super::{Exchange, Gateway};
 use crate::assertion::SessionClaims;
 use crate::error::{GatewayError, LoginFailure, PinRefusal};
@@ -362,29 +363,29 @@ impl Gateway {
     pub(super) async fn pin_gate(
         &self,
         session: &Session,
-        policy: Option<&crate::policy::RoutePolicy>,
         req: &Request<Incoming>,
-        path: &str,
-        route: &crate::routes::Route,
+        ctx: &RequestCtx,
         ex: &Exchange,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), Stop> {
+        let (path, route) = (ctx.path.as_str(), &ctx.route);
+        let policy = route.policy.as_ref();
         let route_min = route.min_level;
         let min = route_min.unwrap_or(Level::SpidL1).max(Level::SpidL1);
         // A route's own level binds PIN credentials too (a Basic one never passed
         // `authenticate`'s level check).
         if route_min.is_some_and(|m| session.identity.level < m) {
-            return Err(self.login_required_error(req, path, Some(min)));
+            return Err(ctx.login(req, Some(min)));
         }
         let (Some(svc), Some(grant)) = (self.services.pin.as_deref(), session.pin.as_ref()) else {
             // A PIN session without the switch-off configured, or without its facts.
-            return Err(self.login_required_error(req, path, Some(min)));
+            return Err(ctx.login(req, Some(min)));
         };
         let today = self.today();
         let subject = &session.identity.subject;
         let registered = svc
             .registered(subject, today)
             .await
-            .map_err(|_| GatewayError::SourceUnavailable("pin"))?;
+            .map_err(|_| Stop::from(GatewayError::SourceUnavailable("pin")))?;
         let held = pin::categories(subject, grant.date_of_birth, &registered, today);
         // Dedicated: the path is under a category's prefix and so is the route serving it
         // (the same path on another host's broader route is not that service).
@@ -406,10 +407,10 @@ impl Gateway {
         let accepts = policy.is_some_and(|p| p.methods.contains(&AuthMethod::Pin));
         match pin::admit(&svc.switch, today, grant.issued, &held, &dedicated, accepts) {
             Admission::Admit => Ok(()),
-            Admission::NotAccepted => Err(self.login_required_error(req, path, Some(min))),
-            Admission::Refuse(r) => {
-                Err(self.refuse_pin(r, Some(subject), "session", &here(req, path), None, ex))
-            }
+            Admission::NotAccepted => Err(ctx.login(req, Some(min))),
+            Admission::Refuse(r) => Err(self
+                .refuse_pin(r, Some(subject), "session", &here(req, path), None, ex)
+                .into()),
         }
     }
 
@@ -463,7 +464,10 @@ impl Gateway {
         if !matches!(*req.method(), Method::GET | Method::POST) {
             return Err(GatewayError::MethodNotAllowed);
         }
-        let session = self.authenticate(&req, path, None, None).await?;
+        let Some(session) = self.session_of(req.headers(), None).await? else {
+            let login_url = self.login_url(&here(&req, path), None);
+            return Err(GatewayError::LoginRequired { login_url });
+        };
         let id = &session.identity;
         if !matches!(
             id.method,
