@@ -699,3 +699,230 @@ impl Gateway {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The phases' decisions, without sockets: a gateway built from a configuration, and
+    //! requests as `http::Request<()>`.
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::assertion::{KeySet, Minter};
+    use crate::config::Config;
+    use crate::gateway::Services;
+    use crate::telemetry::Metrics;
+
+    const CONFIG: &str = r#"
+# Demo mode: protected routes without a key file; the tests give the minter a key.
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[assertion]
+well_known_jwks = true
+[upstream.app]
+url = "http://127.0.0.1:1"
+[[route]]
+path = "/"
+upstream = "app"
+public = true
+[[route]]
+path = "/fascicolo"
+upstream = "app"
+public = false
+[route.policy]
+min_level = "SpidL2"
+[[route]]
+host = "operatori.example"
+path = "/pratiche"
+upstream = "app"
+public = false
+min_level = "SpidL3"
+"#;
+
+    fn gateway(minter: bool) -> Gateway {
+        let cfg = Arc::new(Config::from_toml("t", CONFIG).expect("config"));
+        let minter = minter.then(|| {
+            let keys = KeySet::ephemeral("t").expect("keys");
+            Arc::new(Minter::new(Arc::new(keys), Duration::from_secs(60)))
+        });
+        let services = Services::new(&cfg, Arc::new(Metrics::new()), minter);
+        Gateway::new(cfg, Arc::new(services)).expect("gateway")
+    }
+
+    fn exchange() -> Exchange {
+        Exchange {
+            start: Instant::now(),
+            method: Method::GET,
+            path: String::new(),
+            request_id: HeaderValue::from_static("t"),
+            peer: "127.0.0.1".into(),
+            peer_addr: [127, 0, 0, 1].into(),
+            version: Version::HTTP_11,
+            json: false,
+            host: String::new(),
+            browser: true,
+            trusted: false,
+            route: RouteSlot::None,
+            upstream: None,
+        }
+    }
+
+    fn get(uri: &str, host: &str) -> Request<()> {
+        Request::get(uri)
+            .header(header::HOST, host)
+            .body(())
+            .expect("request")
+    }
+
+    fn route_ctx(gw: &Gateway, req: &Request<()>) -> RequestCtx {
+        match gw.resolve(req, &mut exchange()) {
+            Ok(Target::Route(ctx)) => ctx,
+            Ok(_) => panic!("not a route"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn limits_refuse_oversized_headers_ambiguous_framing_and_odd_methods() {
+        let server = ServerConfig::default();
+        let ok = get("/", "h");
+        assert!(check_limits(ok.headers(), ok.method(), &server, false).is_ok());
+        let e = check_limits(ok.headers(), ok.method(), &server, true).unwrap_err();
+        assert!(matches!(e, GatewayError::BadFraming));
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let e = check_limits(&h, &Method::POST, &server, false).unwrap_err();
+        assert!(matches!(e, GatewayError::BadFraming));
+        let post = Method::from_bytes(b"post").unwrap();
+        let e = check_limits(&HeaderMap::new(), &post, &server, false).unwrap_err();
+        assert!(matches!(e, GatewayError::NonCanonicalMethod));
+        let custom = Method::from_bytes(b"PROPFIND").unwrap();
+        assert!(check_limits(&HeaderMap::new(), &custom, &server, false).is_ok());
+        let mut many = HeaderMap::new();
+        for i in 0..=server.max_header_count {
+            many.append(
+                http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let e = check_limits(&many, &Method::GET, &server, false).unwrap_err();
+        assert!(matches!(e, GatewayError::TooManyHeaders { .. }));
+        let mut big = HeaderMap::new();
+        let value = "v".repeat(server.max_header_bytes);
+        big.insert("x-big", HeaderValue::from_str(&value).unwrap());
+        let e = check_limits(&big, &Method::GET, &server, false).unwrap_err();
+        assert!(matches!(e, GatewayError::HeadersTooLarge { .. }));
+    }
+
+    #[test]
+    fn resolve_separates_own_endpoints_from_routes_on_the_normalized_path() {
+        let gw = gateway(true);
+        let mut ex = exchange();
+        let target = gw.resolve(&get("/_varco/healthz", "h"), &mut ex).unwrap();
+        assert!(matches!(target, Target::Internal(p) if p == "/_varco/healthz"));
+        assert!(matches!(ex.route, RouteSlot::Internal));
+        // An own endpoint is found on the normalized path, as routes are.
+        let target = gw
+            .resolve(&get("/x/../_varco/healthz", "h"), &mut ex)
+            .unwrap();
+        assert!(matches!(target, Target::Internal(_)));
+        let target = gw
+            .resolve(&get("/.well-known/jwks.json", "h"), &mut ex)
+            .unwrap();
+        assert!(matches!(target, Target::Jwks));
+
+        let ctx = route_ctx(&gw, &get("/fascicolo/./a//b", "app.example:8443"));
+        assert_eq!(
+            (ctx.path.as_str(), &*ctx.route.id),
+            ("/fascicolo/a/b", "route[1]")
+        );
+        assert_eq!(ctx.host, "app.example:8443");
+        // The host decides between routes: /pratiche exists on operatori.example only.
+        assert_eq!(
+            &*route_ctx(&gw, &get("/pratiche", "app.example")).route.id,
+            "route[0]"
+        );
+        let ctx = route_ctx(&gw, &get("/pratiche", "OPERATORI.example"));
+        assert_eq!(&*ctx.route.id, "route[2]");
+
+        let mut two_hosts = get("/", "a.example");
+        two_hosts
+            .headers_mut()
+            .append(header::HOST, HeaderValue::from_static("b.example"));
+        let e = gw.resolve(&two_hosts, &mut ex).err().expect("refused");
+        assert!(matches!(e, GatewayError::MissingHost));
+        let e = gw
+            .resolve(&get("/", "a b"), &mut ex)
+            .err()
+            .expect("refused");
+        assert!(matches!(e, GatewayError::MissingHost));
+        let e = gw
+            .resolve(&get("/a%00b", "h"), &mut ex)
+            .err()
+            .expect("refused");
+        assert!(matches!(e, GatewayError::BadPath(_)));
+    }
+
+    /// No session: the outcome is a login at the level the route demands, whether the
+    /// route or its policy sets it, coming back to the same path and query.
+    #[tokio::test]
+    async fn without_a_session_the_outcome_is_a_login_at_the_routes_level() {
+        let gw = gateway(true);
+        let req = get("/fascicolo/1?x=1", "h");
+        let ctx = route_ctx(&gw, &req);
+        let session = gw.session_of(req.headers(), ctx.route.min_level).await;
+        assert!(session.unwrap().is_none());
+        match ctx.login(&req, ctx.route.login_level()) {
+            Stop::Login { level, return_to } => {
+                assert_eq!(level, Some(Level::SpidL2));
+                assert_eq!(return_to, "/fascicolo/1?x=1");
+                assert_eq!(
+                    gw.login_url(&return_to, level),
+                    "/_varco/login?return=%2Ffascicolo%2F1%3Fx%3D1&level=SpidL2"
+                );
+            }
+            Stop::Refuse(e) => panic!("{e}"),
+        }
+        let req = get("/pratiche", "operatori.example");
+        let ctx = route_ctx(&gw, &req);
+        assert_eq!(ctx.route.login_level(), Some(Level::SpidL3));
+        // An unknown cookie is no session, never an error.
+        let mut req = get("/fascicolo", "h");
+        req.headers_mut().insert(
+            header::COOKIE,
+            HeaderValue::from_static("varco_session=not-a-session"),
+        );
+        assert!(gw.session_of(req.headers(), None).await.unwrap().is_none());
+    }
+
+    /// Fail closed: without a key to sign the identity header, nobody is authenticated.
+    #[tokio::test]
+    async fn without_a_minter_authentication_fails_closed() {
+        let gw = gateway(false);
+        let e = gw.session_of(&HeaderMap::new(), None).await.unwrap_err();
+        assert!(matches!(e, GatewayError::AuthenticationRequired));
+    }
+
+    #[test]
+    fn sanitize_removes_what_a_client_may_not_state() {
+        let gw = gateway(true);
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-varco-fiscal-code", "RSSMRA80A01H501U"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-original-url", "/admin"),
+            ("accept", "text/html"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        gw.sanitize(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+}
