@@ -5,6 +5,7 @@
 #
 #   bench/proxy.sh                 # defaults
 #   DURATION=20s CONNS=128 bench/proxy.sh
+#   VARCO=/tmp/varco-before bench/proxy.sh   # another build
 #
 # Everything runs on loopback on this machine; the script starts and stops its own
 # processes and installs nginx and wrk (Debian packages) when missing.
@@ -31,8 +32,11 @@ if [ -n "$need" ]; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
 fi
 
-cargo build --release --bin varco >/dev/null 2>&1 || cargo build --release --bin varco
-VARCO=target/release/varco
+# VARCO=path/to/varco benchmarks another build (e.g. an earlier commit's, for before/after).
+if [ -z "${VARCO:-}" ]; then
+  cargo build --release --bin varco >/dev/null 2>&1 || cargo build --release --bin varco
+  VARCO=target/release/varco
+fi
 OUT=$(mktemp -d)
 pids=()
 cleanup() {

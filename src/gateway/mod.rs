@@ -1,7 +1,8 @@
-//! The request path (DESIGN.md, "Request path"): identity headers stripped first, limits
-//! and framing checked, path normalized once, the gateway's own endpoints answered, then
-//! route → (protection) → forward. Every failure becomes a [`GatewayError`] and is turned
-//! into a page in one place; nothing is forwarded after an error.
+//! The gateway: configuration compiled into what the request path needs, and the request
+//! path itself (DESIGN.md, "Request path"). The phases, in order and each with its
+//! contract, are in [`pipeline`]; the gateway's own endpoints in `endpoints`, `saml` and
+//! `pin`. Every failure becomes a [`GatewayError`] turned into a page in one place
+//! (`refuse`); nothing is forwarded after an error.
 
 use std::net::IpAddr;
 use std::sync::Arc;
