@@ -349,8 +349,6 @@ struct Exchange {
     peer_addr: IpAddr,
     version: Version,
     json: bool,
-    /// The `Host` (or `:authority`) the client addressed.
-    host: String,
     /// An `Accept` that names `text/html`: a browser navigating.
     browser: bool,
     /// Whether the peer is a configured trusted proxy.
@@ -413,7 +411,6 @@ impl Handler for Gateway {
             version: req.version(),
             json: wants_json(req.headers()),
             browser: accepts_html(req.headers()),
-            host: String::new(),
             trusted,
             route: RouteSlot::None,
             upstream: None,

@@ -278,7 +278,6 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)?
             .clone();
         ex.route = RouteSlot::Route(route.clone());
-        ex.host.clone_from(&host);
         Ok(Target::Route(RequestCtx {
             route,
             path,
@@ -760,7 +759,6 @@ min_level = "SpidL3"
             peer_addr: [127, 0, 0, 1].into(),
             version: Version::HTTP_11,
             json: false,
-            host: String::new(),
             browser: true,
             trusted: false,
             route: RouteSlot::None,
