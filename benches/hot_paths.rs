@@ -220,8 +220,7 @@ fn protected_path(c: &mut Criterion) {
             created: SystemClock::default().now_secs(),
             sid: id.hash(),
             claims: Some(claims),
-            saml: None,
-            pin: None,
+            link: Default::default(),
         };
         rt.block_on(store.put(&id, session)).expect("put");
         if i == 5_000 {

@@ -142,10 +142,15 @@ pub async fn start_with_clock(
         .collect::<Result<Vec<_>, _>>()?;
     let listeners = server::bind(&cfg.server).await?;
     let addrs = listeners.iter().map(|l| l.local_addr).collect();
+    let methods = gateways
+        .first()
+        .map(|g| g.login_methods().join(","))
+        .unwrap_or_default();
     for l in &listeners {
         tracing::info!(
             address = %l.local_addr,
             tls = l.is_tls(),
+            login_methods = %methods,
             "listening"
         );
     }

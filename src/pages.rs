@@ -55,26 +55,26 @@ button:focus{{outline:3px solid #fc0;outline-offset:2px}}ul{{list-style:none;pad
 }
 
 /// One choice on the login page: a button that POSTs hidden fields to `action`.
-pub struct LoginChoice<'a> {
-    pub action: &'a str,
-    pub fields: Vec<(&'a str, &'a str)>,
-    pub label_it: &'a str,
-    pub label_en: &'a str,
+pub struct LoginChoice {
+    pub action: String,
+    pub fields: Vec<(&'static str, String)>,
+    pub label_it: String,
+    pub label_en: String,
     /// An https logo (IdP metadata's `mdui:Logo`), shown before the label.
-    pub logo: Option<&'a str>,
+    pub logo: Option<String>,
 }
 
 /// A group of choices under a heading (SPID with its identity providers, CIE, ...).
-pub struct LoginSection<'a> {
-    pub title_it: &'a str,
-    pub title_en: &'a str,
-    pub choices: Vec<LoginChoice<'a>>,
+pub struct LoginSection {
+    pub title_it: &'static str,
+    pub title_en: &'static str,
+    pub choices: Vec<LoginChoice>,
 }
 
 /// The login chooser. Works without JavaScript: every choice is a form with a button,
 /// reachable with the keyboard; each method is a section with a heading.
 pub fn login_page(
-    sections: &[LoginSection<'_>],
+    sections: &[LoginSection],
     development: bool,
     note: Option<(&str, &str)>,
 ) -> String {
@@ -109,7 +109,7 @@ pub fn login_page(
         for c in &section.choices {
             body.push_str(&format!(
                 "<li><form method=\"post\" action=\"{}\">",
-                escape_html(c.action)
+                escape_html(&c.action)
             ));
             for (k, v) in &c.fields {
                 body.push_str(&format!(
@@ -118,7 +118,7 @@ pub fn login_page(
                     escape_html(v)
                 ));
             }
-            let logo = c.logo.map_or(String::new(), |src| {
+            let logo = c.logo.as_deref().map_or(String::new(), |src| {
                 format!(
                     "<img src=\"{}\" alt=\"\" width=\"24\" height=\"24\"> ",
                     escape_html(src)
@@ -127,11 +127,11 @@ pub fn login_page(
             let english = if c.label_en == c.label_it {
                 String::new()
             } else {
-                format!(" <span lang=\"en\">({})</span>", escape_html(c.label_en))
+                format!(" <span lang=\"en\">({})</span>", escape_html(&c.label_en))
             };
             body.push_str(&format!(
                 "<button type=\"submit\">{logo}{}{english}</button></form></li>",
-                escape_html(c.label_it),
+                escape_html(&c.label_it),
             ));
         }
         body.push_str("</ul></section>");

@@ -15,8 +15,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use crate::assertion::{Minter, RequestBinding, SessionClaims};
-use crate::config::{Config, Mode};
-use crate::demo::users::{TestUser, test_users};
+use crate::config::Config;
 use crate::error::{Culprit, GatewayError, error_page};
 use crate::pages::wants_json;
 use crate::proxy::body::OnBodyEnd;
@@ -41,9 +40,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub mod admin;
 mod endpoints;
-mod pin;
+mod login;
 mod pipeline;
-mod saml;
 pub mod tunnels;
 
 /// What every worker's gateway shares: metrics, the identity-header minter, the session
@@ -121,7 +119,7 @@ impl Services {
     }
 }
 
-/// The gateway's own paths under the reserved prefix.
+/// The gateway's own paths under the reserved prefix (each login method knows its own).
 struct Paths {
     health: String,
     ready: String,
@@ -129,16 +127,6 @@ struct Paths {
     jwks: String,
     login: String,
     logout: String,
-    dev_login: String,
-    /// `<prefix>saml/`: login, acs, slo, metadata.
-    saml: String,
-    /// `<prefix>cns/login`.
-    cns_login: String,
-    /// `<prefix>pin/login`: the gateway's own PIN form.
-    pin_login: String,
-    /// `<prefix>pin-telefonico` and its `/verify`.
-    telephone: String,
-    telephone_verify: String,
 }
 
 /// Names of the plain identity headers (opt-in per route).
@@ -162,8 +150,8 @@ pub struct Gateway {
     cookie: CookieSpec,
     assertion_header: HeaderName,
     plain: PlainHeaders,
-    /// The development login's users; `Some` only in demo mode.
-    demo_users: Option<Vec<TestUser>>,
+    /// The configured login methods, in the chooser's order (see [`login::methods`]).
+    logins: Vec<Box<dyn login::LoginMethod>>,
     /// `cns.header`: the client certificate from a TLS-terminating ingress.
     cns_header: Option<HeaderName>,
     /// `pin.legacy_cookie`, read and removed like the session cookie.
@@ -235,12 +223,6 @@ impl Gateway {
                 jwks: format!("{prefix}jwks.json"),
                 login: format!("{prefix}login"),
                 logout: format!("{prefix}logout"),
-                dev_login: format!("{prefix}dev-login"),
-                saml: format!("{prefix}saml/"),
-                cns_login: format!("{prefix}cns/login"),
-                pin_login: format!("{prefix}pin/login"),
-                telephone: format!("{prefix}pin-telefonico"),
-                telephone_verify: format!("{prefix}pin-telefonico/verify"),
             },
             cookie: CookieSpec {
                 name: cfg.session.cookie_name.clone(),
@@ -248,7 +230,7 @@ impl Gateway {
             },
             assertion_header: header_name(&cfg.assertion_header())?,
             plain,
-            demo_users: (cfg.mode == Mode::Demo).then(test_users),
+            logins: login::methods(&cfg, &services),
             services,
             cfg,
         })
@@ -260,6 +242,52 @@ impl Gateway {
             RouteSlot::Internal => &self.internal_metrics,
             RouteSlot::Route(route) => &route.metrics,
         }
+    }
+
+    /// `rest` under the reserved prefix: the path of one of the gateway's endpoints.
+    fn reserved(&self, rest: &str) -> String {
+        format!("{}{rest}", self.cfg.server.reserved_prefix)
+    }
+
+    /// Today in Italy: the PIN's cutoffs and birthdays turn at Italian midnight.
+    fn today(&self) -> crate::identity::Date {
+        crate::pin::italian_date(self.services.clock.now_secs())
+    }
+
+    /// Today in UTC: the day roles and delegations are valid on.
+    fn utc_today(&self) -> crate::identity::Date {
+        crate::identity::Date::from_days_since_epoch(
+            i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
+        )
+    }
+
+    /// The client's address for the per-address limits: the peer, or — behind a trusted
+    /// proxy — the last entry that proxy put in `X-Forwarded-For` (with a port or brackets
+    /// as some proxies write it). Only the last entry is the proxy's: when it is not an
+    /// address, the proxy itself counts, never an earlier entry the client wrote.
+    fn client_addr(
+        &self,
+        headers: &http::HeaderMap,
+        ex: &Exchange,
+    ) -> crate::ratelimit::ClientAddress {
+        use crate::ratelimit::{ClientAddress, forwarded_ip};
+        if ex.trusted
+            && let Some(ip) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(forwarded_ip)
+        {
+            return ClientAddress::of(ip);
+        }
+        ClientAddress::of(ex.peer_addr)
+    }
+
+    /// The configured login methods' names, in the chooser's order.
+    pub fn login_methods(&self) -> Vec<&'static str> {
+        self.logins.iter().map(|m| m.name()).collect()
     }
 
     /// Called once the listeners are up: `/readyz` answers 200 from then on.
@@ -447,26 +475,18 @@ impl Gateway {
     ) -> Result<Arc<Session>, Stop> {
         let (path, route) = (ctx.path.as_str(), &ctx.route);
         use crate::policy::{Decision, Prefetched, RequestFacts, decide, delegation_needed};
-        let today = crate::identity::Date::from_days_since_epoch(
-            i64::try_from(self.services.clock.now_secs() / 86_400).unwrap_or(0),
-        );
-        let session = match &self.services.directory {
-            Some(dir) if dir.has_roles() => {
-                let grants = dir
-                    .roles(&session.identity.subject, today)
-                    .await
-                    .map_err(|crate::policy::SourceDown(s)| GatewayError::SourceUnavailable(s))?;
-                let (roles, patronato) = crate::policy::directory::roles_of(&grants);
-                if roles == session.identity.roles && patronato == session.identity.patronato {
-                    session
-                } else {
-                    let mut s = (*session).clone();
-                    s.identity.roles = roles;
-                    s.identity.patronato = patronato;
-                    s.claims =
-                        SessionClaims::new(&self.cfg.assertion.issuer, &s.identity, &s.sid).ok();
-                    Arc::new(s)
-                }
+        let today = self.utc_today();
+        // Roles as the directory has them now: a role revoked since the login counts at
+        // once. A changed set yields a session copy with rebuilt claims for the header.
+        let session = match self.directory_roles(&session.identity).await? {
+            Some((roles, patronato))
+                if roles != session.identity.roles || patronato != session.identity.patronato =>
+            {
+                let mut s = (*session).clone();
+                s.identity.roles = roles;
+                s.identity.patronato = patronato;
+                s.claims = SessionClaims::new(&self.cfg.assertion.issuer, &s.identity, &s.sid).ok();
+                Arc::new(s)
             }
             _ => session,
         };

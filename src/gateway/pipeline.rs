@@ -30,9 +30,10 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::login::{Login, OnTheSpot};
 use super::{Exchange, Gateway, RouteSlot, X_REQUEST_ID, relay_while_session_lives};
 use crate::error::GatewayError;
-use crate::identity::{Identity, Level};
+use crate::identity::Level;
 use crate::proxy::headers::{ClientHop, remove_hop_by_hop, set_forwarded, upgrade_request};
 use crate::proxy::{GatewayBody, LimitedBody, UpstreamFailure};
 use crate::routes::{Route, normalize_path, parse_host};
@@ -72,7 +73,7 @@ pub(super) struct RequestCtx {
     /// The session the request runs under (none on public routes).
     pub session: Option<Arc<Session>>,
     /// A login made on the spot (a CNS card): stored by `commit_session` once authorized.
-    pub new_login: Option<Identity>,
+    pub new_login: Option<Login>,
     /// A body read before deciding (a form the policy inspects), forwarded as read.
     pub body: Option<Bytes>,
     /// The `Set-Cookie` of a session created for this request.
@@ -290,9 +291,9 @@ impl Gateway {
     }
 
     /// Phase 4, authenticate. Runs on protected routes only. Reads the session cookie and
-    /// the store; without a session (or one below the route's own level), tries a login on
-    /// the spot — a CNS card on a route with `cns_login` (GET/HEAD, same origin), then legacy
-    /// PIN credentials — and otherwise stops with [`Stop::Login`] at the level the route
+    /// the store; without a session (or one below the route's own level), asks each login
+    /// method for a login on the spot ([`super::login::LoginMethod::on_request`]: a CNS card
+    /// on a route with `cns_login`, then legacy PIN credentials) and otherwise stops with [`Stop::Login`] at the level the route
     /// or its policy demands (one login, not a login and a step-up). Sets `ctx.session`
     /// (and `ctx.new_login` for a card). Fails closed: no minter (401), a store that does
     /// not answer (503), a card that does not validate (its login failure).
@@ -307,40 +308,24 @@ impl Gateway {
             ctx.session = Some(session);
             return Ok(());
         }
-        let route = &ctx.route;
-        // Only a top-level navigation or a same-origin request: a browser sends its
-        // certificate cross-site too, which must not log it in.
-        let same_origin = req
-            .headers()
-            .get("sec-fetch-site")
-            .is_none_or(|v| v == "same-origin" || v == "none");
-        let card_here = route.cns_login
-            && self.services.cns.is_some()
-            && matches!(*req.method(), Method::GET | Method::HEAD)
-            && same_origin
-            && self.has_client_certificate(req.headers(), conn)
-            && route.min_level.is_none_or(|m| self.cns_level() >= m);
-        if card_here {
-            // Authorized first, stored (with its cookie) only when allowed.
-            let identity = self.cns_identity(req.headers(), conn).await?;
-            ctx.session = Some(Arc::new(Session {
-                created: identity.auth_time,
-                identity: identity.clone(),
-                sid: String::new(),
-                claims: None,
-                saml: None,
-                pin: None,
-            }));
-            ctx.new_login = Some(identity);
-            return Ok(());
+        // Authorized first; a login to store is stored (with its cookie) only when allowed.
+        match self.login_on_the_spot(req, ctx, ex, conn).await? {
+            Some(OnTheSpot::Store(login)) => {
+                ctx.session = Some(Arc::new(Session::unstored(
+                    login.identity.clone(),
+                    login.link.clone(),
+                    &self.cfg.assertion.issuer,
+                    String::new(),
+                )));
+                ctx.new_login = Some(*login);
+                Ok(())
+            }
+            Some(OnTheSpot::ThisRequest(session)) => {
+                ctx.session = Some(session);
+                Ok(())
+            }
+            None => Err(ctx.login(req, ctx.route.login_level())),
         }
-        if self.services.pin.is_some()
-            && let Some(s) = self.pin_credentials(req, &ctx.path, ex).await?
-        {
-            ctx.session = Some(s);
-            return Ok(());
-        }
-        Err(ctx.login(req, ctx.route.login_level()))
     }
 
     /// The stored session named by the request's cookie, if it reaches `min_level` (a
@@ -443,11 +428,9 @@ impl Gateway {
         req: &Request<Incoming>,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        if let Some(identity) = ctx.new_login.take() {
+        if let Some(login) = ctx.new_login.take() {
             let old = self.cookie.read(req.headers());
-            let (id, s) = self
-                .create_session(identity, None, None, old, "cns")
-                .await?;
+            let (id, s) = self.finish_login(login, old).await?;
             ctx.set_cookie = Some(self.cookie.set(&id));
             ctx.session = Some(s);
         }

@@ -107,12 +107,57 @@ pub struct Session {
     /// Claims constant for the session, encoded once (rebuilt after a store round trip).
     #[serde(skip)]
     pub claims: Option<SessionClaims>,
-    /// For a SAML login: what Single Logout needs.
+    /// What the login method keeps about the login (see [`SessionLink`]).
     #[serde(default)]
-    pub saml: Option<SamlLink>,
-    /// For a legacy PIN login: what the switch-off re-checks on every request.
-    #[serde(default)]
-    pub pin: Option<crate::pin::PinGrant>,
+    pub link: SessionLink,
+}
+
+impl Session {
+    /// A session for `identity` not (yet) in the store: a login made on the spot, before
+    /// it is authorized and stored (then it gets its id and `sid`), or one that lives for
+    /// a single request (legacy PIN credentials in `Authorization`). Its claims are
+    /// encoded for `sid` when one is given.
+    pub fn unstored(identity: Identity, link: SessionLink, issuer: &str, sid: String) -> Session {
+        let claims = (!sid.is_empty())
+            .then(|| SessionClaims::new(issuer, &identity, &sid).ok())
+            .flatten();
+        Session {
+            created: identity.auth_time,
+            identity,
+            sid,
+            claims,
+            link,
+        }
+    }
+}
+
+/// What a login method keeps on the session about the login itself, beyond the identity:
+/// one variant per method that needs something later (Single Logout, the PIN's per-request
+/// checks, an OIDC logout). Methods that need nothing use `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionLink {
+    #[default]
+    None,
+    /// A SAML login: what Single Logout needs.
+    Saml(SamlLink),
+    /// A legacy PIN login: what the switch-off re-checks on every request.
+    Pin(crate::pin::PinGrant),
+}
+
+impl SessionLink {
+    pub fn saml(&self) -> Option<&SamlLink> {
+        match self {
+            SessionLink::Saml(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn pin(&self) -> Option<&crate::pin::PinGrant> {
+        match self {
+            SessionLink::Pin(g) => Some(g),
+            _ => None,
+        }
+    }
 }
 
 /// The SAML facts of a session, for Single Logout.

@@ -48,8 +48,7 @@ fn session(now: u64) -> Session {
         created: now,
         sid: "h".into(),
         claims: None,
-        saml: None,
-        pin: None,
+        link: Default::default(),
     }
 }
 

@@ -11,17 +11,20 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::Gateway;
-use super::endpoints::{respond, see_other};
+use super::{Answer, Ask, Login, LoginMethod, LogoutStep};
 use crate::error::{AcsError, GatewayError, LoginFailure};
+use crate::gateway::endpoints::{respond, see_other};
+use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::Level;
+use crate::pages::{LoginChoice, LoginSection};
 use crate::proxy::GatewayBody;
 use crate::saml::prefilter;
 use crate::saml::redirect::{self, MessageKind};
 use crate::saml::response::{Expected, SamlError, validate_response_xml};
 use crate::saml::sp::{self, Outgoing, ServiceProvider};
+use crate::server::ConnInfo;
 use crate::session::return_url::safe_return;
-use crate::session::{Clock, PendingLogin, SamlLink, Session, SessionStore};
+use crate::session::{Clock, PendingLogin, SamlLink, SessionLink, SessionStore};
 
 /// Largest ACS form body (a base64 response of at most 256 KiB, plus RelayState).
 const MAX_ACS_FORM_BYTES: usize = 400 * 1024;
@@ -68,16 +71,114 @@ fn redirect_to(url: &str) -> Result<Response<GatewayBody>, GatewayError> {
     Ok(resp)
 }
 
+/// SAML 2.0 logins (SPID and CIE federations), when `[saml]` is configured: endpoints
+/// under `<prefix>saml/`.
+pub(in crate::gateway) struct Saml;
+
+impl Saml {
+    pub(in crate::gateway) fn configured(services: &Services) -> Option<Saml> {
+        services.saml.is_some().then_some(Saml)
+    }
+}
+
+/// The endpoints' directory under the reserved prefix.
+const BASE: &str = "saml/";
+
+impl LoginMethod for Saml {
+    fn name(&self) -> &'static str {
+        "saml"
+    }
+
+    fn serves(&self, rest: &str) -> bool {
+        rest.starts_with(BASE)
+    }
+
+    fn endpoint<'a>(
+        &'a self,
+        gw: &'a Gateway,
+        rest: &'a str,
+        req: Request<Incoming>,
+        ex: &'a Exchange,
+        _conn: &'a ConnInfo,
+    ) -> Answer<'a> {
+        Box::pin(gw.saml_endpoint(req, rest.strip_prefix(BASE).unwrap_or_default(), ex))
+    }
+
+    /// SPID's identity providers (in random order, as AgID's button lists them), and
+    /// CIE's.
+    fn chooser(&self, gw: &Gateway, ask: &Ask) -> Vec<LoginSection> {
+        use crate::saml::authn_request::Profile;
+        let Some(sp) = gw.services.saml.as_deref() else {
+            return Vec::new();
+        };
+        let action = gw.reserved("saml/login");
+        let level = ask.level.to_string();
+        let mut spid = Vec::new();
+        let mut cie = Vec::new();
+        for fed in &sp.federations {
+            for idp in &fed.idps().idps {
+                let choice = LoginChoice {
+                    action: action.clone(),
+                    fields: vec![
+                        ("idp", idp.entity_id.clone()),
+                        ("return", ask.return_to.clone()),
+                        ("level", level.clone()),
+                    ],
+                    label_it: idp.display_name.clone(),
+                    label_en: idp.display_name.clone(),
+                    logo: idp.logo.clone(),
+                };
+                match fed.profile {
+                    Profile::Cie => cie.push(LoginChoice {
+                        label_it: "Entra con CIE".into(),
+                        label_en: "Log in with CIE".into(),
+                        ..choice
+                    }),
+                    Profile::Spid | Profile::Generic => spid.push(choice),
+                }
+            }
+        }
+        rand::seq::SliceRandom::shuffle(spid.as_mut_slice(), &mut rand::rng());
+        vec![
+            LoginSection {
+                title_it: "Entra con SPID",
+                title_en: "Log in with SPID",
+                choices: spid,
+            },
+            LoginSection {
+                title_it: "Carta d'Identità Elettronica",
+                title_en: "Electronic identity card",
+                choices: cie,
+            },
+        ]
+    }
+
+    /// Single Logout: the LogoutRequest to the IdP of a SAML session.
+    fn logout<'a>(
+        &'a self,
+        gw: &'a Gateway,
+        link: &'a SessionLink,
+        return_to: Option<String>,
+    ) -> LogoutStep<'a> {
+        Box::pin(async move {
+            match link.saml() {
+                Some(link) => gw.saml_single_logout(link, return_to).await,
+                None => Ok(None),
+            }
+        })
+    }
+}
+
 impl Gateway {
     fn sp(&self) -> Result<&ServiceProvider, GatewayError> {
         self.services.saml.as_deref().ok_or(GatewayError::NoRoute)
     }
 
-    pub(super) async fn saml_endpoint(
+    async fn saml_endpoint(
         &self,
         req: Request<Incoming>,
         rest: &str,
-        ex: &super::Exchange,
+        ex: &Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         match rest {
             "login" => self.saml_login(req, ex).await,
@@ -92,7 +193,7 @@ impl Gateway {
     async fn saml_login(
         &self,
         req: Request<Incoming>,
-        ex: &super::Exchange,
+        ex: &Exchange,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let sp = self.sp()?;
         // Each login signs a request and keeps state until it ends: bounded per client.
@@ -202,7 +303,7 @@ impl Gateway {
         format!(
             "{}={nonce}; Path={};{} HttpOnly; SameSite=None; Max-Age={}",
             self.login_binding_name(),
-            self.paths.saml,
+            self.reserved(BASE),
             if self.cookie.secure { " Secure;" } else { "" },
             self.cfg.session.login_timeout.as_secs()
         )
@@ -234,7 +335,7 @@ impl Gateway {
             .consume_response(sp, &fields, browser.as_deref(), now)
             .await;
         let metrics = &self.services.metrics;
-        let (session, return_to) = match result {
+        let (login, return_to) = match result {
             Ok(v) => v,
             Err((err, idp)) => {
                 let failure = match &err {
@@ -269,15 +370,7 @@ impl Gateway {
             .saml_logins
             .get_or_create(&vec![("outcome".into(), "ok".into())])
             .inc();
-        self.start_session(
-            session.identity,
-            session.saml,
-            None,
-            old,
-            &return_to,
-            "saml",
-        )
-        .await
+        self.start_session(login, old, &return_to).await
     }
 
     /// Validates the form's response against the pending request it answers. The error
@@ -288,7 +381,7 @@ impl Gateway {
         fields: &BTreeMap<String, String>,
         browser: Option<&str>,
         now: u64,
-    ) -> Result<(Session, String), (Result<AcsError, StoreFailure>, Option<String>)> {
+    ) -> Result<(Login, String), (Result<AcsError, StoreFailure>, Option<String>)> {
         let plain = |e: AcsError| (Ok(e), None);
         let b64 = fields
             .get("SAMLResponse")
@@ -393,33 +486,15 @@ impl Gateway {
             name_qualifier: facts.name_qualifier.clone(),
             session_index: facts.session_index.clone(),
         };
-        let mut identity = facts
+        let identity = facts
             .into_identity(fed.profile, &idp.entity_id, now)
             .map_err(|e| with_idp(e.into()))?;
-        // Roles and patronato from the directory, at login (refreshed per request later).
-        if let Some(dir) = self.services.directory.as_deref().filter(|d| d.has_roles()) {
-            let today = crate::identity::Date::from_days_since_epoch(
-                i64::try_from(now / 86_400).unwrap_or(0),
-            );
-            let grants = dir
-                .roles(&identity.subject, today)
-                .await
-                .map_err(|_| (Err(StoreFailure), Some(idp_id.clone())))?;
-            let (roles, patronato) = crate::policy::directory::roles_of(&grants);
-            identity.roles = roles;
-            identity.patronato = patronato;
-        }
-        Ok((
-            Session {
-                identity,
-                created: now,
-                sid: String::new(),
-                claims: None,
-                saml: Some(link),
-                pin: None,
-            },
-            pending.return_to,
-        ))
+        let login = Login {
+            identity,
+            link: SessionLink::Saml(link),
+            via: "saml",
+        };
+        Ok((login, pending.return_to))
     }
 
     /// `metadata`: our signed SP metadata for `?federation=` (default: the first).
@@ -511,7 +586,7 @@ impl Gateway {
                         .map_err(|_| GatewayError::StoreUnavailable)?;
                     let matches = session
                         .as_ref()
-                        .and_then(|s| s.saml.as_ref())
+                        .and_then(|s| s.link.saml())
                         .is_some_and(|l| l.idp == idp.entity_id && l.name_id == facts.name_id);
                     if matches {
                         self.end_session(id).await?;
@@ -574,7 +649,7 @@ impl Gateway {
 
     /// After the local session of a SAML login ended: the redirect that asks its IdP to
     /// end its own session too, or `None` when the IdP has no SLO endpoint.
-    pub(super) async fn saml_single_logout(
+    async fn saml_single_logout(
         &self,
         link: &SamlLink,
         return_to: Option<String>,

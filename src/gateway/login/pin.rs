@@ -11,21 +11,115 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::endpoints::respond;
-use super::pipeline::{RequestCtx, Stop};
-use super::{Exchange, Gateway};
-use crate::assertion::SessionClaims;
+use super::{Answer, Ask, Login, LoginMethod, MAX_FORM_BYTES, OnTheSpot, Spot};
 use crate::error::{GatewayError, LoginFailure, PinRefusal};
+use crate::gateway::endpoints::respond;
+use crate::gateway::pipeline::{RequestCtx, Stop};
+use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::{Date, FiscalCode, Identity, Level, Method as AuthMethod};
-use crate::pages::{escape_html, page_shell};
+use crate::pages::{LoginChoice, LoginSection, escape_html, page_shell};
 use crate::pin::telephone::{Check, Lifetime};
 use crate::pin::{self, Admission, Holder, Pin, PinGrant, PinService, Refusal};
 use crate::proxy::GatewayBody;
+use crate::server::ConnInfo;
 use crate::session::return_url::safe_return;
-use crate::session::{Session, SessionId};
+use crate::session::{Session, SessionId, SessionLink};
 
-/// Largest PIN form or verify request read.
-const MAX_FORM_BYTES: usize = 8 * 1024;
+/// The gateway's own PIN form.
+const FORM: &str = "pin/login";
+/// The user's telephone PIN page, and the contact centre's verify endpoint.
+const TELEPHONE: &str = "pin-telefonico";
+const TELEPHONE_VERIFY: &str = "pin-telefonico/verify";
+
+/// The legacy INPS PIN, when `[pin]` is configured: the gateway's PIN form, credentials
+/// in `Authorization: Basic` on the configured paths, and the telephone PIN's endpoints.
+/// The switch-off's per-request gate is a phase of its own (`pin_gate`).
+pub(in crate::gateway) struct LegacyPin;
+
+impl LegacyPin {
+    pub(in crate::gateway) fn configured(services: &Services) -> Option<LegacyPin> {
+        services.pin.is_some().then_some(LegacyPin)
+    }
+}
+
+impl LoginMethod for LegacyPin {
+    fn name(&self) -> &'static str {
+        "pin"
+    }
+
+    fn serves(&self, rest: &str) -> bool {
+        matches!(rest, FORM | TELEPHONE | TELEPHONE_VERIFY)
+    }
+
+    fn endpoint<'a>(
+        &'a self,
+        gw: &'a Gateway,
+        rest: &'a str,
+        req: Request<Incoming>,
+        ex: &'a Exchange,
+        conn: &'a ConnInfo,
+    ) -> Answer<'a> {
+        Box::pin(async move {
+            match rest {
+                FORM => gw.pin_form_login(req, ex).await,
+                TELEPHONE_VERIFY => gw.telephone_verify(req, conn).await,
+                _ => gw.telephone_page(req, &gw.reserved(TELEPHONE)).await,
+            }
+        })
+    }
+
+    /// Until the cutoff for everyone; after it only for the services dedicated to the
+    /// exception categories, when there are any.
+    fn chooser(&self, gw: &Gateway, ask: &Ask) -> Vec<LoginSection> {
+        let Some(p) = gw.services.pin.as_deref() else {
+            return Vec::new();
+        };
+        let before_cutoff = gw.today() < p.switch.cutoff;
+        let dedicated = pin::Category::ALL
+            .iter()
+            .any(|c| !p.cfg.exceptions.of(*c).is_empty());
+        if !before_cutoff && !dedicated {
+            return Vec::new();
+        }
+        let (title_it, title_en) = if before_cutoff {
+            ("PIN INPS (in dismissione)", "INPS PIN (being switched off)")
+        } else {
+            (
+                "PIN INPS: solo servizi dedicati a minori, persone sotto tutela o senza documento italiano",
+                "INPS PIN: only the services for minors, people under guardianship or without an Italian document",
+            )
+        };
+        vec![LoginSection {
+            title_it,
+            title_en,
+            choices: vec![LoginChoice {
+                action: gw.reserved(FORM),
+                fields: vec![("return", ask.return_to.clone())],
+                label_it: "Entra con il PIN INPS".into(),
+                label_en: "Log in with the INPS PIN".into(),
+                logo: None,
+            }],
+        }]
+    }
+
+    /// PIN credentials in `Authorization: Basic` on the configured paths: a session for
+    /// this request only. The legacy session cookie after the cutoff: the refusal page.
+    fn on_request<'a>(
+        &'a self,
+        gw: &'a Gateway,
+        req: &'a mut Request<Incoming>,
+        ctx: &'a RequestCtx,
+        ex: &'a Exchange,
+        _conn: &'a ConnInfo,
+    ) -> Spot<'a> {
+        Box::pin(async move {
+            Ok(gw
+                .pin_credentials(req, &ctx.path, ex)
+                .await?
+                .map(OnTheSpot::ThisRequest))
+        })
+    }
+}
 
 /// `path?query` of the request, for coming back after a login.
 fn here(req: &Request<Incoming>, path: &str) -> String {
@@ -43,35 +137,6 @@ fn utc(secs: u64) -> String {
 }
 
 impl Gateway {
-    /// Today in Italy: cutoffs and birthdays turn at Italian midnight.
-    pub(super) fn today(&self) -> Date {
-        pin::italian_date(self.services.clock.now_secs())
-    }
-
-    /// The client's address for the per-address limits: the peer, or — behind a trusted
-    /// proxy — the last entry that proxy put in `X-Forwarded-For` (with a port or brackets
-    /// as some proxies write it). Only the last entry is the proxy's: when it is not an
-    /// address, the proxy itself counts, never an earlier entry the client wrote.
-    pub(super) fn client_addr(
-        &self,
-        headers: &http::HeaderMap,
-        ex: &Exchange,
-    ) -> crate::ratelimit::ClientAddress {
-        use crate::ratelimit::{ClientAddress, forwarded_ip};
-        if ex.trusted
-            && let Some(ip) = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(forwarded_ip)
-        {
-            return ClientAddress::of(ip);
-        }
-        ClientAddress::of(ex.peer_addr)
-    }
-
     /// `varco_pin_attempts_total{kind, outcome}`.
     fn count_pin(&self, kind: &'static str, outcome: &'static str) {
         self.services
@@ -85,7 +150,7 @@ impl Gateway {
     }
 
     /// Whether `path` is under one of `prefixes` as the router reads it.
-    pub(super) fn pin_path(&self, path: &str, prefixes: &[String]) -> bool {
+    pub(in crate::gateway) fn pin_path(&self, path: &str, prefixes: &[String]) -> bool {
         let fold = self.cfg.server.case_insensitive_paths;
         prefixes
             .iter()
@@ -228,7 +293,7 @@ impl Gateway {
 
     /// `POST` of the legacy login form (or the gateway's own PIN form): a PIN session, or
     /// the refusal. Without the two fields, the gateway's form is shown.
-    pub(super) async fn pin_form_login(
+    pub(in crate::gateway) async fn pin_form_login(
         &self,
         req: Request<Incoming>,
         ex: &Exchange,
@@ -296,15 +361,18 @@ impl Gateway {
             issued: holder.issued,
             date_of_birth: holder.date_of_birth,
         };
-        let identity = self.pin_identity(svc, &subject, &holder);
-        self.start_session(identity, None, Some(grant), old, &return_to, "pin")
-            .await
+        let login = Login {
+            identity: self.pin_identity(svc, &subject, &holder),
+            link: SessionLink::Pin(grant),
+            via: "pin",
+        };
+        self.start_session(login, old, &return_to).await
     }
 
     /// A request without a session: `Authorization: Basic` with fiscal code + PIN on the
     /// configured paths makes a one-request PIN identity (the header is removed); the
     /// legacy session cookie after the cutoff earns the refusal page.
-    pub(super) async fn pin_credentials(
+    async fn pin_credentials(
         &self,
         req: &mut Request<Incoming>,
         path: &str,
@@ -327,19 +395,16 @@ impl Gateway {
                 .check_pin(svc, &subject, &pin, "basic", &return_to, addr, ex)
                 .await?;
             let identity = self.pin_identity(svc, &subject, &holder);
-            let sid = SessionId::random().hash();
-            let claims = SessionClaims::new(&self.cfg.assertion.issuer, &identity, &sid).ok();
-            return Ok(Some(Arc::new(Session {
-                created: identity.auth_time,
+            let grant = PinGrant {
+                issued: holder.issued,
+                date_of_birth: holder.date_of_birth,
+            };
+            return Ok(Some(Arc::new(Session::unstored(
                 identity,
-                sid,
-                claims,
-                saml: None,
-                pin: Some(PinGrant {
-                    issued: holder.issued,
-                    date_of_birth: holder.date_of_birth,
-                }),
-            })));
+                SessionLink::Pin(grant),
+                &self.cfg.assertion.issuer,
+                SessionId::random().hash(),
+            ))));
         }
         if let Some(legacy) = &self.legacy_cookie
             && legacy.present(req.headers())
@@ -360,7 +425,7 @@ impl Gateway {
     /// Every request of a PIN credential: the cutoff may have passed and a minor may have
     /// turned 18 since the login. Dedicated services admit their categories; routes whose
     /// policy lists `pin` admit general PINs until the cutoff; anything else is refused.
-    pub(super) async fn pin_gate(
+    pub(in crate::gateway) async fn pin_gate(
         &self,
         session: &Session,
         req: &Request<Incoming>,
@@ -376,7 +441,7 @@ impl Gateway {
         if route_min.is_some_and(|m| session.identity.level < m) {
             return Err(ctx.login(req, Some(min)));
         }
-        let (Some(svc), Some(grant)) = (self.services.pin.as_deref(), session.pin.as_ref()) else {
+        let (Some(svc), Some(grant)) = (self.services.pin.as_deref(), session.link.pin()) else {
             // A PIN session without the switch-off configured, or without its facts.
             return Err(ctx.login(req, Some(min)));
         };
@@ -420,7 +485,7 @@ impl Gateway {
             .cfg
             .form_path
             .clone()
-            .unwrap_or_else(|| self.paths.pin_login.clone());
+            .unwrap_or_else(|| self.reserved(FORM));
         let cutoff = svc.switch.cutoff;
         let body = format!(
             "<h1>Accesso con PIN INPS <span lang=\"en\" class=\"en\">/ Log in with the INPS PIN</span></h1>\
@@ -454,7 +519,7 @@ impl Gateway {
 
     /// `<prefix>pin-telefonico`: the logged-in user's telephone PIN (generate, see the
     /// active one's expiry, revoke).
-    pub(super) async fn telephone_page(
+    async fn telephone_page(
         &self,
         req: Request<Incoming>,
         path: &str,
@@ -527,7 +592,7 @@ impl Gateway {
                 _ => return Err(GatewayError::BadForm),
             }
         }
-        let action = escape_html(&self.paths.telephone);
+        let action = escape_html(&self.reserved(TELEPHONE));
         let token = escape_html(&token);
         let mut body = String::from(
             "<h1>PIN telefonico <span lang=\"en\" class=\"en\">/ Telephone PIN</span></h1>\
@@ -663,7 +728,7 @@ impl Gateway {
     }
 
     /// `POST <prefix>pin-telefonico/verify` `{"fiscal_code", "pin"}` → `{"valid": ...}`.
-    pub(super) async fn telephone_verify(
+    async fn telephone_verify(
         &self,
         req: Request<Incoming>,
         conn: &crate::server::ConnInfo,
