@@ -487,6 +487,23 @@ negative_ttl = "1s"
         (r.status, code(&r)),
         (503, "authorization_source_unavailable".into())
     );
+    // Every login method reads the roles when the session is made (one `finish_login`):
+    // while the source is down a login makes no session, for the development login too.
+    let r = request(
+        "POST",
+        &gw.url("/_varco/dev-login"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+        ],
+        "user=operatore&return=%2F".to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (503, "authorization_source_unavailable".into())
+    );
+    assert!(r.headers.get("set-cookie").is_none());
 }
 
 /// A request that names its client twice never reaches the upstream (issue 11, item 2):

@@ -906,4 +906,130 @@ min_level = "SpidL3"
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
     }
+
+    /// The whole pipeline over an in-memory connection (a duplex pipe, no socket): a
+    /// hyper server on one end driving `Gateway::handle`, a hyper client on the other.
+    async fn over_pipe(gw: &Arc<Gateway>, req: Request<String>) -> Response<Bytes> {
+        use crate::server::Handler as _;
+        use http_body_util::BodyExt as _;
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let conn = Arc::new(ConnInfo::for_tests(([127, 0, 0, 1], 40000).into()));
+        let gw = gw.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let (gw, conn) = (gw.clone(), conn.clone());
+            async move { Ok::<_, std::convert::Infallible>(gw.handle(req, conn).await) }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server_io), service),
+        );
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        let resp = sender
+            .send_request(req.map(|b| http_body_util::Full::new(Bytes::from(b))))
+            .await
+            .expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Response::from_parts(parts, body)
+    }
+
+    fn request(method: &str, uri: &str, cookie: Option<&str>, body: &str) -> Request<String> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "portale.example")
+            .header(header::ACCEPT, "text/html");
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        if !body.is_empty() {
+            b = b.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        b.body(body.to_string()).expect("request")
+    }
+
+    /// The phases run in the listed order: for each adjacent pair, a request that both
+    /// would answer differently gets the earlier phase's answer.
+    #[tokio::test]
+    async fn the_phases_run_in_the_listed_order() {
+        const ORDER: &str = r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[upstream.app]
+url = "http://127.0.0.1:1"
+[[route]]
+path = "/pubblico"
+upstream = "app"
+public = true
+max_body_bytes = 10
+[[route]]
+path = "/fascicolo"
+upstream = "app"
+public = false
+[route.policy]
+min_level = "SpidL3"
+[[route]]
+path = "/pratiche"
+upstream = "app"
+public = false
+"#;
+        let cfg = Arc::new(Config::from_toml("t", ORDER).expect("config"));
+        let keys = KeySet::ephemeral("t").expect("keys");
+        let minter = Arc::new(Minter::new(Arc::new(keys), Duration::from_secs(60)));
+        let services = Services::new(&cfg, Arc::new(Metrics::new()), Some(minter));
+        let gw = Arc::new(Gateway::new(cfg, Arc::new(services)).expect("gateway"));
+
+        // limits before resolve: too many headers on a path no route serves is 431, not 404.
+        let mut req = request("GET", "/nessuna-rotta", None, "");
+        for i in 0..200 {
+            let name = http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap();
+            req.headers_mut()
+                .insert(name, HeaderValue::from_static("v"));
+        }
+        assert_eq!(over_pipe(&gw, req).await.status(), 431);
+        // resolve before authenticate: no route is 404, not a login.
+        let resp = over_pipe(&gw, request("GET", "/nessuna-rotta", None, "")).await;
+        assert_eq!(resp.status(), 404);
+        // authenticate before authorize: without a session the route's policy level is
+        // asked for at the login, not refused.
+        let resp = over_pipe(&gw, request("GET", "/fascicolo/1", None, "")).await;
+        assert_eq!(resp.status(), 302);
+        let to = resp.headers()[header::LOCATION].to_str().unwrap();
+        assert!(to.ends_with("level=SpidL3"), "{to}");
+
+        // A SpidL2 session, through the development login.
+        let login = over_pipe(
+            &gw,
+            request("POST", "/_varco/dev-login", None, "user=cittadino&return=/"),
+        )
+        .await;
+        assert_eq!(login.status(), 303, "{:?}", login.body());
+        let set = login.headers()[header::SET_COOKIE].to_str().unwrap();
+        let cookie = set.split(';').next().unwrap().to_string();
+
+        // authorize before the upstream: a session below the policy's level is a step-up
+        // (302), though the upstream is unreachable.
+        let resp = over_pipe(&gw, request("GET", "/fascicolo/1", Some(&cookie), "")).await;
+        assert_eq!(resp.status(), 302);
+        assert!(
+            resp.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .ends_with("level=SpidL3")
+        );
+        // The upstream request before forward: a declared body over the route's limit is
+        // 413 without reaching the (unreachable) upstream; within it, forward's 502.
+        let big = over_pipe(&gw, request("POST", "/pubblico", None, "a=0123456789")).await;
+        assert_eq!(big.status(), 413);
+        let small = over_pipe(&gw, request("POST", "/pubblico", None, "a=1")).await;
+        assert_eq!(small.status(), 502);
+        // Authenticated and authorized, the request reaches forward: 502, not a login.
+        let resp = over_pipe(&gw, request("GET", "/pratiche", Some(&cookie), "")).await;
+        assert_eq!(resp.status(), 502);
+    }
 }

@@ -86,6 +86,13 @@ impl ConnInfo {
         }
     }
 
+    /// A plain-HTTP connection from `peer`, for unit tests that drive a handler without
+    /// a listener.
+    #[cfg(test)]
+    pub(crate) fn for_tests(peer: SocketAddr) -> ConnInfo {
+        ConnInfo::new(peer, peer, "http", None, None, None)
+    }
+
     /// Whether this connection has sent ambiguous framing (`Content-Length` with
     /// `Transfer-Encoding`, a repeated `Content-Length`): its requests must be refused and
     /// the connection closed.

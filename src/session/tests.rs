@@ -247,3 +247,27 @@ async fn alive_does_not_count_as_activity() {
     assert!(!s.alive(&id).await.unwrap());
     assert!(!s.alive(&SessionId::random()).await.unwrap());
 }
+
+/// What a method keeps on the session survives serialization (a shared store keeps
+/// sessions serialized), and a session written without it reads as `SessionLink::None`.
+#[test]
+fn the_session_link_survives_serialization() {
+    use crate::session::{SamlLink, SessionLink};
+    let mut s = session(1_000);
+    s.link = SessionLink::Saml(SamlLink {
+        federation: "spid".into(),
+        idp: "https://idp.example/".into(),
+        name_id: "abc".into(),
+        name_qualifier: "https://idp.example/".into(),
+        session_index: Some("_s1".into()),
+    });
+    let json = serde_json::to_string(&s).unwrap();
+    let back: Session = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.link, s.link);
+    assert_eq!(back.link.saml().map(|l| l.name_id.as_str()), Some("abc"));
+    assert!(back.link.pin().is_none());
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value.as_object_mut().unwrap().remove("link");
+    let old: Session = serde_json::from_value(value).unwrap();
+    assert_eq!(old.link, SessionLink::None);
+}

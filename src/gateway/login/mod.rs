@@ -261,9 +261,9 @@ impl Gateway {
     }
 
     /// `<prefix>login`, the chooser: each method's sections, in the order of [`methods`].
-    pub(super) fn chooser(
+    pub(super) fn chooser<B>(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<B>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return Err(GatewayError::MethodNotAllowed);
@@ -381,5 +381,88 @@ impl Gateway {
             resp.headers_mut().insert(header::SET_COOKIE, clear);
         }
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::assertion::{KeySet, Minter};
+    use crate::telemetry::Metrics;
+
+    fn gateway(config: &str) -> Gateway {
+        let cfg = Arc::new(Config::from_toml("t", config).expect("config"));
+        let keys = KeySet::ephemeral("t").expect("keys");
+        let minter = Arc::new(Minter::new(Arc::new(keys), Duration::from_secs(60)));
+        let services = Services::new(&cfg, Arc::new(Metrics::new()), Some(minter));
+        Gateway::new(cfg, Arc::new(services)).expect("gateway")
+    }
+
+    const DEMO: &str = r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[upstream.app]
+url = "http://127.0.0.1:1"
+[[route]]
+path = "/"
+upstream = "app"
+public = false
+"#;
+
+    async fn text(resp: Response<GatewayBody>) -> String {
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(body.to_vec()).expect("utf-8")
+    }
+
+    /// Only configured methods are listed: the demo configuration without SAML, CNS or PIN
+    /// has the development login alone, whose endpoint is found and the others' are not.
+    #[test]
+    fn only_configured_methods_are_listed_and_dispatched() {
+        let gw = gateway(DEMO);
+        assert_eq!(gw.login_methods(), ["dev"]);
+        assert!(gw.login_endpoint("dev-login").is_some());
+        for other in [
+            "saml/login",
+            "saml/acs",
+            "cns/login",
+            "pin/login",
+            "pin-telefonico",
+        ] {
+            assert!(gw.login_endpoint(other).is_none(), "{other}");
+        }
+    }
+
+    /// The chooser asks every method for its section with the same `return` and level:
+    /// the development users' forms carry the validated return URL (an absolute one is
+    /// replaced by `/`), and a step-up level adds the note.
+    #[tokio::test]
+    async fn the_chooser_collects_each_methods_section() {
+        let gw = gateway(DEMO);
+        let req = Request::get("/_varco/login?return=%2Fpratiche%3Fn%3D1&level=SpidL3")
+            .body(())
+            .expect("request");
+        let resp = gw.chooser(&req).expect("chooser");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let page = text(resp).await;
+        assert!(page.contains("action=\"/_varco/dev-login\""), "{page}");
+        assert!(page.contains("value=\"cittadino\""));
+        assert!(page.contains("value=\"/pratiche?n=1\""));
+        assert!(page.contains("livello più alto"));
+        let req = Request::get("/_varco/login?return=https%3A%2F%2Fevil.example%2F")
+            .body(())
+            .expect("request");
+        let page = text(gw.chooser(&req).expect("chooser")).await;
+        assert!(!page.contains("evil.example"));
+        assert!(!page.contains("livello più alto"));
+        let post = Request::post("/_varco/login").body(()).expect("request");
+        assert!(matches!(
+            gw.chooser(&post),
+            Err(GatewayError::MethodNotAllowed)
+        ));
     }
 }
