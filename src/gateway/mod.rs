@@ -1,8 +1,9 @@
 //! The gateway: configuration compiled into what the request path needs, and the request
 //! path itself (DESIGN.md, "Request path"). The phases, in order and each with its
-//! contract, are in [`pipeline`]; the gateway's own endpoints in `endpoints`, `saml` and
-//! `pin`. Every failure becomes a [`GatewayError`] turned into a page in one place
-//! (`refuse`); nothing is forwarded after an error.
+//! contract, are in [`pipeline`]; the gateway's own endpoints in `endpoints` and `admin`,
+//! the login methods (SAML, CNS, PIN, development) in [`login`]. Every failure becomes a
+//! [`GatewayError`] turned into a page in one place (`refuse`); nothing is forwarded after
+//! an error.
 
 use std::net::IpAddr;
 use std::sync::Arc;
