@@ -483,6 +483,47 @@ async fn each_idp_error_code_has_its_own_page_and_status() {
     assert!(s.gw.wait_log(|l| l.contains("idp_nr23")).is_some());
 }
 
+/// A route whose level is in its policy: the first login, through the chooser, asks the
+/// IdP for that level at once, and its session opens the route (one login, no step-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_login_through_the_chooser_asks_for_the_policys_level() {
+    let up = upstreams::echo().await;
+    let s = start(
+        up,
+        r#"
+[[route]]
+path = "/fascicolo"
+upstream = "app"
+public = false
+[route.policy]
+min_level = "SpidL3"
+"#,
+    );
+    let r = request("GET", &s.gw.url("/fascicolo/x"), &[BROWSER], "").await;
+    assert_eq!(r.status, 302);
+    let chooser = r.headers["location"].to_str().unwrap().to_string();
+    assert!(chooser.ends_with("level=SpidL3"), "{chooser}");
+    let page = request("GET", &s.gw.url(&chooser), &[BROWSER], "").await;
+    let html = page.text();
+    // The IdP's form carries the level on to the AuthnRequest.
+    assert!(html.contains("name=\"level\" value=\"SpidL3\""), "{html}");
+    assert!(html.contains("value=\"/fascicolo/x\""), "{html}");
+    let sent = begin(&s, "SpidL3", "/fascicolo/x").await;
+    assert_eq!(sent.level, Level::SpidL3);
+    let r = post_acs(&s, &response_for(&sent, Level::SpidL3, |_| {}), &sent.relay).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.headers["location"], "/fascicolo/x");
+    let cookie = cookie_of(&r);
+    let r = request(
+        "GET",
+        &s.gw.url("/fascicolo/x"),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "one login opens the route: {}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_above_the_session_level_asks_for_a_new_login_at_its_level() {
     let up = upstreams::echo().await;
