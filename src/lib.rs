@@ -21,6 +21,7 @@ pub mod error;
 pub mod escape;
 pub mod gateway;
 pub mod identity;
+pub mod oidc;
 pub mod pages;
 pub mod pem;
 pub mod pin;

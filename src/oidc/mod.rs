@@ -1,0 +1,17 @@
+//! OpenID Connect, the relying party's protocol side (issue 13, in progress): what an ID
+//! token must be to be believed ([`id_token`]), how its claims become an [`Identity`]
+//! ([`claims`]), and the one-time values of an authorization request ([`pkce`]). Pure
+//! functions over bytes and an injected time; the login method that drives the flow (its
+//! endpoints, discovery, the token request) is not built yet.
+//!
+//! ID tokens are validated here with `jsonwebtoken` rather than `openidconnect`'s
+//! verifier: the SPID/CIE federation profile needs the same checks over keys that come
+//! from a trust chain rather than discovery, with its own algorithm list, and each rule
+//! that fails has a variant of its own (as the SAML rules do) for the audit line and the
+//! page.
+//!
+//! [`Identity`]: crate::identity::Identity
+
+pub mod claims;
+pub mod id_token;
+pub mod pkce;
