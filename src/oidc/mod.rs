@@ -1,8 +1,15 @@
 //! OpenID Connect, the relying party's protocol side (issue 13, in progress): what an ID
 //! token must be to be believed ([`id_token`]), how its claims become an [`Identity`]
-//! ([`claims`]), and the one-time values of an authorization request ([`pkce`]). Pure
-//! functions over bytes and an injected time; the login method that drives the flow (its
-//! endpoints, discovery, the token request) is not built yet.
+//! ([`claims`]), the SPID/CIE UserInfo JWE ([`jwe`]), and the one-time values of an
+//! authorization request ([`pkce`]). Pure functions over bytes and an injected time; the
+//! login method that drives the flow (its endpoints, discovery, the token request) and the
+//! federation's trust chains are not built yet.
+//!
+//! The JWE decryptor is a small module on aws-lc-rs rather than `josekit`: the profile
+//! needs two key encryptions and two content encryptions, aws-lc-rs (already the JWT
+//! backend) has constant-time RSA-OAEP, AES-CBC and HMAC, and a decryptor that knows only
+//! those cannot be talked into another algorithm; `josekit` would add a second crypto
+//! stack (OpenSSL bindings) to the JOSE path.
 //!
 //! ID tokens are validated here with `jsonwebtoken` rather than `openidconnect`'s
 //! verifier: the SPID/CIE federation profile needs the same checks over keys that come
@@ -14,4 +21,5 @@
 
 pub mod claims;
 pub mod id_token;
+pub mod jwe;
 pub mod pkce;
