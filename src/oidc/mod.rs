@@ -1,10 +1,10 @@
 //! OpenID Connect, the relying party's protocol side (issue 13, in progress): what an ID
 //! token must be to be believed ([`id_token`]), how its claims become an [`Identity`]
-//! ([`claims`]), the SPID/CIE UserInfo JWE ([`jwe`]), OpenID Federation metadata policies
-//! ([`metadata_policy`]), and the one-time values of an authorization request ([`pkce`]). Pure functions over bytes and an injected time; the
+//! ([`claims`]), the SPID/CIE UserInfo JWE ([`jwe`]), OpenID Federation trust chains
+//! ([`trust_chain`]) and their metadata policies ([`metadata_policy`]), and the one-time
+//! values of an authorization request ([`pkce`]). Pure functions over bytes and an injected time; the
 //! login method that drives the flow (its endpoints, discovery, the token request) and the
-//! federation's trust chain resolution (fetching and verifying entity statements) are not
-//! built yet.
+//! fetching of the federation's statements over HTTP are not built yet.
 //!
 //! The JWE decryptor is a small module on aws-lc-rs rather than `josekit`: the profile
 //! needs two key encryptions and two content encryptions, aws-lc-rs (already the JWT
@@ -25,3 +25,4 @@ pub mod id_token;
 pub mod jwe;
 pub mod metadata_policy;
 pub mod pkce;
+pub mod trust_chain;
