@@ -408,6 +408,107 @@ fn pin(c: &mut Criterion) {
     g.finish();
 }
 
+/// OIDC: one ID token validated (ES256, every rule), and a three-statement trust chain
+/// verified and its metadata resolved (what a cache miss of a federation OP costs).
+fn oidc(c: &mut Criterion) {
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+    use varco::identity::Level;
+    use varco::oidc::{id_token, trust_chain};
+
+    let now = 1_800_000_000u64;
+    let key = |kid: &str| {
+        let pair = rcgen::KeyPair::generate().expect("key");
+        let enc = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("pem");
+        let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256).expect("jwk");
+        jwk.common.key_id = Some(kid.into());
+        (enc, jwk)
+    };
+    let sign = |enc: &EncodingKey, kid: &str, typ: Option<&str>, claims: &serde_json::Value| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        h.typ = typ.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, enc).expect("sign")
+    };
+    let (op_key, op_jwk) = key("op");
+    let token = sign(
+        &op_key,
+        "op",
+        None,
+        &json!({"iss": "https://op.example/", "aud": "https://rp.example/", "sub": "p1",
+            "iat": now, "exp": now + 300, "nonce": "n".repeat(43),
+            "acr": "https://www.spid.gov.it/SpidL2"}),
+    );
+    let jwks = JwkSet {
+        keys: vec![op_jwk.clone()],
+    };
+    let acr = id_token::AcrMap::spid();
+    let nonce = "n".repeat(43);
+    let expected = id_token::Expected {
+        issuer: "https://op.example/",
+        client_id: "https://rp.example/",
+        nonce: &nonce,
+        algorithms: &[Algorithm::ES256, Algorithm::RS256],
+        acr: &acr,
+        required: Level::SpidL2,
+        leeway: 30,
+        max_age: 600,
+        now,
+    };
+    assert!(id_token::validate(&token, &jwks, &expected).is_ok());
+    let mut g = c.benchmark_group("oidc");
+    g.bench_function("id_token_validate_es256", |b| {
+        b.iter(|| id_token::validate(black_box(&token), &jwks, &expected))
+    });
+
+    let (ta_key, ta_jwk) = key("ta");
+    let (int_key, int_jwk) = key("int");
+    let typ = Some("entity-statement+jwt");
+    let (ta, int, op) = (
+        "https://ta.example/",
+        "https://int.example/",
+        "https://op.example/",
+    );
+    let chain = [
+        sign(
+            &op_key,
+            "op",
+            typ,
+            &json!({"iss": op, "sub": op, "iat": now, "exp": now + 3600,
+            "jwks": {"keys": [op_jwk]}, "authority_hints": [int],
+            "metadata": {"openid_provider": {"issuer": op,
+                "id_token_signing_alg_values_supported": ["RS256", "ES256"]}}}),
+        ),
+        sign(
+            &int_key,
+            "int",
+            typ,
+            &json!({"iss": int, "sub": op, "iat": now, "exp": now + 3600,
+            "jwks": {"keys": [op_jwk]}}),
+        ),
+        sign(
+            &ta_key,
+            "ta",
+            typ,
+            &json!({"iss": ta, "sub": int, "iat": now, "exp": now + 3600,
+            "jwks": {"keys": [int_jwk]},
+            "metadata_policy": {"openid_provider": {
+                "id_token_signing_alg_values_supported": {"subset_of": ["RS256", "ES256"]}}}}),
+        ),
+    ];
+    let refs: Vec<&str> = chain.iter().map(String::as_str).collect();
+    let anchor = trust_chain::TrustAnchor {
+        entity_id: ta.into(),
+        jwks: JwkSet { keys: vec![ta_jwk] },
+    };
+    assert!(trust_chain::resolve(&refs, &anchor, "openid_provider", now, 30).is_ok());
+    g.bench_function("trust_chain_resolve_3_statements", |b| {
+        b.iter(|| trust_chain::resolve(black_box(&refs), &anchor, "openid_provider", now, 30))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench,
@@ -415,6 +516,7 @@ criterion_group!(
     protected_path,
     saml_acs,
     policy,
-    pin
+    pin,
+    oidc
 );
 criterion_main!(benches);

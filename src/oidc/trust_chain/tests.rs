@@ -280,3 +280,48 @@ fn statements_that_are_not_entity_statements_are_refused() {
     chain[1] = "not.a-statement".into();
     assert!(matches!(run(&chain, &f), Err(ChainError::Malformed(_))));
 }
+
+mod arbitrary_input {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    proptest! {
+        /// Whatever the bytes, the statement, ID token and JWE parsers answer without
+        /// panicking, and nothing resolves against an anchor with no keys.
+        #[test]
+        fn untrusted_tokens_never_panic(
+            head in proptest::collection::vec(any::<u8>(), 0..64),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            json_body in "\\{(\"(iss|sub|iat|exp|jwks|authority_hints|metadata|metadata_policy|constraints)\":(\"[a-z:/.]{0,12}\"|[0-9]{1,11}|\\[\\]|\\{\\}|null),?){0,9}\\}",
+            raw in "[A-Za-z0-9._-]{0,200}",
+        ) {
+            let anchor = TrustAnchor { entity_id: TA.into(), jwks: JwkSet { keys: Vec::new() } };
+            let tokens = [
+                raw.clone(),
+                format!("{}.{}.{}", b64(&head), b64(&body), b64(&head)),
+                format!("{}.{}.sig", b64(br#"{"alg":"ES256","typ":"entity-statement+jwt","kid":"k"}"#), b64(json_body.as_bytes())),
+            ];
+            for t in &tokens {
+                let _ = Statement::unverified(t);
+                let chain = [t.as_str(), t.as_str(), t.as_str()];
+                prop_assert!(resolve(&chain, &anchor, "openid_provider", NOW, 30).is_err());
+                let acr = crate::oidc::id_token::AcrMap::spid();
+                let exp = crate::oidc::id_token::Expected {
+                    issuer: OP, client_id: "c", nonce: "n", algorithms: &[Algorithm::ES256],
+                    acr: &acr, required: crate::identity::Level::SpidL2, leeway: 0, max_age: 60, now: NOW,
+                };
+                let empty = JwkSet { keys: Vec::new() };
+                let token_refused = crate::oidc::id_token::validate(t, &empty, &exp).is_err();
+                prop_assert!(token_refused);
+                let five = [t.as_str(); 5].join(".");
+                let jwe_refused = crate::oidc::jwe::decrypt(&five, &[]).is_err();
+                prop_assert!(jwe_refused);
+            }
+        }
+    }
+}
