@@ -522,6 +522,14 @@ min_level = "SpidL3"
     )
     .await;
     assert_eq!(r.status, 200, "one login opens the route: {}", r.text());
+    // Counted once the session exists.
+    let metrics = request("GET", &s.gw.url("/_varco/metrics"), &[], "")
+        .await
+        .text();
+    assert!(
+        metrics.contains("varco_saml_logins_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -293,9 +293,9 @@ impl Gateway {
     /// Phase 4, authenticate. Runs on protected routes only. Reads the session cookie and
     /// the store; without a session (or one below the route's own level), asks each login
     /// method for a login on the spot ([`super::login::LoginMethod::on_request`]: a CNS card
-    /// on a route with `cns_login`, then legacy PIN credentials) and otherwise stops with [`Stop::Login`] at the level the route
-    /// or its policy demands (one login, not a login and a step-up). Sets `ctx.session`
-    /// (and `ctx.new_login` for a card). Fails closed: no minter (401), a store that does
+    /// on a route with `cns_login`, then legacy PIN credentials) and otherwise stops with
+    /// [`Stop::Login`] at the level the route or its policy demands (one login, not a login
+    /// and a step-up). Sets `ctx.session` (and `ctx.new_login` for a card). Fails closed: no minter (401), a store that does
     /// not answer (503), a card that does not validate (its login failure).
     pub(super) async fn authenticate(
         &self,

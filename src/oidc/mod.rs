@@ -1,9 +1,10 @@
-//! OpenID Connect, the relying party's protocol side (issue 13, in progress): what an ID
-//! token must be to be believed ([`id_token`]), how its claims become an [`Identity`]
-//! ([`claims`]), the SPID/CIE UserInfo JWE ([`jwe`]), OpenID Federation trust chains
-//! ([`trust_chain`]) and their metadata policies ([`metadata_policy`]), and the one-time
-//! values of an authorization request ([`pkce`]). Pure functions over bytes and an injected time; the
-//! login method that drives the flow (its endpoints, discovery, the token request) and the
+//! OpenID Connect, the relying party's protocol side (issue 13, in progress): a
+//! provider's discovery document checked ([`discovery`]), what an ID token must be to be
+//! believed ([`id_token`]), how its claims become an [`Identity`] ([`claims`]), the SPID/CIE
+//! UserInfo JWE ([`jwe`]), OpenID Federation trust chains ([`trust_chain`]) and their
+//! metadata policies ([`metadata_policy`]), and the one-time values of an authorization
+//! request ([`pkce`]). Pure functions over bytes and an injected time; the login method that
+//! drives the flow (its endpoints, fetching discovery and keys, the token request) and the
 //! fetching of the federation's statements over HTTP are not built yet.
 //!
 //! The JWE decryptor is a small module on aws-lc-rs rather than `josekit`: the profile
@@ -21,6 +22,7 @@
 //! [`Identity`]: crate::identity::Identity
 
 pub mod claims;
+pub mod discovery;
 pub mod id_token;
 pub mod jwe;
 pub mod metadata_policy;

@@ -78,8 +78,8 @@ pub(super) struct Ask {
     pub level: Level,
 }
 
-/// One way to log in. Every hook but [`LoginMethod::endpoint`] and
-/// [`LoginMethod::chooser`] has a default: "nothing to do".
+/// One way to log in. The hooks `on_request` and `logout` have a default, "nothing to
+/// do"; the others each method states.
 pub(super) trait LoginMethod: Send + Sync {
     /// The method's name in logs.
     fn name(&self) -> &'static str;

@@ -366,11 +366,13 @@ impl Gateway {
                 return Err(GatewayError::LoginRefused(failure));
             }
         };
+        // Counted once the session exists (the directory or the store may still refuse).
+        let resp = self.start_session(login, old, &return_to).await?;
         metrics
             .saml_logins
             .get_or_create(&vec![("outcome".into(), "ok".into())])
             .inc();
-        self.start_session(login, old, &return_to).await
+        Ok(resp)
     }
 
     /// Validates the form's response against the pending request it answers. The error
