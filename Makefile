@@ -12,7 +12,7 @@ PYENV := target/interop-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: demo test deps pydeps fmt lint unit bench bench-proxy
+.PHONY: demo test deps pydeps nodedeps fmt lint unit bench bench-proxy
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -31,7 +31,16 @@ pydeps:
 demo: deps
 	$(CARGO) run --release --bin varco -- --pretty demo
 
-test: deps pydeps
+# oidc-provider (npm) for the OpenID Connect interop tests, pinned by its lockfile.
+OIDC_OP := tests/interop/oidc
+nodedeps:
+	@command -v node >/dev/null || { echo "make: installing Node.js"; $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	@if [ ! -d $(OIDC_OP)/node_modules/oidc-provider ]; then \
+	  echo "make: installing oidc-provider into $(OIDC_OP)/node_modules"; \
+	  npm ci --prefix $(OIDC_OP) --no-audit --no-fund --loglevel=error; \
+	fi
+
+test: deps pydeps nodedeps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	@mkdir -p target

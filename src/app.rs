@@ -26,6 +26,8 @@ pub enum StartError {
     Saml(#[from] crate::saml::sp::SpError),
     #[error("directory: {0}")]
     Directory(String),
+    #[error("{0}")]
+    Oidc(String),
 }
 
 /// A gateway whose listeners are bound, ready to run.
@@ -75,6 +77,17 @@ pub async fn start_with_clock(
         }
         spawn_metadata_refresh(sp.clone(), metrics.clone());
         services.saml = Some(sp);
+    }
+    if let Some(ocfg) = &cfg.oidc {
+        let rp = Arc::new(
+            crate::oidc::provider::RelyingParty::load(ocfg, &cfg.server.reserved_prefix)
+                .map_err(StartError::Oidc)?,
+        );
+        // A provider that cannot be reached does not stop the start: its logins are
+        // refused (its chooser entry disabled, with the reason) until a refresh succeeds.
+        refresh_providers(&rp, &metrics, services.clock.now_secs()).await;
+        spawn_provider_refresh(rp.clone(), metrics.clone(), services.clock.clone());
+        services.oidc = Some(rp);
     }
     if let Some(c) = &cfg.cns {
         let store = Arc::new(crate::cns::CnsStore::load(c).map_err(StartError::Directory)?);
@@ -315,6 +328,57 @@ fn spawn_metadata_refresh(sp: Arc<crate::saml::sp::ServiceProvider>, metrics: Ar
                     .saml_metadata_stale
                     .get_or_create(&vec![("federation".into(), federation.clone())])
                     .set(i64::from(!ok));
+            }
+        }
+    });
+}
+
+/// Fetches every provider's discovery document and JWKS once, with metrics and a log line
+/// per provider.
+async fn refresh_providers(rp: &crate::oidc::provider::RelyingParty, metrics: &Metrics, now: u64) {
+    for (provider, outcome) in rp.refresh_all(now).await {
+        let ok = outcome.is_ok();
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(provider = %provider, "OIDC provider discovery and JWKS loaded")
+            }
+            Err(e) => {
+                tracing::error!(provider = %provider, error = %e, "OIDC provider discovery failed: keeping the last good copy, if any")
+            }
+        }
+        metrics
+            .oidc_fetches
+            .get_or_create(&vec![
+                ("provider".into(), provider.clone()),
+                ("outcome".into(), if ok { "ok" } else { "failed" }.into()),
+            ])
+            .inc();
+        let unavailable = rp.provider(&provider).is_some_and(|p| p.current().is_err());
+        metrics
+            .oidc_provider_unavailable
+            .get_or_create(&vec![("provider".into(), provider)])
+            .set(i64::from(unavailable));
+    }
+}
+
+/// Refreshes the providers on the shortest configured interval; while one has never
+/// loaded, every 30 seconds.
+fn spawn_provider_refresh(
+    rp: Arc<crate::oidc::provider::RelyingParty>,
+    metrics: Arc<Metrics>,
+    clock: Arc<crate::session::SystemClock>,
+) {
+    tokio::spawn(async move {
+        let interval = rp.refresh_interval();
+        let mut since = std::time::Duration::ZERO;
+        let tick = std::time::Duration::from_secs(30);
+        loop {
+            tokio::time::sleep(tick).await;
+            since += tick;
+            let missing = rp.providers.iter().any(|p| p.current().is_err());
+            if missing || since >= interval {
+                since = std::time::Duration::ZERO;
+                refresh_providers(&rp, &metrics, clock.now_secs()).await;
             }
         }
     });

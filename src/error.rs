@@ -480,6 +480,96 @@ impl From<&AcsError> for LoginFailure {
     }
 }
 
+/// Why an OpenID Connect login at the callback was refused (besides the provider's own
+/// errors, in [`crate::oidc::provider::OidcError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error(transparent)]
+    Oidc(#[from] crate::oidc::provider::OidcError),
+    #[error("the state names no login in progress (unknown, expired or already used)")]
+    UnknownState,
+    #[error("the answer arrived in another browser than the one that started the login")]
+    OtherBrowser,
+    #[error("the authorization code was already used (replay)")]
+    CodeReplay,
+    #[error("the response's iss is not the provider's")]
+    Issuer,
+    #[error("the provider answered with the error `{0}`")]
+    ProviderError(String),
+    #[error("the claims do not make an identity: {0}")]
+    Claims(#[from] crate::oidc::claims::ClaimError),
+}
+
+impl CallbackError {
+    /// The stable code for metrics and audit lines.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallbackError::Oidc(e) => e.code(),
+            CallbackError::UnknownState => "unknown_state",
+            CallbackError::OtherBrowser => "other_browser",
+            CallbackError::CodeReplay => "code_replay",
+            CallbackError::Issuer => "issuer",
+            CallbackError::ProviderError(_) => "provider_error",
+            CallbackError::Claims(_) => "claims",
+        }
+    }
+}
+
+impl From<&CallbackError> for LoginFailure {
+    fn from(e: &CallbackError) -> LoginFailure {
+        use crate::oidc::id_token::IdTokenError;
+        use crate::oidc::provider::OidcError;
+        let f = |status, code, it, en| LoginFailure {
+            status,
+            code,
+            it,
+            en,
+        };
+        match e {
+            CallbackError::Oidc(OidcError::IdToken(IdTokenError::LevelTooLow { .. })) => f(
+                StatusCode::FORBIDDEN,
+                "level_too_low",
+                "Il livello di sicurezza dell'accesso è inferiore a quello richiesto dal servizio.",
+                "The login's security level is below what the service requires.",
+            ),
+            CallbackError::UnknownState
+            | CallbackError::OtherBrowser
+            | CallbackError::CodeReplay => f(
+                StatusCode::BAD_REQUEST,
+                "oidc_unexpected_response",
+                "La risposta di accesso non corrisponde a una richiesta in corso (scaduta o già usata). Riprova ad accedere.",
+                "The login answer does not match a login in progress (expired or already used). Please log in again.",
+            ),
+            CallbackError::ProviderError(code) if code == "access_denied" => f(
+                StatusCode::UNAUTHORIZED,
+                "oidc_access_denied",
+                "L'accesso è stato annullato o negato presso il gestore dell'identità. Puoi riprovare.",
+                "The login was cancelled or denied at the identity provider. You may try again.",
+            ),
+            CallbackError::Oidc(
+                OidcError::Unavailable(_) | OidcError::Fetch { .. } | OidcError::Discovery(_),
+            ) => f(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "oidc_provider_unavailable",
+                "Il gestore dell'identità non è raggiungibile in questo momento. Riprova più tardi.",
+                "The identity provider cannot be reached right now. Please try again later.",
+            ),
+            CallbackError::Claims(_) => f(
+                StatusCode::FORBIDDEN,
+                "oidc_no_identity",
+                "Il gestore dell'identità non ha fornito il codice fiscale: l'accesso non è possibile.",
+                "The identity provider did not release a fiscal code: the login cannot proceed.",
+            ),
+            _ => f(
+                StatusCode::UNAUTHORIZED,
+                "oidc_invalid_response",
+                "La risposta del gestore dell'identità non è valida. Riprova ad accedere.",
+                "The identity provider's answer is not valid. Please log in again.",
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

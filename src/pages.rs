@@ -62,6 +62,9 @@ pub struct LoginChoice {
     pub label_en: String,
     /// An https logo (IdP metadata's `mdui:Logo`), shown before the label.
     pub logo: Option<String>,
+    /// Why the choice cannot be used right now (a provider whose documents could not be
+    /// fetched): shown, with the button disabled.
+    pub unavailable: Option<String>,
 }
 
 /// A group of choices under a heading (SPID with its identity providers, CIE, ...).
@@ -129,10 +132,18 @@ pub fn login_page(
             } else {
                 format!(" <span lang=\"en\">({})</span>", escape_html(&c.label_en))
             };
-            body.push_str(&format!(
-                "<button type=\"submit\">{logo}{}{english}</button></form></li>",
-                escape_html(&c.label_it),
-            ));
+            match &c.unavailable {
+                None => body.push_str(&format!(
+                    "<button type=\"submit\">{logo}{}{english}</button></form></li>",
+                    escape_html(&c.label_it),
+                )),
+                Some(reason) => body.push_str(&format!(
+                    "<button type=\"submit\" disabled>{logo}{}{english}</button> \
+<small>Non disponibile <span lang=\"en\">(unavailable)</span>: {}</small></form></li>",
+                    escape_html(&c.label_it),
+                    escape_html(reason),
+                )),
+            }
         }
         body.push_str("</ul></section>");
     }

@@ -107,6 +107,9 @@ pub struct Config {
     /// The legacy PIN switch-off and the telephone PIN (see `pin`).
     #[serde(default)]
     pub pin: Option<crate::pin::PinConfig>,
+    /// OpenID Connect providers (see `oidc`).
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::config::OidcConfig>,
 }
 
 impl Config {
@@ -256,6 +259,9 @@ impl Config {
         }
         if let Some(d) = &self.directory {
             d.validate(&mut bad);
+        }
+        if let Some(o) = &self.oidc {
+            o.validate(&mut bad);
         }
         self.assertion.validate(&mut bad);
         let id_prefix = s.identity_header_prefix.as_str();
@@ -442,6 +448,100 @@ mod example_tests {
         assert_eq!(pin.cutoff.to_string(), "2021-10-01");
         assert_eq!(pin.level, crate::identity::Level::Legacy);
         assert_eq!(pin.exceptions.dedicated_to("/minori/x", false).len(), 1);
+    }
+
+    /// config/oidc.example.toml, with its placeholder files, is a valid configuration.
+    #[test]
+    fn the_oidc_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/oidc.example.toml");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for p in [
+            "/etc/varco/tls/chain.pem",
+            "/etc/varco/tls/key.pem",
+            "/etc/varco/keys/2026-11.pem",
+            "/etc/varco/oidc/rp-2026-11.pem",
+            "/etc/varco/oidc/regione.secret",
+        ] {
+            let f = dir.path().join(p.rsplit('/').next().unwrap());
+            std::fs::write(&f, "x").unwrap();
+            text = text.replace(p, &f.display().to_string());
+        }
+        let cfg = Config::from_toml("oidc", &text).unwrap();
+        let oidc = cfg.oidc.unwrap();
+        assert_eq!(oidc.provider.len(), 2);
+        let regione = &oidc.provider[0];
+        assert_eq!(regione.method(), crate::identity::Method::Oidc);
+        assert_eq!(
+            regione.acr_map().absent,
+            Some(crate::identity::Level::SpidL1)
+        );
+        assert_eq!(regione.claim_map().roles.as_deref(), Some("groups"));
+        assert_eq!(
+            oidc.provider[1].client_auth,
+            crate::oidc::config::ClientAuth::PrivateKeyJwt
+        );
+    }
+
+    /// Each bad `[oidc]` key is named.
+    #[test]
+    fn bad_oidc_configs_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "x").unwrap();
+        let base = format!(
+            "[[server.listener]]\naddress = \"127.0.0.1:0\"\n[upstream.app]\nurl = \"http://127.0.0.1:1\"\n\
+[[route]]\npath = \"/\"\nupstream = \"app\"\npublic = true\n[oidc]\nbase_url = \"https://gw.example\"\n\
+[[oidc.provider]]\nname = \"kc\"\nissuer = \"https://kc.example/realms/x\"\nclient_id = \"varco\"\n\
+client_secret_file = \"{}\"\n",
+            secret.display()
+        );
+        if let Err(e) = Config::from_toml("ok", &base) {
+            panic!("{e}");
+        }
+        let problems = |extra: &str, edit: &dyn Fn(String) -> String| {
+            let text = edit(format!("{base}{extra}"));
+            match Config::from_toml("t", &text) {
+                Err(ConfigError::Unsafe { problems, .. }) => {
+                    problems.into_iter().map(|p| p.key).collect::<Vec<_>>()
+                }
+                Err(e) => vec![format!("parse: {e}")],
+                Ok(_) => vec![],
+            }
+        };
+        let same = |t: String| t;
+        assert_eq!(
+            problems("profile = \"spid\"\n", &same),
+            ["oidc.provider[0].client_auth"]
+        );
+        assert_eq!(
+            problems("client_auth = \"private_key_jwt\"\n", &same),
+            [
+                "oidc.provider[0].client_auth",
+                "oidc.provider[0].client_secret_file"
+            ]
+        );
+        assert_eq!(
+            problems("acr_absent = \"Legacy\"\n", &same),
+            ["oidc.provider[0].acr"]
+        );
+        assert_eq!(
+            problems("refresh_interval = \"5s\"\n", &same),
+            ["oidc.provider[0].refresh_interval"]
+        );
+        let http = |t: String| t.replace("https://kc.example", "http://kc.example");
+        assert_eq!(problems("", &http), ["oidc.provider[0].issuer"]);
+        let path = |t: String| t.replace("https://gw.example", "https://gw.example/x");
+        assert_eq!(problems("", &path), ["oidc.base_url"]);
+        let name = |t: String| t.replace("name = \"kc\"", "name = \"K C\"");
+        assert_eq!(problems("", &name), ["oidc.provider[0].name"]);
+        let missing = |t: String| t.replace(&secret.display().to_string(), "/nonexistent/secret");
+        assert_eq!(
+            problems("", &missing),
+            ["oidc.provider[0].client_secret_file"]
+        );
+        // An unknown key is a parse error naming it.
+        assert!(problems("client_secrett = \"x\"\n", &same)[0].contains("client_secrett"));
     }
 
     /// `[cns]` without a CRL would check no revocation: refused.

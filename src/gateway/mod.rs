@@ -1,7 +1,7 @@
 //! The gateway: configuration compiled into what the request path needs, and the request
 //! path itself (DESIGN.md, "Request path"). The phases, in order and each with its
 //! contract, are in [`pipeline`]; the gateway's own endpoints in `endpoints` and `admin`,
-//! the login methods (SAML, CNS, PIN, development) in [`login`]. Every failure becomes a
+//! the login methods (SAML, OpenID Connect, CNS, PIN, development) in [`login`]. Every failure becomes a
 //! [`GatewayError`] turned into a page in one place (`refuse`); nothing is forwarded after
 //! an error.
 
@@ -70,6 +70,10 @@ pub struct Services {
     pub xml_verifications: Arc<tokio::sync::Semaphore>,
     /// SAML logins started per client address, when `[saml]` is configured.
     pub saml_logins: Option<crate::ratelimit::Limiter<crate::ratelimit::ClientAddress>>,
+    /// The OpenID Connect relying party, when `[oidc]` is configured.
+    pub oidc: Option<Arc<crate::oidc::provider::RelyingParty>>,
+    /// OIDC logins started per client address, when `[oidc]` is configured.
+    pub oidc_logins: Option<crate::ratelimit::Limiter<crate::ratelimit::ClientAddress>>,
 }
 
 impl Services {
@@ -114,6 +118,10 @@ impl Services {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             saml_logins: cfg.saml.as_ref().map(|c| {
+                crate::ratelimit::Limiter::new(c.max_logins_per_address, c.login_rate_window)
+            }),
+            oidc: None,
+            oidc_logins: cfg.oidc.as_ref().map(|c| {
                 crate::ratelimit::Limiter::new(c.max_logins_per_address, c.login_rate_window)
             }),
         }

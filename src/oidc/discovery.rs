@@ -69,7 +69,7 @@ pub enum DiscoveryError {
 }
 
 /// Whether `url` is an absolute `https` URL, or `http` on a loopback host.
-fn acceptable_url(url: &str) -> bool {
+pub fn acceptable_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
     };

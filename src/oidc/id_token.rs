@@ -127,7 +127,7 @@ pub enum IdTokenError {
 }
 
 /// The `alg` of a JWT's header, read before anything else trusts the header.
-fn header_alg(token: &str) -> Result<String, IdTokenError> {
+pub(crate) fn header_alg(token: &str) -> Result<String, IdTokenError> {
     let head = token
         .split('.')
         .next()
@@ -145,7 +145,7 @@ fn header_alg(token: &str) -> Result<String, IdTokenError> {
 
 /// Whether `alg` is an asymmetric signature algorithm: `none`, the `HS*` family (a
 /// provider's public key used as a shared secret) and anything else are not.
-fn asymmetric(alg: Algorithm) -> bool {
+pub(crate) fn asymmetric(alg: Algorithm) -> bool {
     matches!(
         alg,
         Algorithm::RS256

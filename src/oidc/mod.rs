@@ -22,9 +22,12 @@
 //! [`Identity`]: crate::identity::Identity
 
 pub mod claims;
+pub mod config;
 pub mod discovery;
 pub mod id_token;
 pub mod jwe;
+pub mod logout_token;
 pub mod metadata_policy;
 pub mod pkce;
+pub mod provider;
 pub mod trust_chain;

@@ -142,12 +142,45 @@ pub enum SessionLink {
     Saml(SamlLink),
     /// A legacy PIN login: what the switch-off re-checks on every request.
     Pin(crate::pin::PinGrant),
+    /// An OpenID Connect login: what RP-initiated and back-channel logout need.
+    Oidc(OidcLink),
+}
+
+/// The OpenID Connect facts of a session, for logout.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcLink {
+    /// The provider's configured name.
+    pub provider: String,
+    pub sub: String,
+    /// The provider's session id (`sid` of the ID token), when it sent one.
+    pub sid: Option<String>,
+    /// The ID token, as `id_token_hint` of the RP-initiated logout.
+    pub id_token: String,
+}
+
+impl std::fmt::Debug for OidcLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a bearer credential at some providers: never printed.
+        f.debug_struct("OidcLink")
+            .field("provider", &self.provider)
+            .field("sub", &self.sub)
+            .field("sid", &self.sid)
+            .field("id_token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl SessionLink {
     pub fn saml(&self) -> Option<&SamlLink> {
         match self {
             SessionLink::Saml(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn oidc(&self) -> Option<&OidcLink> {
+        match self {
+            SessionLink::Oidc(l) => Some(l),
             _ => None,
         }
     }
@@ -230,6 +263,19 @@ pub trait SessionStore: Send + Sync + 'static {
         key: &str,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Files session `id` under `key` (a provider's session id or subject) for `ttl`, so a
+    /// back-channel logout, which carries no cookie, can find the sessions it ends.
+    fn index(
+        &self,
+        key: &str,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes and returns the sessions filed under `key` (some may have ended already).
+    fn take_indexed(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
 }
 
 #[derive(Clone)]
@@ -279,6 +325,8 @@ pub struct MemoryStore {
     sessions: moka::sync::Cache<SessionId, Arc<SessionEntry>>,
     pending: moka::sync::Cache<String, Expiring<PendingLogin>>,
     replay: moka::sync::Cache<String, u64>,
+    /// Sessions by a provider's session id or subject (bounded like `pending`).
+    index: moka::sync::Cache<String, Expiring<Vec<SessionId>>>,
     limits: Limits,
     clock: Arc<dyn Clock>,
 }
@@ -301,6 +349,9 @@ impl MemoryStore {
             replay: bounded("replay", limits.capacity.saturating_mul(4), &evicted)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
+            index: bounded("index", limits.capacity, &evicted)
+                .time_to_live(limits.absolute + Duration::from_secs(60))
+                .build(),
             limits,
             clock,
         }
@@ -312,6 +363,7 @@ impl MemoryStore {
         self.sessions.run_pending_tasks();
         self.pending.run_pending_tasks();
         self.replay.run_pending_tasks();
+        self.index.run_pending_tasks();
     }
 
     fn valid(&self, e: &SessionEntry, now: u64) -> bool {
@@ -404,6 +456,39 @@ impl SessionStore for MemoryStore {
         }
         Ok(false)
     }
+
+    async fn index(&self, key: &str, id: &SessionId, ttl: Duration) -> Result<(), StoreError> {
+        /// Sessions kept per key: a subject logged in from many browsers keeps the newest.
+        const MAX_PER_KEY: usize = 64;
+        let now = self.clock.now();
+        let expires = now.saturating_add(ttl.as_secs());
+        self.index.entry(key.to_string()).and_upsert_with(|old| {
+            let mut ids: Vec<SessionId> = old
+                .filter(|e| now < e.value().expires)
+                .map(|e| e.into_value().value)
+                .unwrap_or_default();
+            ids.retain(|i| i != id);
+            if ids.len() >= MAX_PER_KEY {
+                ids.remove(0);
+            }
+            ids.push(id.clone());
+            Expiring {
+                value: ids,
+                expires,
+            }
+        });
+        Ok(())
+    }
+
+    async fn take_indexed(&self, key: &str) -> Result<Vec<SessionId>, StoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .index
+            .remove(key)
+            .filter(|e| now < e.expires)
+            .map(|e| e.value)
+            .unwrap_or_default())
+    }
 }
 
 /// The configured store. Callers hold this type; a Redis variant joins here for
@@ -457,6 +542,17 @@ impl SessionStore for Store {
     async fn insert_if_absent(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => m.insert_if_absent(key, ttl).await,
+        }
+    }
+    async fn index(&self, key: &str, id: &SessionId, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => m.index(key, id, ttl).await,
+        }
+    }
+
+    async fn take_indexed(&self, key: &str) -> Result<Vec<SessionId>, StoreError> {
+        match self {
+            Store::Memory(m) => m.take_indexed(key).await,
         }
     }
 }

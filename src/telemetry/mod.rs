@@ -144,6 +144,14 @@ pub struct Metrics {
     /// Entries the embedded session store dropped for room, by cache (`sessions`,
     /// `pending`, `replay`): raise `session.capacity` when these grow.
     pub store_evictions: Family<Vec<(String, String)>, Counter>,
+    /// OpenID Connect logins by provider and outcome (`ok` or the refusal code).
+    pub oidc_logins: Family<Vec<(String, String)>, Counter>,
+    /// Discovery and JWKS fetches by provider, document and outcome (`ok`, `failed`).
+    pub oidc_fetches: Family<Vec<(String, String)>, Counter>,
+    /// 1 while a provider is unusable (no good discovery document or JWKS yet).
+    pub oidc_provider_unavailable: Family<Vec<(String, String)>, Gauge>,
+    /// Back-channel logout tokens by outcome (`ok` or the refusal code).
+    pub oidc_backchannel_logouts: Family<Vec<(String, String)>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -229,7 +237,35 @@ impl Metrics {
             "Entries the embedded store evicted for room (least recently used first), by cache",
             store_evictions.clone(),
         );
+        let oidc_logins = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "oidc_logins",
+            "OpenID Connect logins at the callback, by provider and outcome",
+            oidc_logins.clone(),
+        );
+        let oidc_fetches = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "oidc_fetches",
+            "Provider discovery and JWKS fetches, by provider, document and outcome",
+            oidc_fetches.clone(),
+        );
+        let oidc_provider_unavailable = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "oidc_provider_unavailable",
+            "1 while a provider has no good discovery document or JWKS (its logins are refused)",
+            oidc_provider_unavailable.clone(),
+        );
+        let oidc_backchannel_logouts = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "oidc_backchannel_logouts",
+            "Back-channel logout tokens received, by outcome",
+            oidc_backchannel_logouts.clone(),
+        );
         Metrics {
+            oidc_logins,
+            oidc_fetches,
+            oidc_provider_unavailable,
+            oidc_backchannel_logouts,
             store_evictions,
             cns_crl_next_update,
             pin_attempts,

@@ -61,6 +61,7 @@ impl LoginMethod for Cns {
                 label_it: "Entra con CNS (inserisci la carta nel lettore)".into(),
                 label_en: "Log in with CNS (insert the card in the reader)".into(),
                 logo: None,
+                unavailable: None,
             }],
         }]
     }

@@ -63,6 +63,7 @@ impl LoginMethod for Dev {
                     label_it: u.label_it.into(),
                     label_en: u.label_en.into(),
                     logo: None,
+                    unavailable: None,
                 })
                 .collect(),
         }]

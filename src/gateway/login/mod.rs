@@ -14,9 +14,11 @@
 
 pub(super) mod cns;
 pub(super) mod dev;
+pub(super) mod oidc;
 pub(super) mod pin;
 pub(super) mod saml;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,6 +41,32 @@ use crate::session::{Session, SessionId, SessionLink, SessionStore};
 
 /// Largest form body the login endpoints read.
 pub(super) const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// A form's fields (or a query's); a repeated field is kept as empty (ambiguous).
+pub(super) fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        // A repeated field makes the form ambiguous: keep neither.
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            out.insert(k.to_string(), String::new());
+        }
+    }
+    out
+}
+
+/// The first 16 bytes of SHA-256, in hex: what the store keeps of a browser-binding value.
+pub(super) fn digest_hex(value: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 128 random bits in hex.
+pub(super) fn random_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
 
 /// A response being computed by a method's endpoint.
 pub(super) type Answer<'a> =
@@ -133,6 +161,7 @@ pub(super) fn methods(cfg: &Config, services: &Services) -> Vec<Box<dyn LoginMet
     let mut list: Vec<Box<dyn LoginMethod>> = Vec::new();
     list.extend(saml::Saml::configured(services).map(|m| Box::new(m) as _));
     list.extend(cns::Cns::configured(services).map(|m| Box::new(m) as _));
+    list.extend(oidc::Oidc::configured(services).map(|m| Box::new(m) as _));
     list.extend(pin::LegacyPin::configured(services).map(|m| Box::new(m) as _));
     list.extend(dev::Dev::configured(cfg.mode == Mode::Demo).map(|m| Box::new(m) as _));
     list

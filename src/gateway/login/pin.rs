@@ -98,6 +98,7 @@ impl LoginMethod for LegacyPin {
                 label_it: "Entra con il PIN INPS".into(),
                 label_en: "Log in with the INPS PIN".into(),
                 logo: None,
+                unavailable: None,
             }],
         }]
     }

@@ -11,7 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{Answer, Ask, Login, LoginMethod, LogoutStep};
+use super::{Answer, Ask, Login, LoginMethod, LogoutStep, digest_hex, form_fields, random_token};
 use crate::error::{AcsError, GatewayError, LoginFailure};
 use crate::gateway::endpoints::{respond, see_other};
 use crate::gateway::{Exchange, Gateway, Services};
@@ -30,29 +30,6 @@ use crate::session::{Clock, PendingLogin, SamlLink, SessionLink, SessionStore};
 const MAX_ACS_FORM_BYTES: usize = 400 * 1024;
 const PENDING_LOGIN: &str = "saml:";
 const PENDING_LOGOUT: &str = "saml-logout:";
-
-fn form_fields(body: &[u8]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        // A repeated field makes the form ambiguous: keep neither.
-        if out.insert(k.to_string(), v.to_string()).is_some() {
-            out.insert(k.to_string(), String::new());
-        }
-    }
-    out
-}
-
-fn digest_hex(value: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    d.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn random_token() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
 
 /// The `<param>` value of a raw query, percent-decoded only (as the Redirect binding's
 /// signature check reads it: a raw `+` stays a `+`, which base64 uses).
@@ -127,6 +104,7 @@ impl LoginMethod for Saml {
                     label_it: idp.display_name.clone(),
                     label_en: idp.display_name.clone(),
                     logo: idp.logo.clone(),
+                    unavailable: None,
                 };
                 match fed.profile {
                     Profile::Cie => cie.push(LoginChoice {

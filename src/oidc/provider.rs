@@ -1,0 +1,690 @@
+//! The relying party at run time: our client keys, and each provider with its current
+//! discovery document and JWKS (replaced whole on a refresh, never edited in place; the
+//! last good copy is kept when a fetch fails, and a provider that never had one is
+//! unavailable, its chooser entry disabled with the reason). The requests varco sends a
+//! provider: the authorization request (a URL), the token request, UserInfo, the
+//! RP-initiated logout URL; and the checks of what comes back (ID token, logout token),
+//! with one JWKS refetch when a token names a key the provider's JWKS does not have yet.
+
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::config::{ClientAuth, OidcConfig, ProviderConfig, ProviderProfile};
+use super::discovery::{self, DiscoveryError};
+use super::id_token::{self, IdToken, IdTokenError};
+use super::logout_token::{self, LogoutToken, LogoutTokenError};
+use crate::assertion::KeySet;
+use crate::assertion::fetch::{Call, FetchError};
+use crate::identity::Level;
+
+/// Largest JWKS, token response and UserInfo response accepted.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// A JWKS refetch for an unknown `kid` happens at most this often per provider.
+const JWKS_REFETCH_INTERVAL: u64 = 10;
+/// How long a login may take at the provider (the ID token's `iat` is at most this old).
+pub const MAX_LOGIN_SECONDS: u64 = 600;
+
+/// Why a provider interaction failed. `code` is the stable name for metrics, audit lines
+/// and the page; messages never contain secrets or tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OidcError {
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
+    #[error("{what}: {reason}")]
+    Fetch { what: &'static str, reason: String },
+    #[error("the token endpoint refused the code: {0}")]
+    TokenRefused(String),
+    #[error("the token response is malformed: {0}")]
+    TokenResponse(String),
+    #[error("ID token: {0}")]
+    IdToken(#[from] IdTokenError),
+    #[error("UserInfo: {0}")]
+    UserInfo(String),
+    #[error("logout token: {0}")]
+    LogoutToken(#[from] LogoutTokenError),
+    #[error("cannot sign the client assertion")]
+    Signing,
+}
+
+impl OidcError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OidcError::Unavailable(_) => "provider_unavailable",
+            OidcError::Discovery(_) => "discovery",
+            OidcError::Fetch { .. } => "fetch",
+            OidcError::TokenRefused(_) => "token_refused",
+            OidcError::TokenResponse(_) => "token_response",
+            OidcError::IdToken(e) => match e {
+                IdTokenError::Nonce => "nonce",
+                IdTokenError::Audience | IdTokenError::AuthorizedParty => "audience",
+                IdTokenError::Issuer => "issuer",
+                IdTokenError::Expired | IdTokenError::TooOld | IdTokenError::NotYetValid => {
+                    "expired"
+                }
+                IdTokenError::IssuedInFuture => "issued_in_future",
+                IdTokenError::Algorithm(_) => "algorithm",
+                IdTokenError::Signature | IdTokenError::BadKey(_) => "signature",
+                IdTokenError::UnknownKey(_) => "unknown_key",
+                IdTokenError::NoAcr | IdTokenError::UnknownAcr(_) => "acr",
+                IdTokenError::LevelTooLow { .. } => "level_too_low",
+                IdTokenError::Malformed(_) | IdTokenError::Claims(_) => "id_token_malformed",
+            },
+            OidcError::UserInfo(_) => "userinfo",
+            OidcError::LogoutToken(_) => "logout_token",
+            OidcError::Signing => "signing",
+        }
+    }
+}
+
+/// What a provider has told us, as of `fetched_at`.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub doc: discovery::Provider,
+    pub jwks: JwkSet,
+    /// Signature algorithms accepted from this provider (asymmetric ones offered in its
+    /// discovery document).
+    pub algorithms: Vec<Algorithm>,
+    pub fetched_at: u64,
+}
+
+/// A provider's state: the last good documents, and why the last refresh failed.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderState {
+    pub current: Option<Arc<Discovered>>,
+    /// The last refresh's failure (cleared by a good one).
+    pub error: Option<String>,
+}
+
+/// One configured OpenID Provider.
+pub struct Provider {
+    pub cfg: ProviderConfig,
+    /// The client secret for `client_secret_basic` (never logged).
+    secret: Option<String>,
+    state: RwLock<Arc<ProviderState>>,
+    last_jwks_refetch: AtomicU64,
+}
+
+/// The authorization request's one-time values.
+pub struct AuthRequest<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub code_challenge: &'a str,
+    pub level: Level,
+}
+
+/// A successful token response.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub id_token: String,
+    pub access_token: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    access_token: Option<String>,
+    token_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenErrorResponse {
+    error: Option<String>,
+}
+
+fn sanitized(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(60)
+        .collect()
+}
+
+fn fetch_error(what: &'static str) -> impl Fn(FetchError) -> OidcError {
+    move |e| OidcError::Fetch {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// `url` with `params` appended to its query.
+fn with_query(url: &str, params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{}", q.finish())
+}
+
+impl Provider {
+    /// The provider of `cfg`, with its secret read (no network: [`Provider::refresh`]
+    /// fetches its documents).
+    pub fn new(cfg: ProviderConfig) -> Result<Provider, String> {
+        let secret = match (&cfg.client_secret_file, &cfg.client_secret_env) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "oidc.provider `{}`: cannot read client_secret_file {}: {}",
+                        cfg.name,
+                        path.display(),
+                        e.kind()
+                    )
+                })?;
+                Some(text.lines().next().unwrap_or("").trim().to_string())
+            }
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                format!(
+                    "oidc.provider `{}`: the environment variable {var} is not set",
+                    cfg.name
+                )
+            })?),
+            (None, None) => None,
+        };
+        if cfg.client_auth == ClientAuth::ClientSecretBasic
+            && secret.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "oidc.provider `{}`: the client secret is empty",
+                cfg.name
+            ));
+        }
+        Ok(Provider {
+            cfg,
+            secret,
+            state: RwLock::new(Arc::new(ProviderState::default())),
+            last_jwks_refetch: AtomicU64::new(0),
+        })
+    }
+
+    pub fn state(&self) -> Arc<ProviderState> {
+        match self.state.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    fn replace(&self, state: ProviderState) {
+        let state = Arc::new(state);
+        match self.state.write() {
+            Ok(mut g) => *g = state,
+            Err(p) => *p.into_inner() = state,
+        }
+    }
+
+    /// The current documents, or why there are none.
+    pub fn current(&self) -> Result<Arc<Discovered>, OidcError> {
+        let state = self.state();
+        state.current.clone().ok_or_else(|| {
+            OidcError::Unavailable(
+                state
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "discovery not fetched yet".into()),
+            )
+        })
+    }
+
+    fn call<'a>(&'a self, url: &'a str, accept: &'static str) -> Call<'a> {
+        Call {
+            url,
+            ca: self.cfg.ca.as_deref(),
+            accept,
+            form: None,
+            authorization: None,
+            max_bytes: MAX_RESPONSE_BYTES,
+            timeout: self.cfg.timeout,
+        }
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        accept: &'static str,
+        what: &'static str,
+    ) -> Result<bytes::Bytes, OidcError> {
+        let answer = self
+            .call(url, accept)
+            .send()
+            .await
+            .map_err(fetch_error(what))?;
+        if answer.status != 200 {
+            return Err(OidcError::Fetch {
+                what,
+                reason: format!("the provider answered {}", answer.status),
+            });
+        }
+        Ok(answer.body)
+    }
+
+    async fn fetch_jwks(&self, url: &str) -> Result<JwkSet, OidcError> {
+        let body = self
+            .get(url, "application/jwk-set+json, application/json", "JWKS")
+            .await?;
+        let jwks: JwkSet = serde_json::from_slice(&body).map_err(|e| OidcError::Fetch {
+            what: "JWKS",
+            reason: format!(
+                "not a JWKS: {}",
+                e.to_string().chars().take(120).collect::<String>()
+            ),
+        })?;
+        Ok(jwks)
+    }
+
+    /// Fetches discovery and the JWKS and installs them; on failure the last good copy
+    /// stays and the error is kept for the chooser and `/readyz`-style reports.
+    pub async fn refresh(&self, now: u64) -> Result<(), OidcError> {
+        let outcome = async {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                self.cfg.issuer.trim_end_matches('/')
+            );
+            let body = self.get(&url, "application/json", "discovery").await?;
+            let doc = discovery::parse(&body, &self.cfg.issuer)?;
+            let jwks = self.fetch_jwks(&doc.jwks_uri).await?;
+            let algorithms = doc
+                .id_token_signing_alg_values_supported
+                .iter()
+                .filter_map(|a| Algorithm::from_str(a).ok())
+                .collect();
+            Ok::<_, OidcError>(Discovered {
+                doc,
+                jwks,
+                algorithms,
+                fetched_at: now,
+            })
+        }
+        .await;
+        let previous = self.state();
+        match outcome {
+            Ok(d) => {
+                self.replace(ProviderState {
+                    current: Some(Arc::new(d)),
+                    error: None,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.replace(ProviderState {
+                    current: previous.current.clone(),
+                    error: Some(e.to_string()),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// After a token named an unknown key: the JWKS fetched again (a key rotation), at
+    /// most once per [`JWKS_REFETCH_INTERVAL`]. `true` when a new JWKS was installed.
+    async fn refetch_jwks(&self, now: u64) -> bool {
+        let last = self.last_jwks_refetch.load(Ordering::Relaxed);
+        if now < last.saturating_add(JWKS_REFETCH_INTERVAL)
+            || self
+                .last_jwks_refetch
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        let Ok(current) = self.current() else {
+            return false;
+        };
+        match self.fetch_jwks(&current.doc.jwks_uri).await {
+            Ok(jwks) => {
+                let mut next = (*current).clone();
+                next.jwks = jwks;
+                self.replace(ProviderState {
+                    current: Some(Arc::new(next)),
+                    error: None,
+                });
+                tracing::info!(provider = %self.cfg.name, "provider JWKS fetched again for an unknown key");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.cfg.name, error = %e, "provider JWKS refetch failed");
+                false
+            }
+        }
+    }
+
+    /// `acr_values` for a login at `level`: the mapped values at that level and above,
+    /// lowest first (SPID's order of preference).
+    fn acr_values(&self, level: Level) -> String {
+        let map = self.cfg.acr_map();
+        let mut values: Vec<&(String, Level)> =
+            map.values.iter().filter(|(_, l)| *l >= level).collect();
+        values.sort_by_key(|(_, l)| *l);
+        values
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The scope parameter: `openid` first, then the configured scopes.
+    fn scope(&self) -> String {
+        let mut scopes = vec!["openid"];
+        for s in &self.cfg.scopes {
+            if !scopes.contains(&s.as_str()) {
+                scopes.push(s);
+            }
+        }
+        scopes.join(" ")
+    }
+
+    /// The URL the browser is sent to (authorization code flow with PKCE S256).
+    pub fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        req: &AuthRequest<'_>,
+    ) -> Result<String, OidcError> {
+        let current = self.current()?;
+        let scope = self.scope();
+        let acr = self.acr_values(req.level);
+        let mut params: Vec<(&str, &str)> = vec![
+            ("response_type", "code"),
+            ("client_id", &self.cfg.client_id),
+            ("redirect_uri", redirect_uri),
+            ("scope", &scope),
+            ("state", req.state),
+            ("nonce", req.nonce),
+            ("code_challenge", req.code_challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        if self.cfg.send_acr_values && !acr.is_empty() {
+            params.push(("acr_values", &acr));
+        }
+        if self.cfg.profile != ProviderProfile::Generic {
+            params.push(("prompt", "consent login"));
+            params.push(("ui_locales", "it en"));
+        }
+        Ok(with_query(&current.doc.authorization_endpoint, &params))
+    }
+
+    /// Exchanges `code` at the token endpoint, authenticated as configured.
+    pub async fn exchange_code(
+        &self,
+        keys: Option<&KeySet>,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        now: u64,
+    ) -> Result<Tokens, OidcError> {
+        let current = self.current()?;
+        let endpoint = current.doc.token_endpoint.as_str();
+        // Built in a block: the serializer is not `Send` and must not live across an await.
+        let (form, authorization) = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "authorization_code")
+                .append_pair("code", code)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("code_verifier", verifier);
+            let mut authorization = None;
+            match self.cfg.client_auth {
+                ClientAuth::ClientSecretBasic => {
+                    // RFC 6749 §2.3.1: both parts form-urlencoded before base64.
+                    let enc =
+                        |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                    let secret = self.secret.as_deref().unwrap_or("");
+                    authorization = Some(format!(
+                        "Basic {}",
+                        STANDARD.encode(format!("{}:{}", enc(&self.cfg.client_id), enc(secret)))
+                    ));
+                }
+                ClientAuth::PrivateKeyJwt => {
+                    let keys = keys.ok_or(OidcError::Signing)?;
+                    let assertion = client_assertion(keys, &self.cfg.client_id, endpoint, now)?;
+                    form.append_pair("client_id", &self.cfg.client_id)
+                        .append_pair(
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        )
+                        .append_pair("client_assertion", &assertion);
+                }
+            }
+            (form.finish(), authorization)
+        };
+        let mut call = self.call(endpoint, "application/json");
+        call.form = Some(form);
+        call.authorization = authorization;
+        let answer = call.send().await.map_err(fetch_error("token endpoint"))?;
+        if answer.status != 200 {
+            let code = serde_json::from_slice::<TokenErrorResponse>(&answer.body)
+                .ok()
+                .and_then(|e| e.error)
+                .map(|e| sanitized(&e))
+                .unwrap_or_else(|| format!("HTTP {}", answer.status));
+            return Err(OidcError::TokenRefused(code));
+        }
+        let body: TokenResponse = serde_json::from_slice(&answer.body)
+            .map_err(|_| OidcError::TokenResponse("not the JSON of a token response".into()))?;
+        if !body
+            .token_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("dpop"))
+        {
+            return Err(OidcError::TokenResponse("token_type is not Bearer".into()));
+        }
+        match (body.id_token, body.access_token) {
+            (Some(id_token), Some(access_token)) => Ok(Tokens {
+                id_token,
+                access_token,
+            }),
+            (None, _) => Err(OidcError::TokenResponse("no id_token".into())),
+            (_, None) => Err(OidcError::TokenResponse("no access_token".into())),
+        }
+    }
+
+    /// Validates an ID token for a login started with `nonce` at `level`; a token
+    /// naming an unknown key gets one JWKS refetch.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+        level: Level,
+        now: u64,
+    ) -> Result<IdToken, OidcError> {
+        let acr = self.cfg.acr_map();
+        let check = |current: &Discovered| {
+            id_token::validate(
+                token,
+                &current.jwks,
+                &id_token::Expected {
+                    issuer: &self.cfg.issuer,
+                    client_id: &self.cfg.client_id,
+                    nonce,
+                    algorithms: &current.algorithms,
+                    acr: &acr,
+                    required: level,
+                    leeway: self.cfg.clock_skew.as_secs(),
+                    max_age: MAX_LOGIN_SECONDS,
+                    now,
+                },
+            )
+        };
+        match check(&*self.current()?) {
+            Err(IdTokenError::UnknownKey(_)) if self.refetch_jwks(now).await => {
+                Ok(check(&*self.current()?)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// UserInfo (a JSON response) for `access_token`.
+    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, OidcError> {
+        let current = self.current()?;
+        let url =
+            current.doc.userinfo_endpoint.as_deref().ok_or_else(|| {
+                OidcError::UserInfo("the provider has no userinfo_endpoint".into())
+            })?;
+        let mut call = self.call(url, "application/json");
+        call.authorization = Some(format!("Bearer {access_token}"));
+        let answer = call.send().await.map_err(fetch_error("UserInfo"))?;
+        if answer.status != 200 {
+            return Err(OidcError::UserInfo(format!(
+                "the provider answered {}",
+                answer.status
+            )));
+        }
+        let json = answer
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("application/json"));
+        if !json {
+            return Err(OidcError::UserInfo(
+                "not a JSON response (signed or encrypted UserInfo is the SPID/CIE profile's)"
+                    .into(),
+            ));
+        }
+        serde_json::from_slice(&answer.body)
+            .map_err(|_| OidcError::UserInfo("not a JSON object".into()))
+    }
+
+    /// Verifies a back-channel logout token (one JWKS refetch for an unknown key).
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<LogoutToken, OidcError> {
+        let check = |current: &Discovered| {
+            logout_token::validate(
+                token,
+                &current.jwks,
+                &logout_token::Expected {
+                    issuer: &self.cfg.issuer,
+                    client_id: &self.cfg.client_id,
+                    algorithms: &current.algorithms,
+                    leeway: self.cfg.clock_skew.as_secs(),
+                    max_age: 300,
+                    now,
+                },
+            )
+        };
+        match check(&*self.current()?) {
+            Err(LogoutTokenError::UnknownKey(_)) if self.refetch_jwks(now).await => {
+                Ok(check(&*self.current()?)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The RP-initiated logout URL (OpenID Connect RP-Initiated Logout 1.0), when the
+    /// provider has an `end_session_endpoint` and `end_session` is on.
+    pub fn end_session_url(
+        &self,
+        id_token_hint: &str,
+        post_logout_redirect_uri: &str,
+        state: &str,
+    ) -> Option<String> {
+        if !self.cfg.end_session {
+            return None;
+        }
+        let current = self.current().ok()?;
+        let endpoint = current.doc.end_session_endpoint.as_deref()?;
+        Some(with_query(
+            endpoint,
+            &[
+                ("id_token_hint", id_token_hint),
+                ("client_id", &self.cfg.client_id),
+                ("post_logout_redirect_uri", post_logout_redirect_uri),
+                ("state", state),
+            ],
+        ))
+    }
+}
+
+/// A `private_key_jwt` client assertion (RFC 7523 §3; Core §9): `iss` = `sub` = our
+/// client id, `aud` the token endpoint, a unique `jti`, valid for a minute.
+pub fn client_assertion(
+    keys: &KeySet,
+    client_id: &str,
+    token_endpoint: &str,
+    now: u64,
+) -> Result<String, OidcError> {
+    let claims = serde_json::json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_endpoint,
+        "jti": super::pkce::random_value(),
+        "iat": now,
+        "exp": now + 60,
+    });
+    keys.sign_json("JWT", &claims)
+        .map_err(|_| OidcError::Signing)
+}
+
+/// The relying party: our URLs, our client keys and the providers.
+pub struct RelyingParty {
+    pub redirect_uri: String,
+    pub post_logout_uri: String,
+    pub keys: Option<Arc<KeySet>>,
+    pub providers: Vec<Arc<Provider>>,
+}
+
+impl RelyingParty {
+    /// Reads secrets and keys (no network; [`RelyingParty::refresh_all`] fetches).
+    pub fn load(cfg: &OidcConfig, reserved_prefix: &str) -> Result<RelyingParty, String> {
+        let keys = if cfg.key.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                KeySet::from_configs(&cfg.key, cfg.active_kid.as_deref())
+                    .map_err(|e| format!("oidc.key: {e}"))?,
+            ))
+        };
+        let providers = cfg
+            .provider
+            .iter()
+            .cloned()
+            .map(|p| Provider::new(p).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RelyingParty {
+            redirect_uri: format!("{}{reserved_prefix}oidc/callback", cfg.base_url),
+            post_logout_uri: format!("{}{reserved_prefix}oidc/logged-out", cfg.base_url),
+            keys,
+            providers,
+        })
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.cfg.name == name)
+    }
+
+    pub fn by_issuer(&self, issuer: &str) -> impl Iterator<Item = &Arc<Provider>> {
+        self.providers
+            .iter()
+            .filter(move |p| p.cfg.issuer == issuer)
+    }
+
+    /// Our public client keys (`<prefix>oidc/jwks`), when `[[oidc.key]]` is configured.
+    pub fn jwks_json(&self) -> Option<bytes::Bytes> {
+        self.keys.as_ref().map(|k| k.jwks_json())
+    }
+
+    /// Refreshes every provider; the outcome per provider name.
+    pub async fn refresh_all(&self, now: u64) -> Vec<(String, Result<(), OidcError>)> {
+        let mut out = Vec::with_capacity(self.providers.len());
+        for p in &self.providers {
+            out.push((p.cfg.name.clone(), p.refresh(now).await));
+        }
+        out
+    }
+
+    /// The shortest refresh interval (providers that never loaded are retried sooner).
+    pub fn refresh_interval(&self) -> Duration {
+        self.providers
+            .iter()
+            .map(|p| p.cfg.refresh_interval)
+            .min()
+            .unwrap_or(Duration::from_secs(3600))
+    }
+}
