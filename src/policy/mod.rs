@@ -27,6 +27,10 @@ pub struct PolicyConfig {
     /// Accepted login methods (`spid`, `cie`, `cns`, `oidc`, `pin`); default all but `pin`.
     #[serde(default)]
     pub methods: Vec<Method>,
+    /// Accepted identity providers: SAML IdP entity ids and OpenID Provider issuers, as
+    /// the signed header's `idp` names them; empty: any provider of an accepted method.
+    #[serde(default)]
+    pub idps: Vec<String>,
     /// The least level; a browser below it logs in again at this level.
     #[serde(default)]
     pub min_level: Option<Level>,
@@ -117,6 +121,7 @@ pub struct Delegation {
 #[derive(Debug, Clone, Default)]
 pub struct RoutePolicy {
     pub methods: Vec<Method>,
+    pub idps: Vec<String>,
     pub min_level: Option<Level>,
     pub roles: Vec<String>,
     pub rules: Vec<RoleRule>,
@@ -209,6 +214,7 @@ impl PolicyConfig {
         };
         Ok(RoutePolicy {
             methods: self.methods.clone(),
+            idps: self.idps.clone(),
             min_level: self.min_level,
             roles: self.roles.clone(),
             rules,
@@ -258,6 +264,8 @@ pub trait Lookups {
 pub enum Denial {
     #[error("login method `{0}` is not accepted here")]
     LoginMethod(&'static str),
+    #[error("logins through this identity provider are not accepted here")]
+    IdentityProvider,
     #[error("your role does not give access here")]
     Role,
     #[error("role `{role}` may not use {method} here")]
@@ -293,6 +301,7 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::LoginMethod(_) => "login_method_not_accepted",
+            Denial::IdentityProvider => "identity_provider_not_accepted",
             Denial::Role => "role_not_allowed",
             Denial::RoleRule { .. } => "operation_not_allowed_for_role",
             Denial::MissingAssistito => "client_fiscal_code_missing",
@@ -324,6 +333,10 @@ impl Denial {
             Denial::LoginMethod(_) => (
                 "Questo servizio non accetta il metodo di accesso usato: accedi con SPID, CIE o CNS.",
                 "This service does not accept the login method you used: log in with SPID, CIE or CNS.",
+            ),
+            Denial::IdentityProvider => (
+                "Questo servizio non accetta accessi tramite il gestore dell'identità usato: esci e accedi con un altro.",
+                "This service does not accept logins through the identity provider you used: log out and log in with another.",
             ),
             Denial::Role => (
                 "Il tuo ruolo non consente l'accesso a questo servizio.",
@@ -632,7 +645,7 @@ fn decide_role(
 }
 
 /// The decision for `identity` making the request described by `facts` on a route with
-/// `policy`. Order: login method, level (step-up), then per role: role allowed, role
+/// `policy`. Order: login method, identity provider, level (step-up), then per role: role allowed, role
 /// rules, own-file or delegation. Several roles: allowed if one of them is.
 pub fn decide(
     policy: &RoutePolicy,
@@ -647,6 +660,9 @@ pub fn decide(
     };
     if !accepted {
         return Decision::Deny(Denial::LoginMethod(identity.method.as_str()));
+    }
+    if !policy.idps.is_empty() && !policy.idps.contains(&identity.idp) {
+        return Decision::Deny(Denial::IdentityProvider);
     }
     if let Some(min) = policy.min_level
         && identity.level < min

@@ -232,6 +232,30 @@ fn benefit_applications_are_the_operators_alone() {
             "{method}"
         );
     }
+    // A route that names its identity providers refuses the others' logins, whatever
+    // the method.
+    let op = user(OPERATOR, &["operatore"], Level::SpidL2, Method::Cns);
+    let mut only_one = domande();
+    only_one.idps = vec!["https://idp.other/".into()];
+    assert_eq!(
+        decide(
+            &only_one,
+            &op,
+            &facts(&HttpMethod::GET, p, &h),
+            &lookups(None)
+        ),
+        Deny(Denial::IdentityProvider)
+    );
+    only_one.idps.push(op.idp.clone());
+    assert_eq!(
+        decide(
+            &only_one,
+            &op,
+            &facts(&HttpMethod::GET, p, &h),
+            &lookups(None)
+        ),
+        Allow
+    );
     let oidc = user(OPERATOR, &["operatore"], Level::SpidL2, Method::Oidc);
     assert_eq!(
         decide(

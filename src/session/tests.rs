@@ -271,3 +271,36 @@ fn the_session_link_survives_serialization() {
     let old: Session = serde_json::from_value(value).unwrap();
     assert_eq!(old.link, SessionLink::None);
 }
+
+/// The back-channel logout index: sessions filed under a key are taken once, all of them,
+/// a session filed twice is listed once, and an expired filing is forgotten.
+#[tokio::test]
+async fn indexed_sessions_are_taken_once_and_expire() {
+    let (s, clock) = store();
+    let (a, b) = (SessionId::random(), SessionId::random());
+    let ttl = Duration::from_secs(600);
+    s.index("oidc-sid:kc\nS1", &a, ttl).await.unwrap();
+    s.index("oidc-sid:kc\nS1", &b, ttl).await.unwrap();
+    s.index("oidc-sid:kc\nS1", &a, ttl).await.unwrap();
+    s.index("oidc-sid:kc\nS2", &b, ttl).await.unwrap();
+    let taken = s.take_indexed("oidc-sid:kc\nS1").await.unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(taken.contains(&a) && taken.contains(&b));
+    assert!(s.take_indexed("oidc-sid:kc\nS1").await.unwrap().is_empty());
+    clock.set(1_000 + 601);
+    assert!(s.take_indexed("oidc-sid:kc\nS2").await.unwrap().is_empty());
+}
+
+/// An OIDC session's ID token never shows in its debug form.
+#[test]
+fn the_oidc_link_hides_its_token() {
+    let link = OidcLink {
+        provider: "kc".into(),
+        sub: "u1".into(),
+        sid: Some("s".into()),
+        id_token: "eyJhbGciOi.secret.sig".into(),
+    };
+    let text = format!("{:?}", SessionLink::Oidc(link));
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.contains("redacted"));
+}
