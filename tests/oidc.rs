@@ -89,7 +89,7 @@ impl Op {
     fn spawn_child(_port: u16, config: &Path) -> Child {
         let mut child = Command::new("node")
             .arg(op_dir().join("op.mjs"))
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
