@@ -80,8 +80,12 @@ pub async fn start_with_clock(
     }
     if let Some(ocfg) = &cfg.oidc {
         let rp = Arc::new(
-            crate::oidc::provider::RelyingParty::load(ocfg, &cfg.server.reserved_prefix)
-                .map_err(StartError::Oidc)?,
+            crate::oidc::provider::RelyingParty::load(
+                ocfg,
+                &cfg.server.reserved_prefix,
+                services.clock.clone(),
+            )
+            .map_err(StartError::Oidc)?,
         );
         // A provider that cannot be reached does not stop the start: its logins are
         // refused (its chooser entry disabled, with the reason) until a refresh succeeds.

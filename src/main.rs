@@ -53,6 +53,9 @@ enum Command {
     /// SAML service-provider tools.
     #[command(subcommand)]
     Saml(SamlCommand),
+    /// OpenID Connect relying-party tools.
+    #[command(subcommand)]
+    Oidc(OidcCommand),
     /// Run only the echo upstream (for benchmarks and experiments).
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -69,6 +72,19 @@ enum SamlCommand {
         /// The federation (default: the first one in `[[saml.federation]]`).
         #[arg(long)]
         federation: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OidcCommand {
+    /// Print our signed Entity Configuration (the OpenID Federation document served at
+    /// `/.well-known/openid-federation`), for registration with the federation.
+    EntityConfiguration {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the decoded claims (JSON) instead of the signed JWT.
+        #[arg(long)]
+        decoded: bool,
     },
 }
 
@@ -107,6 +123,59 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("varco saml metadata: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Oidc(OidcCommand::EntityConfiguration { config, decoded }) => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail_config(e),
+            };
+            let Some(oidc) = &cfg.oidc else {
+                eprintln!(
+                    "varco oidc entity-configuration: the configuration has no [oidc] section"
+                );
+                return ExitCode::from(2);
+            };
+            let clock = std::sync::Arc::new(varco::session::SystemClock::default());
+            let rp = match varco::oidc::provider::RelyingParty::load(
+                oidc,
+                &cfg.server.reserved_prefix,
+                clock.clone(),
+            ) {
+                Ok(rp) => rp,
+                Err(e) => {
+                    eprintln!("varco oidc entity-configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            use varco::session::Clock as _;
+            match rp.entity_configuration(clock.now()) {
+                None => {
+                    eprintln!(
+                        "varco oidc entity-configuration: the configuration has no [oidc.federation]"
+                    );
+                    ExitCode::from(2)
+                }
+                Some(Err(e)) => {
+                    eprintln!("varco oidc entity-configuration: {e}");
+                    ExitCode::FAILURE
+                }
+                Some(Ok(jwt)) if decoded => {
+                    use base64::Engine as _;
+                    let payload = jwt.split('.').nth(1).unwrap_or_default();
+                    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(payload)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                        .unwrap_or_default();
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Some(Ok(jwt)) => {
+                    println!("{jwt}");
+                    ExitCode::SUCCESS
                 }
             }
         }

@@ -249,6 +249,17 @@ impl Gateway {
             ex.route = RouteSlot::Internal;
             return Ok(Target::Internal(path));
         }
+        // OpenID Federation: our Entity Configuration at the well-known path.
+        if path == "/.well-known/openid-federation"
+            && self
+                .services
+                .oidc
+                .as_ref()
+                .is_some_and(|o| o.federation.is_some())
+        {
+            ex.route = RouteSlot::Internal;
+            return Ok(Target::Internal(self.reserved("oidc/entity-configuration")));
+        }
         if req.method() == Method::POST
             && let Some(p) = &self.services.pin
             && let Some(form) = &p.cfg.form_path

@@ -30,8 +30,80 @@ pub struct OidcConfig {
     pub max_logins_per_address: u32,
     #[serde(default = "default_login_window", with = "humantime_serde")]
     pub login_rate_window: Duration,
+    /// RSA keys UserInfo responses are encrypted to (the SPID/CIE profile), published in
+    /// our relying-party metadata with `use: enc`.
+    #[serde(default)]
+    pub encryption_key: Vec<EncryptionKeyConfig>,
+    /// OpenID Federation (SPID/CIE): our entity, its keys, anchors and trust marks.
+    #[serde(default)]
+    pub federation: Option<FederationConfig>,
     #[serde(default)]
     pub provider: Vec<ProviderConfig>,
+}
+
+/// `[[oidc.encryption_key]]`: an RSA private key (PKCS#8 PEM, 2048 bits or more).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKeyConfig {
+    pub kid: String,
+    pub private_key: PathBuf,
+}
+
+/// `[oidc.federation]`: varco as a relying party of the SPID/CIE OpenID Connect
+/// Federation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Our entity id, which is also our `client_id` at federation providers.
+    pub entity_id: String,
+    /// Our superiors (the intermediate or the trust anchor that registered us).
+    pub authority_hints: Vec<String>,
+    /// Federation signing keys (the Entity Configuration's), distinct from `[[oidc.key]]`.
+    pub key: Vec<KeyConfig>,
+    #[serde(default)]
+    pub active_kid: Option<String>,
+    /// The trust anchors providers are trusted through.
+    pub trust_anchor: Vec<TrustAnchorConfig>,
+    /// Trust marks issued to us, published in our Entity Configuration.
+    #[serde(default)]
+    pub trust_mark: Vec<TrustMarkConfig>,
+    /// Trust marks (by id) a provider must carry, issued by its trust anchor.
+    #[serde(default)]
+    pub required_trust_marks: Vec<String>,
+    pub organization_name: String,
+    #[serde(default)]
+    pub client_name: Option<String>,
+    pub contacts: Vec<String>,
+    #[serde(default)]
+    pub homepage_uri: Option<String>,
+    #[serde(default)]
+    pub policy_uri: Option<String>,
+    #[serde(default)]
+    pub logo_uri: Option<String>,
+    /// How long our Entity Configuration is valid (`exp` - `iat`).
+    #[serde(default = "default_configuration_ttl", with = "humantime_serde")]
+    pub configuration_ttl: Duration,
+}
+
+fn default_configuration_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// `[[oidc.federation.trust_anchor]]`: an anchor's entity id and its federation keys (a
+/// JWKS file: from configuration, never from the network).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustAnchorConfig {
+    pub entity_id: String,
+    pub jwks_file: PathBuf,
+}
+
+/// `[[oidc.federation.trust_mark]]`: a trust mark issued to us (a JWT in a file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustMarkConfig {
+    pub id: String,
+    pub file: PathBuf,
 }
 
 fn default_max_logins() -> u32 {
@@ -121,6 +193,11 @@ pub struct ProviderConfig {
     /// `end_session_endpoint`.
     #[serde(default = "yes")]
     pub end_session: bool,
+    /// SPID/CIE profiles: the trust anchor this provider is trusted through (its entity
+    /// id; default the first `[[oidc.federation.trust_anchor]]`). With a federation, the
+    /// provider's metadata comes from its trust chain, not from discovery.
+    #[serde(default)]
+    pub trust_anchor: Option<String>,
 }
 
 fn default_client_auth() -> ClientAuth {
@@ -255,6 +332,23 @@ impl OidcConfig {
             ),
             _ => {}
         }
+        for (i, k) in self.encryption_key.iter().enumerate() {
+            if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+                bad(
+                    format!("oidc.encryption_key[{i}].kid"),
+                    "must be present and unique among the OIDC keys".into(),
+                );
+            }
+            if !k.private_key.is_file() {
+                bad(
+                    format!("oidc.encryption_key[{i}].private_key"),
+                    format!("file `{}` does not exist", k.private_key.display()),
+                );
+            }
+        }
+        if let Some(f) = &self.federation {
+            f.validate(bad);
+        }
         if self.provider.is_empty() {
             bad(
                 "oidc.provider".into(),
@@ -349,6 +443,86 @@ impl OidcConfig {
             {
                 bad(key("ca"), format!("file `{}` does not exist", ca.display()));
             }
+        }
+    }
+}
+
+impl FederationConfig {
+    fn validate(&self, bad: &mut impl FnMut(String, String)) {
+        let url_ok = |u: &str| crate::oidc::discovery::acceptable_url(u) && !u.contains(['?', '#']);
+        if !url_ok(&self.entity_id) {
+            bad(
+                "oidc.federation.entity_id".into(),
+                "must be an https URL without query or fragment".into(),
+            );
+        }
+        if self.authority_hints.is_empty() || !self.authority_hints.iter().all(|h| url_ok(h)) {
+            bad(
+                "oidc.federation.authority_hints".into(),
+                "at least one superior's entity id (an https URL)".into(),
+            );
+        }
+        if self.key.is_empty() {
+            bad(
+                "oidc.federation.key".into(),
+                "the Entity Configuration needs a federation signing key".into(),
+            );
+        }
+        for (i, k) in self.key.iter().enumerate() {
+            if !k.private_key.is_file() {
+                bad(
+                    format!("oidc.federation.key[{i}].private_key"),
+                    format!("file `{}` does not exist", k.private_key.display()),
+                );
+            }
+        }
+        if self.key.len() > 1 && self.active_kid.is_none() {
+            bad(
+                "oidc.federation.active_kid".into(),
+                "must name the signing key when several keys are configured".into(),
+            );
+        }
+        if self.trust_anchor.is_empty() {
+            bad(
+                "oidc.federation.trust_anchor".into(),
+                "at least one trust anchor is needed".into(),
+            );
+        }
+        for (i, a) in self.trust_anchor.iter().enumerate() {
+            if !url_ok(&a.entity_id) {
+                bad(
+                    format!("oidc.federation.trust_anchor[{i}].entity_id"),
+                    "must be an https URL".into(),
+                );
+            }
+            if !a.jwks_file.is_file() {
+                bad(
+                    format!("oidc.federation.trust_anchor[{i}].jwks_file"),
+                    format!("file `{}` does not exist", a.jwks_file.display()),
+                );
+            }
+        }
+        for (i, m) in self.trust_mark.iter().enumerate() {
+            if !m.file.is_file() {
+                bad(
+                    format!("oidc.federation.trust_mark[{i}].file"),
+                    format!("file `{}` does not exist", m.file.display()),
+                );
+            }
+        }
+        if self.contacts.is_empty() || self.organization_name.is_empty() {
+            bad(
+                "oidc.federation.contacts".into(),
+                "organization_name and at least one contact are required".into(),
+            );
+        }
+        if self.configuration_ttl < Duration::from_secs(300)
+            || self.configuration_ttl > Duration::from_secs(7 * 86_400)
+        {
+            bad(
+                "oidc.federation.configuration_ttl".into(),
+                "must be between 5m and 7d".into(),
+            );
         }
     }
 }

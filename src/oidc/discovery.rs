@@ -16,7 +16,11 @@ pub struct Provider {
     pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
-    pub jwks_uri: String,
+    /// Where the keys are; `None` when the metadata carries them inline (`jwks`, as
+    /// federation metadata may).
+    pub jwks_uri: Option<String>,
+    /// Keys given inline (federation metadata).
+    pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
     pub userinfo_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
     pub id_token_signing_alg_values_supported: Vec<String>,
@@ -30,7 +34,9 @@ struct Document {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
-    jwks_uri: String,
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    jwks: Option<jsonwebtoken::jwk::JwkSet>,
     userinfo_endpoint: Option<String>,
     end_session_endpoint: Option<String>,
     #[serde(default)]
@@ -107,7 +113,7 @@ pub fn parse(bytes: &[u8], expected_issuer: &str) -> Result<Provider, DiscoveryE
         ("issuer", Some(&doc.issuer)),
         ("authorization_endpoint", Some(&doc.authorization_endpoint)),
         ("token_endpoint", Some(&doc.token_endpoint)),
-        ("jwks_uri", Some(&doc.jwks_uri)),
+        ("jwks_uri", doc.jwks_uri.as_ref()),
         ("userinfo_endpoint", doc.userinfo_endpoint.as_ref()),
         ("end_session_endpoint", doc.end_session_endpoint.as_ref()),
     ] {
@@ -116,6 +122,11 @@ pub fn parse(bytes: &[u8], expected_issuer: &str) -> Result<Provider, DiscoveryE
         {
             return Err(DiscoveryError::Url(name));
         }
+    }
+    if doc.jwks_uri.is_none() && doc.jwks.is_none() {
+        return Err(DiscoveryError::Malformed(
+            "neither jwks_uri nor jwks is given".into(),
+        ));
     }
     if !doc.response_types_supported.iter().any(|r| r == "code") {
         return Err(DiscoveryError::NoCodeFlow);
@@ -145,6 +156,7 @@ pub fn parse(bytes: &[u8], expected_issuer: &str) -> Result<Provider, DiscoveryE
         authorization_endpoint: doc.authorization_endpoint,
         token_endpoint: doc.token_endpoint,
         jwks_uri: doc.jwks_uri,
+        jwks: doc.jwks,
         userinfo_endpoint: doc.userinfo_endpoint,
         end_session_endpoint: doc.end_session_endpoint,
         id_token_signing_alg_values_supported: doc

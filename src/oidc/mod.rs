@@ -24,6 +24,7 @@
 pub mod claims;
 pub mod config;
 pub mod discovery;
+pub mod federation;
 pub mod id_token;
 pub mod jwe;
 pub mod logout_token;

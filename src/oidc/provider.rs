@@ -20,11 +20,13 @@ use serde_json::{Map, Value};
 
 use super::config::{ClientAuth, OidcConfig, ProviderConfig, ProviderProfile};
 use super::discovery::{self, DiscoveryError};
+use super::federation::{self, Federation};
 use super::id_token::{self, IdToken, IdTokenError};
 use super::logout_token::{self, LogoutToken, LogoutTokenError};
 use crate::assertion::KeySet;
 use crate::assertion::fetch::{Call, FetchError};
 use crate::identity::Level;
+use crate::session::Clock;
 
 /// Largest JWKS, token response and UserInfo response accepted.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -53,8 +55,10 @@ pub enum OidcError {
     UserInfo(String),
     #[error("logout token: {0}")]
     LogoutToken(#[from] LogoutTokenError),
-    #[error("cannot sign the client assertion")]
+    #[error("cannot sign the client assertion or the request object")]
     Signing,
+    #[error("federation: {0}")]
+    Federation(#[from] federation::FederationError),
 }
 
 impl OidcError {
@@ -83,6 +87,7 @@ impl OidcError {
             OidcError::UserInfo(_) => "userinfo",
             OidcError::LogoutToken(_) => "logout_token",
             OidcError::Signing => "signing",
+            OidcError::Federation(_) => "trust_chain",
         }
     }
 }
@@ -96,6 +101,9 @@ pub struct Discovered {
     /// discovery document).
     pub algorithms: Vec<Algorithm>,
     pub fetched_at: u64,
+    /// When a federation provider's trust chain expires (the lowest `exp` of the chain):
+    /// after it the documents are not used, whatever a failed refresh left.
+    pub expires: Option<u64>,
 }
 
 /// A provider's state: the last good documents, and why the last refresh failed.
@@ -113,6 +121,9 @@ pub struct Provider {
     secret: Option<String>,
     state: RwLock<Arc<ProviderState>>,
     last_jwks_refetch: AtomicU64,
+    /// Our federation side, for SPID and CIE providers.
+    federation: Option<Arc<Federation>>,
+    clock: Arc<dyn Clock>,
 }
 
 /// The authorization request's one-time values.
@@ -169,7 +180,11 @@ fn with_query(url: &str, params: &[(&str, &str)]) -> String {
 impl Provider {
     /// The provider of `cfg`, with its secret read (no network: [`Provider::refresh`]
     /// fetches its documents).
-    pub fn new(cfg: ProviderConfig) -> Result<Provider, String> {
+    pub fn new(
+        cfg: ProviderConfig,
+        federation: Option<Arc<Federation>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Provider, String> {
         let secret = match (&cfg.client_secret_file, &cfg.client_secret_env) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -198,11 +213,14 @@ impl Provider {
                 cfg.name
             ));
         }
+        let federated = cfg_profile_is_federated(&cfg);
         Ok(Provider {
             cfg,
             secret,
             state: RwLock::new(Arc::new(ProviderState::default())),
             last_jwks_refetch: AtomicU64::new(0),
+            federation: federation.filter(|_| federated),
+            clock,
         })
     }
 
@@ -221,9 +239,17 @@ impl Provider {
         }
     }
 
-    /// The current documents, or why there are none.
+    /// The current documents, or why there are none (a trust chain past its expiry
+    /// counts as none).
     pub fn current(&self) -> Result<Arc<Discovered>, OidcError> {
         let state = self.state();
+        if let Some(c) = &state.current
+            && c.expires.is_some_and(|e| e <= self.clock.now())
+        {
+            return Err(OidcError::Unavailable(
+                "the provider's trust chain has expired and could not be resolved again".into(),
+            ));
+        }
         state.current.clone().ok_or_else(|| {
             OidcError::Unavailable(
                 state
@@ -284,13 +310,35 @@ impl Provider {
     /// stays and the error is kept for the chooser and `/readyz`-style reports.
     pub async fn refresh(&self, now: u64) -> Result<(), OidcError> {
         let outcome = async {
-            let url = format!(
-                "{}/.well-known/openid-configuration",
-                self.cfg.issuer.trim_end_matches('/')
-            );
-            let body = self.get(&url, "application/json", "discovery").await?;
-            let doc = discovery::parse(&body, &self.cfg.issuer)?;
-            let jwks = self.fetch_jwks(&doc.jwks_uri).await?;
+            let (doc, expires) = match &self.federation {
+                None => {
+                    let url = format!(
+                        "{}/.well-known/openid-configuration",
+                        self.cfg.issuer.trim_end_matches('/')
+                    );
+                    let body = self.get(&url, "application/json", "discovery").await?;
+                    (discovery::parse(&body, &self.cfg.issuer)?, None)
+                }
+                Some(fed) => {
+                    let resolved = self.resolve_chain(fed, now).await?;
+                    let bytes = serde_json::to_vec(&resolved.metadata).map_err(|e| {
+                        OidcError::Federation(federation::FederationError::Metadata(e.to_string()))
+                    })?;
+                    (
+                        discovery::parse(&bytes, &self.cfg.issuer)?,
+                        Some(resolved.expires),
+                    )
+                }
+            };
+            let jwks = match (&doc.jwks, &doc.jwks_uri) {
+                (Some(inline), _) => inline.clone(),
+                (None, Some(uri)) => self.fetch_jwks(uri).await?,
+                (None, None) => {
+                    return Err(OidcError::Discovery(DiscoveryError::Malformed(
+                        "no keys".into(),
+                    )));
+                }
+            };
             let algorithms = doc
                 .id_token_signing_alg_values_supported
                 .iter()
@@ -301,6 +349,7 @@ impl Provider {
                 jwks,
                 algorithms,
                 fetched_at: now,
+                expires,
             })
         }
         .await;
@@ -338,7 +387,20 @@ impl Provider {
         let Ok(current) = self.current() else {
             return false;
         };
-        match self.fetch_jwks(&current.doc.jwks_uri).await {
+        // Keys given inline by a trust chain change with the chain: resolved again.
+        let Some(uri) = current
+            .doc
+            .jwks_uri
+            .as_deref()
+            .filter(|_| current.doc.jwks.is_none())
+        else {
+            let ok = self.refresh(now).await.is_ok();
+            if ok {
+                tracing::info!(provider = %self.cfg.name, "provider trust chain resolved again for an unknown key");
+            }
+            return ok;
+        };
+        match self.fetch_jwks(uri).await {
             Ok(jwks) => {
                 let mut next = (*current).clone();
                 next.jwks = jwks;
@@ -354,6 +416,29 @@ impl Provider {
                 false
             }
         }
+    }
+
+    /// The provider's trust chain, collected over HTTP and resolved to its anchor.
+    async fn resolve_chain(
+        &self,
+        fed: &Federation,
+        now: u64,
+    ) -> Result<super::trust_chain::Resolved, OidcError> {
+        let anchor = fed
+            .anchor(self.cfg.trust_anchor.as_deref())
+            .ok_or_else(|| {
+                OidcError::Unavailable("no trust anchor is configured for this provider".into())
+            })?;
+        let fetch = HttpFetch { provider: self };
+        Ok(federation::resolve_provider(
+            &self.cfg.issuer,
+            anchor,
+            &fed.cfg.required_trust_marks,
+            &fetch,
+            now,
+            self.cfg.clock_skew.as_secs(),
+        )
+        .await?)
     }
 
     /// `acr_values` for a login at `level`: the mapped values at that level and above,
@@ -381,15 +466,37 @@ impl Provider {
         scopes.join(" ")
     }
 
-    /// The URL the browser is sent to (authorization code flow with PKCE S256).
+    /// The `claims` request parameter of the SPID/CIE profiles: the identity's attributes
+    /// from UserInfo (SPID releases them nowhere else), the fiscal code essential.
+    fn claims_parameter(&self) -> Option<String> {
+        if self.cfg.profile == ProviderProfile::Generic {
+            return None;
+        }
+        let names = &self.cfg.claims;
+        let mut userinfo = serde_json::Map::new();
+        userinfo.insert(
+            names.fiscal_code.clone(),
+            serde_json::json!({"essential": true}),
+        );
+        userinfo.insert(names.given_name.clone(), Value::Null);
+        userinfo.insert(names.family_name.clone(), Value::Null);
+        Some(serde_json::json!({ "userinfo": userinfo }).to_string())
+    }
+
+    /// The URL the browser is sent to (authorization code flow with PKCE S256). In the
+    /// SPID/CIE profiles the parameters also travel as a request object signed with our
+    /// key (`keys`), `prompt=consent login` and `ui_locales` added.
     pub fn authorization_url(
         &self,
         redirect_uri: &str,
         req: &AuthRequest<'_>,
+        keys: Option<&KeySet>,
+        now: u64,
     ) -> Result<String, OidcError> {
         let current = self.current()?;
         let scope = self.scope();
         let acr = self.acr_values(req.level);
+        let claims = self.claims_parameter();
         let mut params: Vec<(&str, &str)> = vec![
             ("response_type", "code"),
             ("client_id", &self.cfg.client_id),
@@ -403,9 +510,32 @@ impl Provider {
         if self.cfg.send_acr_values && !acr.is_empty() {
             params.push(("acr_values", &acr));
         }
+        if let Some(c) = &claims {
+            params.push(("claims", c));
+        }
+        let request;
         if self.cfg.profile != ProviderProfile::Generic {
             params.push(("prompt", "consent login"));
             params.push(("ui_locales", "it en"));
+            let mut object = serde_json::Map::new();
+            for (k, v) in &params {
+                let value = if *k == "claims" {
+                    serde_json::from_str(v).unwrap_or(Value::Null)
+                } else {
+                    Value::String((*v).to_string())
+                };
+                object.insert((*k).to_string(), value);
+            }
+            object.insert("iss".into(), Value::String(self.cfg.client_id.clone()));
+            object.insert("aud".into(), serde_json::json!([self.cfg.issuer]));
+            object.insert("iat".into(), now.into());
+            object.insert("exp".into(), (now + 120).into());
+            object.insert("jti".into(), Value::String(super::pkce::random_value()));
+            let keys = keys.ok_or(OidcError::Signing)?;
+            request = keys
+                .sign_json("oauth-authz-req+jwt", &Value::Object(object))
+                .map_err(|_| OidcError::Signing)?;
+            params.push(("request", &request));
         }
         Ok(with_query(&current.doc.authorization_endpoint, &params))
     }
@@ -535,18 +665,77 @@ impl Provider {
                 answer.status
             )));
         }
-        let json = answer
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.starts_with("application/json"));
-        if !json {
-            return Err(OidcError::UserInfo(
-                "not a JSON response (signed or encrypted UserInfo is the SPID/CIE profile's)"
-                    .into(),
-            ));
+        let content_type = answer.content_type.as_deref().unwrap_or("");
+        match &self.federation {
+            None => {
+                if !content_type.starts_with("application/json") {
+                    return Err(OidcError::UserInfo(
+                        "not a JSON response (signed or encrypted UserInfo is the SPID/CIE profile's)"
+                            .into(),
+                    ));
+                }
+                serde_json::from_slice(&answer.body)
+                    .map_err(|_| OidcError::UserInfo("not a JSON object".into()))
+            }
+            Some(fed) => {
+                // The profile: signed, then encrypted to our key; nothing else is accepted.
+                if !(content_type.starts_with("application/jwt")
+                    || content_type.starts_with("application/jose"))
+                {
+                    return Err(OidcError::UserInfo(
+                        "an unencrypted UserInfo response is refused in this profile".into(),
+                    ));
+                }
+                let text = std::str::from_utf8(&answer.body)
+                    .map_err(|_| OidcError::UserInfo("not text".into()))?
+                    .trim();
+                let decrypted = super::jwe::decrypt(text, &fed.decryption_keys)
+                    .map_err(|e| OidcError::UserInfo(e.to_string()))?;
+                if !decrypted.is_nested_jwt() {
+                    return Err(OidcError::UserInfo(
+                        "the encrypted UserInfo does not hold a signed JWT (cty: JWT)".into(),
+                    ));
+                }
+                let inner = String::from_utf8(decrypted.plaintext)
+                    .map_err(|_| OidcError::UserInfo("the signed UserInfo is not text".into()))?;
+                self.verify_signed_userinfo(&current, inner.trim())
+            }
         }
-        serde_json::from_slice(&answer.body)
-            .map_err(|_| OidcError::UserInfo("not a JSON object".into()))
+    }
+
+    /// A signed UserInfo JWT: the provider's key and algorithm, `iss` the provider, `aud`
+    /// this client.
+    fn verify_signed_userinfo(
+        &self,
+        current: &Discovered,
+        token: &str,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let bad = |why: &str| OidcError::UserInfo(why.into());
+        let alg = super::id_token::header_alg(token).map_err(|e| bad(&e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad("not a JWS"))?;
+        if !super::id_token::asymmetric(header.alg) || !current.algorithms.contains(&header.alg) {
+            return Err(OidcError::UserInfo(format!(
+                "the algorithm `{alg}` is not accepted"
+            )));
+        }
+        let jwk = match &header.kid {
+            Some(k) => current.jwks.find(k),
+            None => match current.jwks.keys.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
+        .ok_or_else(|| bad("signed with a key the provider does not list"))?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|_| bad("unusable key"))?;
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.set_audience(&[&self.cfg.client_id]);
+        v.set_issuer(&[&self.cfg.issuer]);
+        v.set_required_spec_claims(&["iss", "aud", "sub"]);
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| OidcError::UserInfo(format!("the signed UserInfo does not verify: {e}")))
     }
 
     /// Verifies a back-channel logout token (one JWKS refetch for an unknown key).
@@ -602,6 +791,28 @@ impl Provider {
     }
 }
 
+/// Whether `cfg` is trusted through the federation (the SPID and CIE profiles).
+fn cfg_profile_is_federated(cfg: &ProviderConfig) -> bool {
+    cfg.profile != ProviderProfile::Generic
+}
+
+/// Entity statements over HTTP, with the provider's CA and timeout.
+struct HttpFetch<'a> {
+    provider: &'a Provider,
+}
+
+impl federation::Fetch for HttpFetch<'_> {
+    async fn get(&self, url: String) -> Result<String, String> {
+        let mut call = self.provider.call(&url, federation::ENTITY_STATEMENT_TYPE);
+        call.max_bytes = federation::MAX_STATEMENT_BYTES;
+        let answer = call.send().await.map_err(|e| e.to_string())?;
+        if answer.status != 200 {
+            return Err(format!("the server answered {}", answer.status));
+        }
+        String::from_utf8(answer.body.to_vec()).map_err(|_| "not text".into())
+    }
+}
+
 /// A `private_key_jwt` client assertion (RFC 7523 §3; Core §9): `iss` = `sub` = our
 /// client id, `aud` the token endpoint, a unique `jti`, valid for a minute.
 pub fn client_assertion(
@@ -627,12 +838,18 @@ pub struct RelyingParty {
     pub redirect_uri: String,
     pub post_logout_uri: String,
     pub keys: Option<Arc<KeySet>>,
+    /// Our federation side, when `[oidc.federation]` is configured.
+    pub federation: Option<Arc<Federation>>,
     pub providers: Vec<Arc<Provider>>,
 }
 
 impl RelyingParty {
     /// Reads secrets and keys (no network; [`RelyingParty::refresh_all`] fetches).
-    pub fn load(cfg: &OidcConfig, reserved_prefix: &str) -> Result<RelyingParty, String> {
+    pub fn load(
+        cfg: &OidcConfig,
+        reserved_prefix: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RelyingParty, String> {
         let keys = if cfg.key.is_empty() {
             None
         } else {
@@ -641,16 +858,21 @@ impl RelyingParty {
                     .map_err(|e| format!("oidc.key: {e}"))?,
             ))
         };
+        let federation = match &cfg.federation {
+            Some(f) => Some(Arc::new(Federation::load(f, &cfg.encryption_key)?)),
+            None => None,
+        };
         let providers = cfg
             .provider
             .iter()
             .cloned()
-            .map(|p| Provider::new(p).map(Arc::new))
+            .map(|p| Provider::new(p, federation.clone(), clock.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RelyingParty {
             redirect_uri: format!("{}{reserved_prefix}oidc/callback", cfg.base_url),
             post_logout_uri: format!("{}{reserved_prefix}oidc/logged-out", cfg.base_url),
             keys,
+            federation,
             providers,
         })
     }
@@ -663,6 +885,13 @@ impl RelyingParty {
         self.providers
             .iter()
             .filter(move |p| p.cfg.issuer == issuer)
+    }
+
+    /// Our Entity Configuration (`/.well-known/openid-federation`), when federated.
+    pub fn entity_configuration(&self, now: u64) -> Option<Result<String, String>> {
+        self.federation
+            .as_ref()
+            .map(|f| f.entity_configuration(&self.redirect_uri, self.keys.as_deref(), now))
     }
 
     /// Our public client keys (`<prefix>oidc/jwks`), when `[[oidc.key]]` is configured.

@@ -84,6 +84,7 @@ impl LoginMethod for Oidc {
                 "backchannel-logout" => gw.oidc_backchannel_logout(rp, req).await,
                 "logged-out" => gw.oidc_logged_out(&req).await,
                 "jwks" => gw.oidc_jwks(rp, &req),
+                "entity-configuration" => gw.oidc_entity_configuration(rp, &req),
                 _ => Err(GatewayError::NoRoute),
             }
         })
@@ -248,6 +249,7 @@ impl Gateway {
         let state = random_value();
         let nonce = random_value();
         let pkce = Pkce::new();
+        let now = self.services.clock.now();
         let url = provider
             .authorization_url(
                 &rp.redirect_uri,
@@ -257,13 +259,14 @@ impl Gateway {
                     code_challenge: &pkce.challenge,
                     level,
                 },
+                rp.keys.as_deref(),
+                now,
             )
             .map_err(|e| {
                 tracing::warn!(provider = %provider.cfg.name, error = %e, "OIDC login refused: provider unavailable");
                 GatewayError::LoginRefused(LoginFailure::from(&CallbackError::Oidc(e)))
             })?;
         let browser = random_token();
-        let now = self.services.clock.now();
         let mut data = std::collections::BTreeMap::new();
         data.insert("provider".to_string(), provider.cfg.name.clone());
         data.insert("nonce".to_string(), nonce);
@@ -450,7 +453,8 @@ impl Gateway {
             .await
             .map_err(CallbackError::from)?;
         let mut claims = token.claims.clone();
-        if provider.cfg.userinfo {
+        // SPID releases the attributes from UserInfo only: the profiles always ask it.
+        if provider.cfg.userinfo || provider.cfg.profile != ProviderProfile::Generic {
             let info = provider
                 .userinfo(&tokens.access_token)
                 .await
@@ -661,6 +665,29 @@ impl Gateway {
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 logged_out_page(&self.paths.login),
+            )),
+        }
+    }
+
+    /// Our Entity Configuration (served at `/.well-known/openid-federation`).
+    fn oidc_entity_configuration(
+        &self,
+        rp: &RelyingParty,
+        req: &Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        match rp.entity_configuration(self.services.clock.now_secs()) {
+            None => Err(GatewayError::NoRoute),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot sign the Entity Configuration");
+                Err(GatewayError::Minting)
+            }
+            Some(Ok(jwt)) => Ok(respond(
+                StatusCode::OK,
+                crate::oidc::federation::ENTITY_STATEMENT_TYPE,
+                jwt,
             )),
         }
     }
