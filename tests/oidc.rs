@@ -339,46 +339,69 @@ async fn setup(auth: &str) -> Setup {
     Setup { op, gw, gw_url }
 }
 
+/// From the chooser's button to the provider's answer at our callback: returns the
+/// callback URL (not yet followed).
+async fn to_callback(
+    b: &mut Browser,
+    gw_url: &str,
+    op_issuer: &str,
+    provider: &str,
+    account: &str,
+    acr: &str,
+    level: &str,
+) -> String {
+    let r = b
+        .send(
+            "POST",
+            &format!("{gw_url}/_varco/oidc/login"),
+            Some(format!(
+                "provider={provider}&return=%2Fpratiche&level={level}"
+            )),
+        )
+        .await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let auth = r.headers["location"].to_str().unwrap().to_string();
+    assert!(auth.starts_with(op_issuer), "{auth}");
+    for p in [
+        "code_challenge_method=S256",
+        "response_type=code",
+        "nonce=",
+        "state=",
+    ] {
+        assert!(auth.contains(p), "{p} in {auth}");
+    }
+    let callback = format!("{gw_url}/_varco/oidc/callback");
+    let (at, page) = b.follow(auth, &callback).await;
+    if at.starts_with(&callback) {
+        return at;
+    }
+    // The provider's login page: post the account and the acr it authenticates at.
+    assert_eq!(page.status, 200, "{at}: {}", page.text());
+    let action = format!("{at}/login");
+    let form = format!(
+        "login={account}&acr={}",
+        form_urlencoded::byte_serialize(acr.as_bytes()).collect::<String>()
+    );
+    let r = b.send("POST", &absolute(&at, &action), Some(form)).await;
+    assert!((300..400).contains(&r.status), "{}", r.text());
+    let next = absolute(&at, r.headers["location"].to_str().unwrap());
+    let (at, _) = b.follow(next, &callback).await;
+    assert!(at.starts_with(&callback), "ended at {at}");
+    at
+}
+
 impl Setup {
-    /// From the chooser's button to the provider's answer at our callback: returns the
-    /// callback URL (not yet followed).
     async fn to_callback(&self, b: &mut Browser, account: &str, acr: &str, level: &str) -> String {
-        let r = b
-            .send(
-                "POST",
-                &format!("{}/_varco/oidc/login", self.gw_url),
-                Some(format!("provider=op&return=%2Fpratiche&level={level}")),
-            )
-            .await;
-        assert_eq!(r.status, 302, "{}", r.text());
-        let auth = r.headers["location"].to_str().unwrap().to_string();
-        assert!(auth.starts_with(&self.op.issuer()), "{auth}");
-        for p in [
-            "code_challenge_method=S256",
-            "response_type=code",
-            "nonce=",
-            "state=",
-        ] {
-            assert!(auth.contains(p), "{p} in {auth}");
-        }
-        let callback = format!("{}/_varco/oidc/callback", self.gw_url);
-        let (at, page) = b.follow(auth, &callback).await;
-        if at.starts_with(&callback) {
-            return at;
-        }
-        // The provider's login page: post the account and the acr it authenticates at.
-        assert_eq!(page.status, 200, "{at}: {}", page.text());
-        let action = format!("{at}/login").replace("//login", "/login");
-        let form = format!(
-            "login={account}&acr={}",
-            form_urlencoded::byte_serialize(acr.as_bytes()).collect::<String>()
-        );
-        let r = b.send("POST", &absolute(&at, &action), Some(form)).await;
-        assert!((300..400).contains(&r.status), "{}", r.text());
-        let next = absolute(&at, r.headers["location"].to_str().unwrap());
-        let (at, _) = b.follow(next, &callback).await;
-        assert!(at.starts_with(&callback), "ended at {at}");
-        at
+        to_callback(
+            b,
+            &self.gw_url,
+            &self.op.issuer(),
+            "op",
+            account,
+            acr,
+            level,
+        )
+        .await
     }
 
     /// A whole login; returns the response of the callback.
@@ -798,4 +821,407 @@ async fn logging_out_at_the_provider_ends_the_gateway_session() {
     );
     let r = b.send("GET", &format!("{}/x", s.gw_url), None).await;
     assert_eq!(r.status, 302, "logged out by the provider");
+}
+
+// ---------------------------------------------------------------------------------------
+// The SPID profile over OpenID Connect Federation: a trust anchor and an intermediate
+// served by the test over HTTP (their statements built here with generated keys), in
+// front of the same oidc-provider OP with the profile's requirements (request objects,
+// private_key_jwt, signed-then-encrypted UserInfo).
+
+struct FedKey {
+    enc: jsonwebtoken::EncodingKey,
+    jwk: jsonwebtoken::jwk::Jwk,
+}
+
+fn fed_key(kid: &str) -> FedKey {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let enc = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    FedKey { enc, jwk }
+}
+
+impl FedKey {
+    fn sign(&self, typ: &str, claims: &Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.typ = Some(typ.into());
+        h.kid = self.jwk.common.key_id.clone();
+        jsonwebtoken::encode(&h, claims, &self.enc).unwrap()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+const MARK_ID: &str = "/openid_provider/public";
+
+/// The RP's keys: client signing (EC), UserInfo encryption (RSA), federation (EC).
+struct RpKeys {
+    sig_pem: String,
+    enc_pem: String,
+    fed_pem: String,
+    client_jwks: Value,
+}
+
+fn rp_keys() -> RpKeys {
+    let (sig_pem, sig_jwks) = {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let pem = pair.serialize_pem();
+        let enc = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::ES256)
+                .unwrap();
+        jwk.common.key_id = Some("rp-sig".into());
+        (pem, serde_json::to_value(jwk).unwrap())
+    };
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let enc_pem = rsa.serialize_pem();
+    let rsa_enc = jsonwebtoken::EncodingKey::from_rsa_pem(enc_pem.as_bytes()).unwrap();
+    let mut enc_jwk = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_enc, jsonwebtoken::Algorithm::RS256)
+            .unwrap(),
+    )
+    .unwrap();
+    enc_jwk["kid"] = json!("rp-enc");
+    enc_jwk["use"] = json!("enc");
+    enc_jwk["alg"] = json!("RSA-OAEP-256");
+    RpKeys {
+        sig_pem,
+        enc_pem,
+        fed_pem: rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        client_jwks: json!({ "keys": [sig_jwks, enc_jwk] }),
+    }
+}
+
+/// How the test federation is broken, if it is.
+#[derive(Clone, Copy, PartialEq)]
+enum Break {
+    Nothing,
+    /// The intermediate's policy asks the OP for an algorithm it does not offer.
+    PolicyViolation,
+    /// The OP lists no trust mark.
+    NoTrustMark,
+}
+
+struct Federation {
+    op: Op,
+    gw: Gateway,
+    gw_url: String,
+    _docs: upstreams::Documents,
+}
+
+async fn federation(broken: Break) -> Federation {
+    let up = upstreams::echo().await;
+    let gw_port = free_port();
+    let op_port = free_port();
+    let docs: upstreams::Documents = Default::default();
+    let fed_addr = upstreams::documents(docs.clone()).await;
+    let ta = format!("http://{fed_addr}/ta");
+    let int = format!("http://{fed_addr}/int");
+    let op_id = format!("http://127.0.0.1:{op_port}");
+    let rp_id = format!("http://127.0.0.1:{gw_port}");
+    let (ta_key, int_key) = (fed_key("ta-1"), fed_key("int-1"));
+    let now = now_secs();
+    let keys = rp_keys();
+    let mark = ta_key.sign(
+        "trust-mark+jwt",
+        &json!({"iss": ta, "sub": op_id, "id": format!("{ta}{MARK_ID}"), "iat": now, "exp": now + 3600}),
+    );
+    let marks = if broken == Break::NoTrustMark {
+        json!([])
+    } else {
+        json!([{ "id": format!("{ta}{MARK_ID}"), "trust_mark": mark }])
+    };
+    // The OP, with varco's client registered from its metadata (as automatic
+    // registration would).
+    let base = format!("{rp_id}/_varco/oidc");
+    let client = json!({
+        "client_id": rp_id,
+        "redirect_uris": [format!("{base}/callback")],
+        "post_logout_redirect_uris": [format!("{base}/logged-out")],
+        "response_types": ["code"],
+        "grant_types": ["authorization_code"],
+        "token_endpoint_auth_method": "private_key_jwt",
+        "token_endpoint_auth_signing_alg": "ES256",
+        "request_object_signing_alg": "ES256",
+        "id_token_signed_response_alg": "RS256",
+        "userinfo_signed_response_alg": "RS256",
+        "userinfo_encrypted_response_alg": "RSA-OAEP-256",
+        "userinfo_encrypted_response_enc": "A256CBC-HS512",
+        "jwks": keys.client_jwks,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("op.json");
+    std::fs::write(
+        &config,
+        json!({
+            "port": op_port,
+            "issuer": op_id,
+            "clients": [client],
+            "accounts": { "mario": { FISCAL: "TINIT-RSSMRA80A01H501U", "given_name": "Mario", "family_name": "Rossi" } },
+            "acr_values": [L1, L2, "https://www.spid.gov.it/SpidL3"],
+            "claims": { "openid": ["sub"], "profile": ["given_name", "family_name", FISCAL] },
+            "federation": { "authority_hints": [int], "trust_marks": marks },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let op = Op::spawn(op_port, config, dir);
+    let op_fed_jwks = request(
+        "GET",
+        &format!("{op_id}/test/federation-jwks"),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .json();
+    // The superiors' documents.
+    let statement = "application/entity-statement+jwt".to_string();
+    let mut about_op =
+        json!({"iss": int, "sub": op_id, "iat": now - 5, "exp": now + 7200, "jwks": op_fed_jwks});
+    if broken == Break::PolicyViolation {
+        about_op["metadata_policy"] = json!({"openid_provider": {
+            "id_token_signing_alg_values_supported": {"superset_of": ["XX999"]}
+        }});
+    }
+    let configuration = |key: &FedKey, id: &str, hints: Value| {
+        key.sign(
+            "entity-statement+jwt",
+            &json!({
+                "iss": id, "sub": id, "iat": now - 5, "exp": now + 7200,
+                "jwks": {"keys": [key.jwk]}, "authority_hints": hints,
+                "metadata": {"federation_entity": {"federation_fetch_endpoint": format!("{id}/fetch")}},
+            }),
+        )
+    };
+    let q = |sub: &str| form_urlencoded::byte_serialize(sub.as_bytes()).collect::<String>();
+    {
+        let mut d = docs.lock().unwrap();
+        d.insert(
+            "/ta/.well-known/openid-federation".into(),
+            (statement.clone(), configuration(&ta_key, &ta, json!([]))),
+        );
+        d.insert(
+            "/int/.well-known/openid-federation".into(),
+            (
+                statement.clone(),
+                configuration(&int_key, &int, json!([ta])),
+            ),
+        );
+        d.insert(
+            format!("/int/fetch?sub={}", q(&op_id)),
+            (
+                statement.clone(),
+                int_key.sign("entity-statement+jwt", &about_op),
+            ),
+        );
+        d.insert(
+            format!("/ta/fetch?sub={}", q(&int)),
+            (statement.clone(), ta_key.sign("entity-statement+jwt", &json!({
+                "iss": ta, "sub": int, "iat": now - 5, "exp": now + 7200, "jwks": {"keys": [int_key.jwk]},
+                "metadata_policy": {"openid_provider": {"token_endpoint_auth_methods_supported": {"subset_of": ["private_key_jwt", "client_secret_basic"]}}},
+            }))),
+        );
+    }
+    let gw_config = format!(
+        r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:{gw_port}"
+[log]
+format = "json"
+[session]
+secure = false
+cookie_name = "varco"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/"
+upstream = "app"
+public = false
+[oidc]
+base_url = "{rp_id}"
+[[oidc.key]]
+kid = "rp-sig"
+private_key = "@DIR@/rp-sig.pem"
+[[oidc.encryption_key]]
+kid = "rp-enc"
+private_key = "@DIR@/rp-enc.pem"
+[oidc.federation]
+entity_id = "{rp_id}"
+authority_hints = ["{int}"]
+organization_name = "varco test RP"
+contacts = ["ops@example.invalid"]
+required_trust_marks = ["{ta}{MARK_ID}"]
+[[oidc.federation.key]]
+kid = "rp-fed"
+private_key = "@DIR@/rp-fed.pem"
+[[oidc.federation.trust_anchor]]
+entity_id = "{ta}"
+jwks_file = "@DIR@/ta.jwks"
+[[oidc.provider]]
+name = "spid-op"
+label = "SPID OP"
+issuer = "{op_id}"
+client_id = "{rp_id}"
+client_auth = "private_key_jwt"
+profile = "spid"
+refresh_interval = "60s"
+"#
+    );
+    let ta_jwks = json!({"keys": [ta_key.jwk]}).to_string();
+    let gw = Gateway::start_with(
+        &gw_config,
+        &[
+            ("rp-sig.pem", &keys.sig_pem),
+            ("rp-enc.pem", &keys.enc_pem),
+            ("rp-fed.pem", &keys.fed_pem),
+            ("ta.jwks", &ta_jwks),
+        ],
+    );
+    Federation {
+        op,
+        gw,
+        gw_url: rp_id,
+        _docs: docs,
+    }
+}
+
+impl Federation {
+    async fn login(&self, b: &mut Browser, acr: &str) -> Resp {
+        let cb = to_callback(
+            b,
+            &self.gw_url,
+            &self.op.issuer(),
+            "spid-op",
+            "mario",
+            acr,
+            "SpidL2",
+        )
+        .await;
+        b.send("GET", &cb, None).await
+    }
+}
+
+/// A SPID login over OpenID Connect Federation: the OP trusted through its chain (fetched
+/// over HTTP, with the anchor's policy and trust mark), the authorization request as a
+/// signed request object, `private_key_jwt` at the token endpoint, UserInfo signed then
+/// encrypted to our key; the login is method `spid` in the signed header. Our Entity
+/// Configuration is served and signed with the federation key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spid_login_over_the_federation_reaches_the_upstream() {
+    let f = federation(Break::Nothing).await;
+    // Our Entity Configuration.
+    let ec = request(
+        "GET",
+        &format!("{}/.well-known/openid-federation", f.gw_url),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(ec.status, 200, "{}", ec.text());
+    assert_eq!(
+        ec.headers["content-type"],
+        "application/entity-statement+jwt"
+    );
+    let claims = decode_claims(&ec.text());
+    assert_eq!(claims["iss"], f.gw_url.as_str());
+    assert_eq!(claims["sub"], f.gw_url.as_str());
+    assert_eq!(claims["jwks"]["keys"][0]["kid"], "rp-fed");
+    let rp = &claims["metadata"]["openid_relying_party"];
+    assert_eq!(rp["client_id"], f.gw_url.as_str());
+    assert_eq!(rp["client_registration_types"], json!(["automatic"]));
+    let kids: Vec<&str> = rp["jwks"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids,
+        ["rp-sig", "rp-enc"],
+        "client keys, not the federation key"
+    );
+    assert!(
+        claims["authority_hints"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("/int")
+    );
+
+    let mut b = Browser::default();
+    let r = f.login(&mut b, L2).await;
+    assert_eq!(
+        r.status,
+        303,
+        "{:?}",
+        f.gw.wait_log(|l| l.contains("login_refused"))
+    );
+    let r = b.api(&format!("{}/x", f.gw_url)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let jwt = r.echoed("x-varco-assertion").pop().expect("signed header");
+    let c = decode_claims(&jwt);
+    assert_eq!(c["sub"], "RSSMRA80A01H501U");
+    assert_eq!(c["amr"], "spid");
+    assert_eq!(c["acr"], L2);
+    assert_eq!(c["given_name"], "Mario");
+    assert!(
+        f.gw.logs()
+            .iter()
+            .any(|l| l.contains("oidc_response") && l.contains("\"protocol\":\"oidc\""))
+    );
+}
+
+/// A UserInfo JWE whose tag was changed does not decrypt: refused, no session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_userinfo_jwe_with_a_wrong_tag_is_refused() {
+    let f = federation(Break::Nothing).await;
+    f.op.tamper("userinfo_tag").await;
+    let mut b = Browser::default();
+    let r = f.login(&mut b, L2).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(session_cookie(&b, &f.gw_url).is_none());
+    assert!(
+        f.gw.wait_log(|l| l.contains("login_refused") && l.contains("does not decrypt"))
+            .is_some()
+    );
+}
+
+/// A chain that does not resolve (the OP violates the intermediate's metadata policy, or
+/// lacks the required trust mark) leaves the provider unavailable: disabled in the chooser
+/// with the reason, its logins refused with 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_op_outside_the_policy_or_without_its_trust_mark_is_not_trusted() {
+    for (broken, reason) in [
+        (Break::PolicyViolation, "superset_of"),
+        (Break::NoTrustMark, "trust mark"),
+    ] {
+        let f = federation(broken).await;
+        let page = request(
+            "GET",
+            &format!("{}/_varco/login", f.gw_url),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert!(page.text().contains("disabled"), "{}", page.text());
+        assert!(page.text().contains(reason), "{reason}: {}", page.text());
+        let mut b = Browser::default();
+        let r = b
+            .send(
+                "POST",
+                &format!("{}/_varco/oidc/login", f.gw_url),
+                Some("provider=spid-op&return=%2F".into()),
+            )
+            .await;
+        assert_eq!(r.status, 503, "{}", r.text());
+    }
 }

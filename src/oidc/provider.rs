@@ -682,9 +682,10 @@ impl Provider {
                 if !(content_type.starts_with("application/jwt")
                     || content_type.starts_with("application/jose"))
                 {
-                    return Err(OidcError::UserInfo(
-                        "an unencrypted UserInfo response is refused in this profile".into(),
-                    ));
+                    return Err(OidcError::UserInfo(format!(
+                        "an unencrypted UserInfo response ({}) is refused in this profile",
+                        content_type.chars().take(60).collect::<String>()
+                    )));
                 }
                 let text = std::str::from_utf8(&answer.body)
                     .map_err(|_| OidcError::UserInfo("not text".into()))?

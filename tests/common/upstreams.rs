@@ -129,3 +129,33 @@ pub fn closed_port() -> SocketAddr {
     std::mem::forget(socket);
     addr
 }
+
+/// Documents by path and query (`/ta/.well-known/openid-federation`, `/ta/fetch?sub=...`),
+/// each with its content type; anything else is 404. The map can change while serving.
+pub type Documents =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String)>>>;
+
+pub async fn documents(docs: Documents) -> SocketAddr {
+    serve(service_fn(
+        move |req: http::Request<hyper::body::Incoming>| {
+            let docs = docs.clone();
+            async move {
+                let key = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/".to_string(), |p| p.as_str().to_string());
+                let found = docs.lock().unwrap().get(&key).cloned();
+                let resp = match found {
+                    Some((ctype, body)) => http::Response::builder()
+                        .header("content-type", ctype)
+                        .body(Full::new(Bytes::from(body))),
+                    None => http::Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::from_static(b"not found"))),
+                };
+                Ok::<_, Infallible>(resp.unwrap())
+            }
+        },
+    ))
+    .await
+}

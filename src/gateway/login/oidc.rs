@@ -28,7 +28,7 @@ use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::Level;
 use crate::oidc::config::ProviderProfile;
 use crate::oidc::pkce::{Pkce, random_value};
-use crate::oidc::provider::{AuthRequest, Provider, RelyingParty};
+use crate::oidc::provider::{AuthRequest, OidcError, Provider, RelyingParty};
 use crate::pages::{LoginChoice, LoginSection, logged_out_page};
 use crate::proxy::GatewayBody;
 use crate::server::ConnInfo;
@@ -128,10 +128,13 @@ impl LoginMethod for Oidc {
                         label_it: label.clone(),
                         label_en: label,
                         logo: None,
-                        unavailable: p
-                            .current()
-                            .err()
-                            .map(|e| e.to_string().chars().take(160).collect()),
+                        unavailable: p.current().err().map(|e| {
+                            let reason = match e {
+                                OidcError::Unavailable(r) => r,
+                                other => other.to_string(),
+                            };
+                            reason.chars().take(240).collect()
+                        }),
                     }
                 })
                 .collect();

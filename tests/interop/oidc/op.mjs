@@ -43,10 +43,15 @@ const provider = new Provider(cfg.issuer, {
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
     encryption: { enabled: true },
+    jwtUserinfo: { enabled: true },
     requestObjects: { enabled: true },
   },
   enabledJWA: {
     idTokenSigningAlgValues: ['ES256', 'RS256', 'PS256'],
+    requestObjectSigningAlgValues: ['ES256', 'RS256', 'PS256'],
+    userinfoSigningAlgValues: ['ES256', 'RS256', 'PS256'],
+    userinfoEncryptionAlgValues: ['RSA-OAEP', 'RSA-OAEP-256'],
+    userinfoEncryptionEncValues: ['A128CBC-HS256', 'A256CBC-HS512'],
   },
   // The provider refuses to call special-use addresses (SSRF protection); the relying
   // party of these tests is on loopback, so its back-channel logout URI is called plainly.
@@ -107,7 +112,16 @@ async function forge(idToken, mode) {
 
 provider.use(async (ctx, next) => {
   await next();
-  if (tamper && ctx.path === '/token' && ctx.status === 200 && ctx.body && ctx.body.id_token) {
+  // A UserInfo JWE whose authentication tag was changed (the last segment).
+  if (tamper === 'userinfo_tag' && ctx.path === '/me' && ctx.status === 200 && typeof ctx.body === 'string') {
+    tamper = null;
+    const parts = ctx.body.split('.');
+    const t = parts[4];
+    parts[4] = (t[0] === 'A' ? 'B' : 'A') + t.slice(1);
+    ctx.body = parts.join('.');
+    return;
+  }
+  if (tamper && tamper !== 'userinfo_tag' && ctx.path === '/token' && ctx.status === 200 && ctx.body && ctx.body.id_token) {
     const mode = tamper;
     tamper = null;
     ctx.body = { ...ctx.body, id_token: await forge(ctx.body.id_token, mode) };
@@ -135,6 +149,34 @@ const json = (res, status, body) => {
 };
 
 const callback = provider.callback();
+
+// OpenID Federation (the SPID/CIE profile): the provider's own Entity Configuration,
+// signed with a federation key distinct from its OIDC keys, with its discovery document and
+// keys as `metadata.openid_provider`, the configured authority hints and trust marks.
+const federationKey = cfg.federation ? await privateJwk('ES256', 'sig') : null;
+const publicOf = (jwk) => { const { d, p, q, dp, dq, qi, ...pub } = jwk; return pub; };
+
+async function entityConfiguration() {
+  const discovery = await (await fetch(`${cfg.issuer}/.well-known/openid-configuration`)).json();
+  const jwks = { keys: [...signing, encryption].map(publicOf) };
+  const now = Math.floor(Date.now() / 1000);
+  const claimsSet = {
+    iss: cfg.issuer,
+    sub: cfg.issuer,
+    iat: now,
+    exp: now + 3600,
+    jwks: { keys: [publicOf(federationKey)] },
+    authority_hints: cfg.federation.authority_hints,
+    metadata: {
+      openid_provider: { ...discovery, ...(cfg.federation.metadata || {}), jwks },
+      federation_entity: { organization_name: 'Test OP (development only)' },
+    },
+    trust_marks: cfg.federation.trust_marks || [],
+  };
+  return new jose.CompactSign(Buffer.from(JSON.stringify(claimsSet)))
+    .setProtectedHeader({ alg: 'ES256', kid: federationKey.kid, typ: 'entity-statement+jwt' })
+    .sign(await jose.importJWK(federationKey, 'ES256'));
+}
 
 const server = (await import('node:http')).createServer(async (req, res) => {
   try {
@@ -190,6 +232,13 @@ const server = (await import('node:http')).createServer(async (req, res) => {
         .setProtectedHeader({ alg, kid: key.kid, typ: 'logout+jwt' })
         .sign(await jose.importJWK(key, alg));
       return json(res, 200, { logout_token: token });
+    }
+    if (federationKey && url.pathname === '/.well-known/openid-federation' && req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'application/entity-statement+jwt' });
+      return res.end(await entityConfiguration());
+    }
+    if (federationKey && url.pathname === '/test/federation-jwks' && req.method === 'GET') {
+      return json(res, 200, { keys: [publicOf(federationKey)] });
     }
     if (url.pathname === '/test/backchannel' && req.method === 'GET') {
       return json(res, 200, bcl);
