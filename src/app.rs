@@ -342,22 +342,40 @@ fn spawn_metadata_refresh(sp: Arc<crate::saml::sp::ServiceProvider>, metrics: Ar
 async fn refresh_providers(rp: &crate::oidc::provider::RelyingParty, metrics: &Metrics, now: u64) {
     for (provider, outcome) in rp.refresh_all(now).await {
         let ok = outcome.is_ok();
+        let handle = rp.provider(&provider);
+        let federated =
+            handle.is_some_and(|p| p.cfg.profile != crate::oidc::config::ProviderProfile::Generic);
+        let document = if federated {
+            "trust_chain"
+        } else {
+            "discovery"
+        };
         match &outcome {
             Ok(()) => {
-                tracing::info!(provider = %provider, "OIDC provider discovery and JWKS loaded")
+                tracing::info!(provider = %provider, document, "OIDC provider metadata and keys loaded")
             }
             Err(e) => {
-                tracing::error!(provider = %provider, error = %e, "OIDC provider discovery failed: keeping the last good copy, if any")
+                tracing::error!(provider = %provider, document, error = %e, "OIDC provider metadata could not be loaded: keeping the last good copy, if any")
             }
         }
         metrics
             .oidc_fetches
             .get_or_create(&vec![
                 ("provider".into(), provider.clone()),
+                ("document".into(), document.into()),
                 ("outcome".into(), if ok { "ok" } else { "failed" }.into()),
             ])
             .inc();
-        let unavailable = rp.provider(&provider).is_some_and(|p| p.current().is_err());
+        let unavailable = handle.is_some_and(|p| p.current().is_err());
+        if let Some(expires) = handle
+            .and_then(|p| p.current().ok())
+            .and_then(|c| c.expires)
+        {
+            metrics
+                .oidc_trust_chain_expiry
+                .get_or_create(&vec![("provider".into(), provider.clone())])
+                .set(i64::try_from(expires).unwrap_or(i64::MAX));
+        }
         metrics
             .oidc_provider_unavailable
             .get_or_create(&vec![("provider".into(), provider)])
@@ -379,10 +397,16 @@ fn spawn_provider_refresh(
         loop {
             tokio::time::sleep(tick).await;
             since += tick;
-            let missing = rp.providers.iter().any(|p| p.current().is_err());
+            // A provider without good documents, or whose trust chain expires before the
+            // next tick, is asked again now.
+            let now = clock.now_secs();
+            let missing = rp.providers.iter().any(|p| match p.current() {
+                Err(_) => true,
+                Ok(c) => c.expires.is_some_and(|e| e <= now + 2 * tick.as_secs()),
+            });
             if missing || since >= interval {
                 since = std::time::Duration::ZERO;
-                refresh_providers(&rp, &metrics, clock.now_secs()).await;
+                refresh_providers(&rp, &metrics, now).await;
             }
         }
     });

@@ -152,6 +152,8 @@ pub struct Metrics {
     pub oidc_provider_unavailable: Family<Vec<(String, String)>, Gauge>,
     /// Back-channel logout tokens by outcome (`ok` or the refusal code).
     pub oidc_backchannel_logouts: Family<Vec<(String, String)>, Counter>,
+    /// When each federation provider's resolved trust chain expires (Unix seconds).
+    pub oidc_trust_chain_expiry: Family<Vec<(String, String)>, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -261,7 +263,14 @@ impl Metrics {
             "Back-channel logout tokens received, by outcome",
             oidc_backchannel_logouts.clone(),
         );
+        let oidc_trust_chain_expiry = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "oidc_trust_chain_expiry_timestamp_seconds",
+            "When a federation provider's resolved trust chain expires (it is resolved again before)",
+            oidc_trust_chain_expiry.clone(),
+        );
         Metrics {
+            oidc_trust_chain_expiry,
             oidc_logins,
             oidc_fetches,
             oidc_provider_unavailable,
