@@ -302,9 +302,26 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
                 return ExitCode::FAILURE;
             }
         };
+    let (op_issuer, op_secret) = match rt.block_on(varco::demo::spawn_dev_op(listen, &certs_dir)) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("varco demo: cannot start the development OP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cfg = match config {
         Some(path) => Config::load(&path),
-        None => varco::demo::demo_config(listen, echo, &tls, &saml, &idp_metadata),
+        None => varco::demo::demo_config(
+            listen,
+            echo,
+            &tls,
+            &saml,
+            &varco::demo::DevProviders {
+                idp_metadata: &idp_metadata,
+                op_issuer: &op_issuer,
+                op_secret: &op_secret,
+            },
+        ),
     };
     let cfg = match cfg {
         Ok(c) if c.mode == Mode::Demo => c,
@@ -318,7 +335,8 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
     let banner = format!(
         "\nvarco demo is running: open https://localhost:{}/ (development certificate: {})\n\
          Log in with SPID through the development IdP (http://{idp}, test users, real signed\n\
-         SAML messages) or the development login; the echo upstream shows the identity header\n\
+         SAML messages), with OpenID Connect through the development OP ({op_issuer}), or the\n\
+         development login; the echo upstream shows the identity header\n\
          it verified. Public page: /pubblico; SpidL3 step-up: /riservato. Echo upstream on\n\
          http://{echo}; metrics at /_varco/metrics. Ctrl-C to stop.\n",
         listen.port(),

@@ -405,3 +405,162 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
     // The chooser asked for SpidL1 (no route level): the IdP answered at that level.
     assert!(body.contains("https://www.spid.gov.it/SpidL1"), "{body}");
 }
+
+/// `make demo` with OpenID Connect: chooser → the development OP (PKCE, state, nonce) →
+/// a test user chosen → the callback → the echo upstream verified the identity (method
+/// `oidc`); then logout continues at the OP (RP-initiated) and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walks_a_browser_through_an_oidc_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let port = free_port();
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_varco"))
+            .args([
+                "demo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--certs-dir",
+            ])
+            .arg(&certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !certs.join("dev-op.secret").is_file() {
+        assert!(Instant::now() < deadline, "no development OP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&ca).unwrap())
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(t) => break t,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("demo not listening: {e}"),
+        }
+    };
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut gw, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let base = format!("https://localhost:{port}");
+    let mut send = async |method: &str, path: &str, cookie: Option<&str>, body: String| {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{port}"))
+            .header("accept", "text/html");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        if method == "POST" {
+            b = b.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let req = b
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        gw.ready().await.unwrap();
+        let resp = gw.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    };
+    let first_cookie = |h: &http::HeaderMap| {
+        h["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+
+    let (status, _, page) = send("GET", "/_varco/login?return=%2Fhello", None, String::new()).await;
+    assert_eq!(status, 200);
+    let (action, fields) = form_with(&page, "value=\"dev-op\"");
+    assert_eq!(action, "/_varco/oidc/login");
+    let (status, headers, _) = send("POST", &action, None, encode(&fields)).await;
+    assert_eq!(status, 302);
+    let binding = first_cookie(&headers);
+    let authorize = headers["location"].to_str().unwrap().to_string();
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    let op_origin = authorize[..authorize.find("/authorize").unwrap()].to_string();
+    let op_page = common::request("GET", &authorize, &[], "").await;
+    assert_eq!(op_page.status, 200, "{}", op_page.text());
+    let (choose, fields) = form_with(&op_page.text(), "Giulia Bianchi");
+    let answer = common::request(
+        "POST",
+        &format!("{op_origin}{choose}"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        encode(&fields),
+    )
+    .await;
+    assert_eq!(answer.status, 303);
+    let callback = answer.headers["location"].to_str().unwrap().to_string();
+    let path = callback
+        .strip_prefix(&base)
+        .expect("back to the gateway")
+        .to_string();
+    let (status, headers, body) = send("GET", &path, Some(&binding), String::new()).await;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(headers["location"], "/hello");
+    let cookie = first_cookie(&headers);
+    let (status, _, body) = send("GET", "/hello", Some(&cookie), String::new()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("BNCGLI85C52H501"), "{body}");
+    assert!(body.contains("Verified identity"), "{body}");
+    assert!(body.contains("oidc"), "{body}");
+    // Logout: the session ends and the browser is sent to the OP's end_session_endpoint,
+    // which sends it back to the gateway's logged-out page.
+    let (status, headers, _) = send(
+        "POST",
+        "/_varco/logout?return=%2Fpubblico",
+        Some(&cookie),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 302);
+    let end = headers["location"].to_str().unwrap().to_string();
+    assert!(
+        end.starts_with(&op_origin) && end.contains("id_token_hint="),
+        "{end}"
+    );
+    let back = common::request("GET", &end, &[], "").await;
+    assert_eq!(back.status, 303);
+    let back = back.headers["location"].to_str().unwrap().to_string();
+    let (status, headers, _) = send(
+        "GET",
+        back.strip_prefix(&base).unwrap(),
+        None,
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/pubblico");
+    let (status, _, _) = send("GET", "/hello", Some(&cookie), String::new()).await;
+    assert_eq!(status, 302, "logged out");
+}

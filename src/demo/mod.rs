@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod echo;
 pub mod idp;
+pub mod op;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -108,16 +109,48 @@ fn write_directory(dir: &Path) -> std::io::Result<()> {
 /// The demo's legacy PINs (user key, PIN): development only.
 pub const DEMO_PINS: [(&str, &str); 2] = [("cittadino", "12345678"), ("minore", "87654321")];
 
+/// Starts the development OP for a gateway on `listen`, with a client secret generated
+/// now and written into `certs_dir`; returns its issuer and the secret's file.
+pub async fn spawn_dev_op(
+    listen: SocketAddr,
+    certs_dir: &Path,
+) -> Result<(String, std::path::PathBuf), op::DevOpError> {
+    let secret = crate::oidc::pkce::random_value();
+    let file = certs_dir.join("dev-op.secret");
+    std::fs::write(&file, format!("{secret}\n"))?;
+    let base = format!("https://localhost:{}/_varco/oidc", listen.port());
+    let spawned = op::spawn(
+        op::DevOpConfig {
+            client_secret: secret,
+            redirect_uri: format!("{base}/callback"),
+            post_logout_redirect_uri: format!("{base}/logged-out"),
+        },
+        0,
+    )
+    .await?;
+    Ok((spawned.issuer, file))
+}
+
+/// Where the demo's development providers are.
+pub struct DevProviders<'a> {
+    pub idp_metadata: &'a Path,
+    pub op_issuer: &'a str,
+    pub op_secret: &'a Path,
+}
+
 /// The demo configuration, with the echo upstream's address, the TLS and SAML files and
-/// the development IdP's metadata filled in.
+/// the development IdP's and OP's details filled in.
 pub fn demo_config(
     listen: SocketAddr,
     echo: SocketAddr,
     tls: &certs::DevTlsFiles,
     saml: &certs::DevSamlFiles,
-    idp_metadata: &Path,
+    providers: &DevProviders<'_>,
 ) -> Result<Config, ConfigError> {
+    let idp_metadata = providers.idp_metadata;
     let text = include_str!("../../config/demo.toml")
+        .replace("@OP_ISSUER@", providers.op_issuer)
+        .replace("@OP_SECRET@", &toml_path(providers.op_secret))
         .replace("@LISTEN@", &listen.to_string())
         .replace("@PORT@", &listen.port().to_string())
         .replace("@SAML_CERT@", &toml_path(&saml.sp_cert))
