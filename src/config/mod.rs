@@ -462,6 +462,10 @@ mod example_tests {
             "/etc/varco/keys/2026-11.pem",
             "/etc/varco/oidc/rp-2026-11.pem",
             "/etc/varco/oidc/regione.secret",
+            "/etc/varco/oidc/rp-enc-2026-11.pem",
+            "/etc/varco/oidc/fed-2026-11.pem",
+            "/etc/varco/oidc/spid-ta-jwks.json",
+            "/etc/varco/oidc/our-trust-mark.jwt",
         ] {
             let f = dir.path().join(p.rsplit('/').next().unwrap());
             std::fs::write(&f, "x").unwrap();
@@ -469,8 +473,16 @@ mod example_tests {
         }
         let cfg = Config::from_toml("oidc", &text).unwrap();
         let oidc = cfg.oidc.unwrap();
-        assert_eq!(oidc.provider.len(), 2);
-        let regione = &oidc.provider[0];
+        assert_eq!(oidc.provider.len(), 3);
+        let by_name = |n: &str| oidc.provider.iter().find(|p| p.name == n).unwrap();
+        assert_eq!(
+            by_name("spid-example-op").method(),
+            crate::identity::Method::Spid
+        );
+        let fed = oidc.federation.as_ref().unwrap();
+        assert_eq!(fed.trust_anchor.len(), 1);
+        assert_eq!(fed.configuration_ttl.as_secs(), 86_400);
+        let regione = by_name("regione");
         assert_eq!(regione.method(), crate::identity::Method::Oidc);
         assert_eq!(
             regione.acr_map().absent,
@@ -478,7 +490,7 @@ mod example_tests {
         );
         assert_eq!(regione.claim_map().roles.as_deref(), Some("groups"));
         assert_eq!(
-            oidc.provider[1].client_auth,
+            by_name("entra").client_auth,
             crate::oidc::config::ClientAuth::PrivateKeyJwt
         );
     }

@@ -1,11 +1,12 @@
-//! OpenID Connect, the relying party's protocol side (issue 13, in progress): a
-//! provider's discovery document checked ([`discovery`]), what an ID token must be to be
-//! believed ([`id_token`]), how its claims become an [`Identity`] ([`claims`]), the SPID/CIE
-//! UserInfo JWE ([`jwe`]), OpenID Federation trust chains ([`trust_chain`]) and their
-//! metadata policies ([`metadata_policy`]), and the one-time values of an authorization
-//! request ([`pkce`]). Pure functions over bytes and an injected time; the login method that
-//! drives the flow (its endpoints, fetching discovery and keys, the token request) and the
-//! fetching of the federation's statements over HTTP are not built yet.
+//! OpenID Connect, the relying party's protocol side: `[oidc]` ([`config`]), a provider's
+//! discovery document checked ([`discovery`]), each provider's documents and keys at run
+//! time and the requests we send it ([`provider`]), what an ID token must be to be believed
+//! ([`id_token`]), back-channel logout tokens ([`logout_token`]), how claims become an
+//! [`Identity`] ([`claims`]), OpenID Federation: our Entity Configuration and trust chains
+//! collected over HTTP ([`federation`]), verified and resolved ([`trust_chain`]) through
+//! metadata policies ([`metadata_policy`]), the SPID/CIE UserInfo JWE ([`jwe`]), and the
+//! one-time values of an authorization request ([`pkce`]). The login method that drives
+//! the flow through the gateway is `gateway::login::oidc`.
 //!
 //! The JWE decryptor is a small module on aws-lc-rs rather than `josekit`: the profile
 //! needs two key encryptions and two content encryptions, aws-lc-rs (already the JWT
