@@ -506,7 +506,85 @@ fn oidc(c: &mut Criterion) {
     g.bench_function("trust_chain_resolve_3_statements", |b| {
         b.iter(|| trust_chain::resolve(black_box(&refs), &anchor, "openid_provider", now, 30))
     });
+
+    // UserInfo as the SPID/CIE profile sends it: a signed JWT encrypted with RSA-OAEP-256
+    // and A256CBC-HS512 to our 2048-bit key; decrypted, then its signature verified.
+    let (der, jwe) = userinfo_jwe(&sign(
+        &op_key,
+        "op",
+        Some("JWT"),
+        &json!({"iss": op, "aud": "https://rp.example/", "sub": "p1",
+            "https://attributes.eid.gov.it/fiscal_number": "TINIT-RSSMRA80A01H501U"}),
+    ));
+    let keys =
+        [varco::oidc::jwe::DecryptionKey::from_pkcs8(Some("enc".into()), &der).expect("key")];
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).expect("jwk");
+    let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+    v.validate_exp = false;
+    v.set_audience(&["https://rp.example/"]);
+    v.set_required_spec_claims(&["iss", "aud", "sub"]);
+    let open = |jwe: &str| {
+        let d = varco::oidc::jwe::decrypt(jwe, &keys).expect("decrypts");
+        let inner = String::from_utf8(d.plaintext).expect("text");
+        jsonwebtoken::decode::<serde_json::Value>(&inner, &decoding, &v).expect("verifies")
+    };
+    open(&jwe);
+    g.bench_function("userinfo_jwe_decrypt_and_verify", |b| {
+        b.iter(|| open(black_box(&jwe)))
+    });
     g.finish();
+}
+
+/// A fresh RSA key (PKCS#8 DER) and a compact JWE of `plaintext` to it (RSA-OAEP-256,
+/// A256CBC-HS512, `cty: JWT`), built as a provider builds one.
+fn userinfo_jwe(plaintext: &str) -> (Vec<u8>, String) {
+    use aws_lc_rs::cipher::{
+        AES_256, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey,
+    };
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::iv::FixedLength;
+    use aws_lc_rs::rsa::{
+        KeySize, OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PrivateDecryptingKey,
+    };
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).expect("rsa");
+    let der = private.as_der().expect("der").as_ref().to_vec();
+    let cek: [u8; 64] = std::array::from_fn(|_| rand::random());
+    let public = OaepPublicEncryptingKey::new(private.public_key()).expect("public");
+    let mut wrapped = vec![0u8; public.ciphertext_size()];
+    let wrapped = public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &cek, &mut wrapped, None)
+        .expect("wrap")
+        .to_vec();
+    let iv: [u8; 16] = rand::random();
+    let (mac_key, enc_key) = cek.split_at(32);
+    let aes =
+        PaddedBlockEncryptingKey::cbc_pkcs7(UnboundCipherKey::new(&AES_256, enc_key).expect("aes"))
+            .expect("cbc");
+    let mut e = plaintext.as_bytes().to_vec();
+    aes.less_safe_encrypt(&mut e, EncryptionContext::Iv128(FixedLength::from(iv)))
+        .expect("encrypt");
+    let head =
+        B64.encode(r#"{"alg":"RSA-OAEP-256","enc":"A256CBC-HS512","kid":"enc","cty":"JWT"}"#);
+    // RFC 7518 §5.2.2.1: HMAC over AAD || IV || ciphertext || AL (AAD length in bits).
+    let mut mac_input = head.as_bytes().to_vec();
+    mac_input.extend_from_slice(&iv);
+    mac_input.extend_from_slice(&e);
+    mac_input.extend_from_slice(&((head.len() as u64) * 8).to_be_bytes());
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA512, mac_key),
+        &mac_input,
+    );
+    let jwe = [
+        head,
+        B64.encode(wrapped),
+        B64.encode(iv),
+        B64.encode(&e),
+        B64.encode(&tag.as_ref()[..32]),
+    ]
+    .join(".");
+    (der, jwe)
 }
 
 criterion_group!(
