@@ -1157,6 +1157,21 @@ async fn a_spid_login_over_the_federation_reaches_the_upstream() {
             .ends_with("/int")
     );
 
+    // The chooser lists it under the SPID button.
+    let page = request(
+        "GET",
+        &format!("{}/_varco/login", f.gw_url),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .text();
+    let spid = page.split("Entra con SPID").nth(1).expect("a SPID section");
+    assert!(
+        spid.split("</section>").next().unwrap().contains("SPID OP"),
+        "{page}"
+    );
+
     let mut b = Browser::default();
     let r = f.login(&mut b, L2).await;
     assert_eq!(

@@ -311,11 +311,15 @@ impl Gateway {
             return_to: return_param(query, reserved).unwrap_or_else(|| "/".into()),
             level,
         };
-        let sections: Vec<LoginSection> = self
-            .logins
-            .iter()
-            .flat_map(|m| m.chooser(self, &ask))
-            .collect();
+        // Sections of the same title from several methods are one (SPID over SAML and
+        // over OpenID Connect under one SPID heading), at the first one's place.
+        let mut sections: Vec<LoginSection> = Vec::new();
+        for section in self.logins.iter().flat_map(|m| m.chooser(self, &ask)) {
+            match sections.iter_mut().find(|s| s.title_it == section.title_it) {
+                Some(same) => same.choices.extend(section.choices),
+                None => sections.push(section),
+            }
+        }
         let status = if sections.iter().all(|s| s.choices.is_empty()) {
             StatusCode::SERVICE_UNAVAILABLE
         } else {

@@ -91,7 +91,7 @@ impl LoginMethod for Oidc {
     }
 
     /// Generic providers in a section of their own; SPID and CIE providers (their OpenID
-    /// Connect profiles) in sections named after them. A provider without good documents
+    /// Connect profiles) under the SPID and CIE sections. A provider without good documents
     /// is listed disabled, with the reason.
     fn chooser(&self, gw: &Gateway, ask: &Ask) -> Vec<LoginSection> {
         let Some(rp) = gw.services.oidc.as_deref() else {
@@ -100,15 +100,13 @@ impl LoginMethod for Oidc {
         let action = gw.reserved("oidc/login");
         let mut sections: Vec<LoginSection> = Vec::new();
         for (profile, title_it, title_en) in [
-            (
-                ProviderProfile::Spid,
-                "SPID (OpenID Connect)",
-                "SPID (OpenID Connect)",
-            ),
+            // The SAML method's section titles: the chooser merges sections of the same
+            // title, so SPID over OpenID Connect is listed under the SPID button.
+            (ProviderProfile::Spid, "Entra con SPID", "Log in with SPID"),
             (
                 ProviderProfile::Cie,
-                "CIE (OpenID Connect)",
-                "CIE (OpenID Connect)",
+                "Carta d'Identità Elettronica",
+                "Electronic identity card",
             ),
             (ProviderProfile::Generic, "Altri accessi", "Other logins"),
         ] {
