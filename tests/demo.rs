@@ -270,68 +270,88 @@ fn encode(fields: &[(String, String)]) -> String {
     s.finish()
 }
 
-/// `make demo` end to end: chooser → development IdP (signed AuthnRequest checked there)
-/// → signed Response POSTed to the ACS → the echo upstream with the verified identity.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_walks_a_browser_through_the_real_saml_flow() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let port = free_port();
-    let _child = Child(
-        Command::new(env!("CARGO_BIN_EXE_varco"))
-            .args([
-                "demo",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--certs-dir",
-            ])
-            .arg(&certs)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !certs.join("dev-idp-metadata.xml").is_file() {
-        assert!(Instant::now() < deadline, "no development IdP metadata");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(&ca).unwrap())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(t) => break t,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("demo not listening: {e}"),
+/// `varco demo` running on a free port, and an HTTP/1.1 client over TLS (the development
+/// CA) that sends requests as a browser's, one at a time.
+struct Demo {
+    _child: Child,
+    gw: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    port: u16,
+    base: String,
+}
+
+impl Demo {
+    /// Starts the demo and waits until `ready_file` exists in its certificate directory.
+    async fn start(dir: &std::path::Path, ready_file: &str) -> Demo {
+        let certs = dir.join("certs");
+        let port = free_port();
+        let child = Child(
+            Command::new(env!("CARGO_BIN_EXE_varco"))
+                .args([
+                    "demo",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--certs-dir",
+                ])
+                .arg(&certs)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !certs.join(ready_file).is_file() {
+            assert!(Instant::now() < deadline, "no {ready_file}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    };
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut gw, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let base = format!("https://localhost:{port}");
-    let mut send = async |method: &str, path: &str, cookie: Option<&str>, body: String| {
+        let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(&ca).unwrap())
+            .unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(t) => break t,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("demo not listening: {e}"),
+            }
+        };
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (gw, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Demo {
+            _child: child,
+            gw,
+            port,
+            base: format!("https://localhost:{port}"),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: String,
+    ) -> (u16, http::HeaderMap, String) {
         let mut b = http::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", format!("localhost:{port}"))
+            .header("host", format!("localhost:{}", self.port))
             .header("accept", "text/html");
         if let Some(c) = cookie {
             b = b.header("cookie", c);
@@ -342,12 +362,24 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
         let req = b
             .body(http_body_util::Full::new(Bytes::from(body)))
             .unwrap();
-        gw.ready().await.unwrap();
-        let resp = gw.send_request(req).await.unwrap();
+        self.gw.ready().await.unwrap();
+        let resp = self.gw.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// `make demo` end to end: chooser → development IdP (signed AuthnRequest checked there)
+/// → signed Response POSTed to the ACS → the echo upstream with the verified identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walks_a_browser_through_the_real_saml_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Demo::start(dir.path(), "dev-idp-metadata.xml").await;
+    let base = demo.base.clone();
+    let mut send = async |method: &str, path: &str, cookie: Option<&str>, body: String| {
+        demo.send(method, path, cookie, body).await
     };
 
     // 1. The chooser lists the development IdP under SPID.
@@ -412,79 +444,10 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_walks_a_browser_through_an_oidc_login() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let port = free_port();
-    let _child = Child(
-        Command::new(env!("CARGO_BIN_EXE_varco"))
-            .args([
-                "demo",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--certs-dir",
-            ])
-            .arg(&certs)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !certs.join("dev-op.secret").is_file() {
-        assert!(Instant::now() < deadline, "no development OP");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(&ca).unwrap())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(t) => break t,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("demo not listening: {e}"),
-        }
-    };
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut gw, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let base = format!("https://localhost:{port}");
+    let mut demo = Demo::start(dir.path(), "dev-op.secret").await;
+    let base = demo.base.clone();
     let mut send = async |method: &str, path: &str, cookie: Option<&str>, body: String| {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("localhost:{port}"))
-            .header("accept", "text/html");
-        if let Some(c) = cookie {
-            b = b.header("cookie", c);
-        }
-        if method == "POST" {
-            b = b.header("content-type", "application/x-www-form-urlencoded");
-        }
-        let req = b
-            .body(http_body_util::Full::new(Bytes::from(body)))
-            .unwrap();
-        gw.ready().await.unwrap();
-        let resp = gw.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, String::from_utf8_lossy(&body).into_owned())
+        demo.send(method, path, cookie, body).await
     };
     let first_cookie = |h: &http::HeaderMap| {
         h["set-cookie"]

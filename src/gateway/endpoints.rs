@@ -32,6 +32,14 @@ pub(super) fn see_other(location: &str) -> Result<Response<GatewayBody>, Gateway
     Ok(resp)
 }
 
+/// `302 Found` to `location` (a provider's URL the browser is sent to).
+pub(super) fn found(location: &str) -> Result<Response<GatewayBody>, GatewayError> {
+    let mut resp = respond(StatusCode::FOUND, "text/plain", Bytes::new());
+    let loc = HeaderValue::from_str(location).map_err(|_| GatewayError::BadForm)?;
+    resp.headers_mut().insert(header::LOCATION, loc);
+    Ok(resp)
+}
+
 /// The `return` query parameter, validated (or `None`).
 pub(super) fn return_param(query: Option<&str>, reserved: &str) -> Option<String> {
     let q = query?;

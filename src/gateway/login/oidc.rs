@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 
 use super::{Answer, Ask, Login, LoginMethod, LogoutStep, digest_hex, form_fields, random_token};
 use crate::error::{CallbackError, GatewayError, LoginFailure};
-use crate::gateway::endpoints::{respond, see_other};
+use crate::gateway::endpoints::{found, respond, see_other};
 use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::Level;
 use crate::oidc::config::ProviderProfile;
@@ -163,13 +163,6 @@ impl LoginMethod for Oidc {
     }
 }
 
-fn redirect_to(url: &str) -> Result<Response<GatewayBody>, GatewayError> {
-    let mut resp = respond(StatusCode::FOUND, "text/plain", Bytes::new());
-    let loc = HeaderValue::from_str(url).map_err(|_| GatewayError::BadForm)?;
-    resp.headers_mut().insert(header::LOCATION, loc);
-    Ok(resp)
-}
-
 impl Gateway {
     fn rp(&self) -> Result<&RelyingParty, GatewayError> {
         self.services.oidc.as_deref().ok_or(GatewayError::NoRoute)
@@ -291,7 +284,7 @@ impl Gateway {
             level = %level,
             "authorization request sent"
         );
-        let mut resp = redirect_to(&url)?;
+        let mut resp = found(&url)?;
         let cookie = self.oidc_binding_cookie(&browser, self.cfg.session.login_timeout.as_secs());
         let v = HeaderValue::from_str(&cookie).map_err(|_| GatewayError::Minting)?;
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -635,7 +628,7 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
         tracing::info!(target: "varco::audit", event = "oidc_logout_request", provider = %provider.cfg.name, "RP-initiated logout sent");
-        Ok(Some(redirect_to(&url)?))
+        Ok(Some(found(&url)?))
     }
 
     /// `logged-out`: back from the provider's logout; the `return` the logout was asked

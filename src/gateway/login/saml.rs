@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Answer, Ask, Login, LoginMethod, LogoutStep, digest_hex, form_fields, random_token};
 use crate::error::{AcsError, GatewayError, LoginFailure};
-use crate::gateway::endpoints::{respond, see_other};
+use crate::gateway::endpoints::{found, respond, see_other};
 use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::Level;
 use crate::pages::{LoginChoice, LoginSection};
@@ -39,13 +38,6 @@ fn query_param(raw: &str, name: &str) -> Option<String> {
         .find(|(k, _)| *k == name)
         .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
         .map(|v| v.into_owned())
-}
-
-fn redirect_to(url: &str) -> Result<Response<GatewayBody>, GatewayError> {
-    let mut resp = respond(StatusCode::FOUND, "text/plain", Bytes::new());
-    let loc = HeaderValue::from_str(url).map_err(|_| GatewayError::BadForm)?;
-    resp.headers_mut().insert(header::LOCATION, loc);
-    Ok(resp)
 }
 
 /// SAML 2.0 logins (SPID and CIE federations), when `[saml]` is configured: endpoints
@@ -248,7 +240,7 @@ impl Gateway {
             "AuthnRequest sent"
         );
         let mut resp = match sent.outgoing {
-            Outgoing::Redirect(url) => redirect_to(&url)?,
+            Outgoing::Redirect(url) => found(&url)?,
             Outgoing::PostForm(html) => {
                 let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", html);
                 resp.headers_mut().insert(
@@ -586,7 +578,7 @@ impl Gateway {
                     .logout_response(&idp, &facts.id, msg.relay_state.as_deref(), now_i)
                     .map_err(|_| GatewayError::Minting)?
                     .ok_or(GatewayError::BadForm)?;
-                let mut resp = redirect_to(&url)?;
+                let mut resp = found(&url)?;
                 if ended {
                     let clear = HeaderValue::from_str(&self.cookie.clear())
                         .map_err(|_| GatewayError::Minting)?;
@@ -667,7 +659,7 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
         match sent.outgoing {
-            Outgoing::Redirect(url) => redirect_to(&url).map(Some),
+            Outgoing::Redirect(url) => found(&url).map(Some),
             Outgoing::PostForm(_) => Ok(None),
         }
     }
