@@ -907,6 +907,8 @@ enum Break {
     PolicyViolation,
     /// The OP lists no trust mark.
     NoTrustMark,
+    /// The client is registered without UserInfo signing and encryption: plain JSON.
+    PlainUserinfo,
 }
 
 struct Federation {
@@ -956,6 +958,16 @@ async fn federation(broken: Break) -> Federation {
         "userinfo_encrypted_response_enc": "A256CBC-HS512",
         "jwks": keys.client_jwks,
     });
+    let mut client = client;
+    if broken == Break::PlainUserinfo {
+        for k in [
+            "userinfo_signed_response_alg",
+            "userinfo_encrypted_response_alg",
+            "userinfo_encrypted_response_enc",
+        ] {
+            client.as_object_mut().unwrap().remove(k);
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("op.json");
     std::fs::write(
@@ -1192,6 +1204,52 @@ async fn a_spid_login_over_the_federation_reaches_the_upstream() {
         f.gw.logs()
             .iter()
             .any(|l| l.contains("oidc_response") && l.contains("\"protocol\":\"oidc\""))
+    );
+}
+
+/// `varco oidc entity-configuration` prints what the gateway serves (the operator's way
+/// to register with the federation).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_entity_configuration_subcommand_prints_the_signed_document() {
+    let f = federation(Break::Nothing).await;
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_varco"))
+            .args(["oidc", "entity-configuration", "--config"])
+            .arg(f.gw.dir.path().join("varco.toml"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    let claims = decode_claims(jwt.trim());
+    assert_eq!(claims["iss"], f.gw_url.as_str());
+    assert_eq!(claims["jwks"]["keys"][0]["kid"], "rp-fed");
+    let out = run(&["--decoded"]);
+    let decoded: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        decoded["metadata"]["openid_relying_party"]["client_id"],
+        f.gw_url.as_str()
+    );
+}
+
+/// In the SPID profile UserInfo must be encrypted: a provider that answers plain JSON is
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_userinfo_is_refused_in_the_spid_profile() {
+    let f = federation(Break::PlainUserinfo).await;
+    let mut b = Browser::default();
+    let r = f.login(&mut b, L2).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(session_cookie(&b, &f.gw_url).is_none());
+    assert!(
+        f.gw.wait_log(|l| l.contains("login_refused") && l.contains("unencrypted UserInfo"))
+            .is_some()
     );
 }
 

@@ -8,7 +8,8 @@
 //!
 //! Every statement is an `entity-statement+jwt` signed with an asymmetric algorithm; each
 //! is verified with the keys its superior states (the last with the anchor's configured
-//! keys), each must be valid now, `constraints.max_path_length` is honoured, and the chain
+//! keys), each must be valid now, the `constraints` (`max_path_length`, `naming_constraints`,
+//! `allowed_entity_types`) are honoured, and the chain
 //! expires with its earliest statement.
 
 use base64::Engine as _;
@@ -107,6 +108,10 @@ impl Statement {
             .and_then(Value::as_object)
     }
 
+    fn constraint(&self, name: &str) -> Option<&Value> {
+        self.claims.get("constraints").and_then(|c| c.get(name))
+    }
+
     fn max_path_length(&self) -> Option<u64> {
         self.claims
             .get("constraints")
@@ -141,6 +146,24 @@ pub enum ChainError {
     NoMetadata(String),
     #[error("metadata policy: {0}")]
     Policy(#[from] PolicyError),
+    #[error("{by}'s constraints exclude {what}")]
+    Constraint { by: String, what: String },
+}
+
+/// The host of an entity id (`https://op.example.it/oidc` → `op.example.it`).
+fn host_of(entity_id: &str) -> Option<String> {
+    let uri: http::Uri = entity_id.parse().ok()?;
+    uri.host().map(|h| h.to_ascii_lowercase())
+}
+
+/// Whether `host` matches a naming constraint: the host itself, or, for `.example.it`,
+/// any host below it (as X.509 name constraints read DNS names).
+fn host_matches(host: &str, constraint: &str) -> bool {
+    let c = constraint.to_ascii_lowercase();
+    match c.strip_prefix('.') {
+        Some(domain) => host.ends_with(&format!(".{domain}")),
+        None => host == c,
+    }
 }
 
 /// A resolved chain: the leaf's metadata for one entity type after every policy, and when
@@ -261,6 +284,50 @@ pub fn resolve(
             && (j as u64 - 1) > max
         {
             return Err(ChainError::PathTooLong(s.iss.clone()));
+        }
+    }
+    // `naming_constraints` and `allowed_entity_types` of a statement about an entity bind
+    // the entities below that entity (as X.509 name constraints bind the certificates a CA
+    // issues): in statement j, the issuers of statements 0..j-1 below its subject.
+    for (j, s) in statements.iter().enumerate().skip(2) {
+        if let Some(names) = s.constraint("naming_constraints") {
+            let list = |k: &str| -> Vec<String> {
+                names
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (permitted, excluded) = (list("permitted"), list("excluded"));
+            for below in &statements[..j - 1] {
+                let host = host_of(&below.iss).unwrap_or_default();
+                let allowed = (permitted.is_empty()
+                    || permitted.iter().any(|c| host_matches(&host, c)))
+                    && !excluded.iter().any(|c| host_matches(&host, c));
+                if !allowed {
+                    return Err(ChainError::Constraint {
+                        by: s.iss.clone(),
+                        what: below.iss.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for s in statements.iter().skip(1) {
+        if let Some(types) = s
+            .constraint("allowed_entity_types")
+            .and_then(Value::as_array)
+            && !types.iter().any(|t| t.as_str() == Some(entity_type))
+        {
+            return Err(ChainError::Constraint {
+                by: s.iss.clone(),
+                what: format!("the entity type {entity_type}"),
+            });
         }
     }
     // The leaf's metadata, with what its immediate superior states replacing it, then the

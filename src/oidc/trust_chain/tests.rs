@@ -325,3 +325,38 @@ mod arbitrary_input {
         }
     }
 }
+
+/// The anchor's constraints on what is below the intermediate: the OP's host must be
+/// permitted and not excluded, and its entity type allowed.
+#[test]
+fn naming_constraints_and_allowed_entity_types_bind_the_entities_below() {
+    let f = fed();
+    let with = |constraints: Value| {
+        let mut chain = good(&f);
+        chain[2] = about(&f.ta, &f.int, |c| {
+            c.insert("constraints".into(), constraints);
+        });
+        run(&chain, &f)
+    };
+    assert!(with(json!({"naming_constraints": {"permitted": [".example"]}})).is_ok());
+    assert!(with(json!({"naming_constraints": {"permitted": ["op.example"]}})).is_ok());
+    let excluded = Err(ChainError::Constraint {
+        by: TA.into(),
+        what: OP.into(),
+    });
+    assert_eq!(
+        with(json!({"naming_constraints": {"permitted": [".other.example"]}})),
+        excluded
+    );
+    assert_eq!(
+        with(
+            json!({"naming_constraints": {"permitted": [".example"], "excluded": ["op.example"]}})
+        ),
+        excluded
+    );
+    assert!(with(json!({"allowed_entity_types": ["openid_provider"]})).is_ok());
+    assert!(matches!(
+        with(json!({"allowed_entity_types": ["openid_relying_party"]})),
+        Err(ChainError::Constraint { .. })
+    ));
+}
