@@ -271,11 +271,13 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &SessionId,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Removes and returns the sessions filed under `key` (some may have ended already).
-    fn take_indexed(
+    /// Ends every session filed under `key` and forgets the filing; returns the `sid`
+    /// (hash) of each session that still existed, so its tunnels can be closed. A store
+    /// that keeps the filing elsewhere than the sessions never holds the ids themselves.
+    fn end_indexed(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 #[derive(Clone)]
@@ -480,14 +482,21 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn take_indexed(&self, key: &str) -> Result<Vec<SessionId>, StoreError> {
+    async fn end_indexed(&self, key: &str) -> Result<Vec<String>, StoreError> {
         let now = self.clock.now();
-        Ok(self
+        let ids = self
             .index
             .remove(key)
             .filter(|e| now < e.expires)
             .map(|e| e.value)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        let mut ended = Vec::new();
+        for id in ids {
+            if self.sessions.remove(&id).is_some() {
+                ended.push(id.hash());
+            }
+        }
+        Ok(ended)
     }
 }
 
@@ -550,9 +559,9 @@ impl SessionStore for Store {
         }
     }
 
-    async fn take_indexed(&self, key: &str) -> Result<Vec<SessionId>, StoreError> {
+    async fn end_indexed(&self, key: &str) -> Result<Vec<String>, StoreError> {
         match self {
-            Store::Memory(m) => m.take_indexed(key).await,
+            Store::Memory(m) => m.end_indexed(key).await,
         }
     }
 }

@@ -272,23 +272,34 @@ fn the_session_link_survives_serialization() {
     assert_eq!(old.link, SessionLink::None);
 }
 
-/// The back-channel logout index: sessions filed under a key are taken once, all of them,
-/// a session filed twice is listed once, and an expired filing is forgotten.
+/// The back-channel logout index: the sessions filed under a key end together, once,
+/// a session filed twice is ended once, one already gone is not reported, and an expired
+/// filing is forgotten.
 #[tokio::test]
-async fn indexed_sessions_are_taken_once_and_expire() {
+async fn indexed_sessions_end_together_once() {
     let (s, clock) = store();
-    let (a, b) = (SessionId::random(), SessionId::random());
+    let (a, b, gone) = (SessionId::random(), SessionId::random(), SessionId::random());
+    for id in [&a, &b] {
+        s.put(id, session(1_000)).await.unwrap();
+    }
     let ttl = Duration::from_secs(600);
     s.index("oidc-sid:kc\nS1", &a, ttl).await.unwrap();
     s.index("oidc-sid:kc\nS1", &b, ttl).await.unwrap();
     s.index("oidc-sid:kc\nS1", &a, ttl).await.unwrap();
+    s.index("oidc-sid:kc\nS1", &gone, ttl).await.unwrap();
     s.index("oidc-sid:kc\nS2", &b, ttl).await.unwrap();
-    let taken = s.take_indexed("oidc-sid:kc\nS1").await.unwrap();
-    assert_eq!(taken.len(), 2);
-    assert!(taken.contains(&a) && taken.contains(&b));
-    assert!(s.take_indexed("oidc-sid:kc\nS1").await.unwrap().is_empty());
+    let mut ended = s.end_indexed("oidc-sid:kc\nS1").await.unwrap();
+    ended.sort();
+    let mut want = vec![a.hash(), b.hash()];
+    want.sort();
+    assert_eq!(ended, want);
+    assert!(s.get(&a).await.unwrap().is_none() && s.get(&b).await.unwrap().is_none());
+    assert!(s.end_indexed("oidc-sid:kc\nS1").await.unwrap().is_empty());
+    let c = SessionId::random();
+    s.put(&c, session(1_000)).await.unwrap();
+    s.index("oidc-sid:kc\nS3", &c, ttl).await.unwrap();
     clock.set(1_000 + 601);
-    assert!(s.take_indexed("oidc-sid:kc\nS2").await.unwrap().is_empty());
+    assert!(s.end_indexed("oidc-sid:kc\nS3").await.unwrap().is_empty());
 }
 
 /// An OIDC session's ID token never shows in its debug form.

@@ -559,30 +559,16 @@ impl Gateway {
             (None, Some(sub)) => sub_key(&provider.cfg.name, sub),
             (None, None) => return refuse("invalid", "the logout token names no session"),
         };
-        let ids = store
-            .take_indexed(&key)
+        // The filing is by the provider's name and its session id or subject: the sessions
+        // under it are that provider's logins of that session or subject.
+        let ended = store
+            .end_indexed(&key)
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
-        let mut ended = 0usize;
-        for id in &ids {
-            // With both sid and sub, only sessions of that subject end.
-            let session = store
-                .get(id)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?;
-            let matches = session
-                .as_ref()
-                .and_then(|s| s.link.oidc())
-                .is_some_and(|l| {
-                    l.provider == provider.cfg.name
-                        && t.sub.as_ref().is_none_or(|sub| &l.sub == sub)
-                        && t.sid.as_ref().is_none_or(|sid| l.sid.as_ref() == Some(sid))
-                });
-            if matches {
-                self.end_session(id).await?;
-                ended += 1;
-            }
+        for sid in &ended {
+            self.services.tunnels.end(sid);
         }
+        let ended = ended.len();
         tracing::info!(
             target: "varco::audit",
             event = "logout",
