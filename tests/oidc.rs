@@ -287,7 +287,7 @@ fn client_metadata(gw_port: u16, auth: &str, jwks: Option<Value>) -> Value {
     let base = format!("http://127.0.0.1:{gw_port}/_varco/oidc");
     let mut c = json!({
         "client_id": "varco",
-        "redirect_uris": [format!("{base}/callback")],
+        "redirect_uris": [format!("{base}/callback/op")],
         "post_logout_redirect_uris": [format!("{base}/logged-out")],
         "backchannel_logout_uri": format!("{base}/backchannel-logout"),
         "backchannel_logout_session_required": true,
@@ -637,10 +637,35 @@ async fn a_level_below_the_routes_and_a_missing_fiscal_code_are_refused() {
 }
 
 /// The answer is used once, in the browser that asked: a replayed callback, one with
-/// another state, and one from another browser are refused.
+/// another state, and one from another browser are refused. An answer arriving at
+/// another provider's redirect URI (the mix-up attack) is refused before its code is sent
+/// anywhere, and uses up the login.
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_are_used_once_in_the_browser_that_asked() {
     let s = setup("client_secret_basic").await;
+    let mut b = Browser::default();
+    let cb = s.to_callback(&mut b, "mario", L2, "SpidL1").await;
+    assert!(cb.contains("/_varco/oidc/callback/op?"), "{cb}");
+    let mixed_up = cb.replace("/callback/op?", "/callback/other?");
+    let r = b.send("GET", &mixed_up, None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(b.send("GET", &cb, None).await.status, 400, "used up");
+    assert!(session_cookie(&b, &s.gw_url).is_none());
+    // The provider advertises RFC 9207's `iss` in authorization responses: an answer
+    // without it is refused.
+    let mut b = Browser::default();
+    let cb = s.to_callback(&mut b, "mario", L2, "SpidL1").await;
+    let (path, query) = cb.split_once('?').unwrap();
+    let without_iss: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("iss="))
+        .collect();
+    assert!(without_iss.len() < query.split('&').count(), "{cb}");
+    let r = b
+        .send("GET", &format!("{path}?{}", without_iss.join("&")), None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
     let mut b = Browser::default();
     let cb = s.to_callback(&mut b, "mario", L2, "SpidL1").await;
     // Another browser (no binding cookie) presenting the answer: refused, and the
@@ -666,7 +691,10 @@ async fn answers_are_used_once_in_the_browser_that_asked() {
     let r = replay.send("GET", &cb, None).await;
     assert_eq!(r.status, 400, "replayed: {}", r.text());
     // A state that is not ours.
-    let forged = format!("{}/_varco/oidc/callback?code=abc&state=notours", s.gw_url);
+    let forged = format!(
+        "{}/_varco/oidc/callback/op?code=abc&state=notours",
+        s.gw_url
+    );
     let r = replay.send("GET", &forged, None).await;
     assert_eq!(r.status, 400);
     assert!(session_cookie(&replay, &s.gw_url).is_none());
@@ -945,7 +973,7 @@ async fn federation(broken: Break) -> Federation {
     let base = format!("{rp_id}/_varco/oidc");
     let client = json!({
         "client_id": rp_id,
-        "redirect_uris": [format!("{base}/callback")],
+        "redirect_uris": [format!("{base}/callback/spid-op")],
         "post_logout_redirect_uris": [format!("{base}/logged-out")],
         "response_types": ["code"],
         "grant_types": ["authorization_code"],

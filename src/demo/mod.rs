@@ -122,7 +122,7 @@ pub async fn spawn_dev_op(
     let spawned = op::spawn(
         op::DevOpConfig {
             client_secret: secret,
-            redirect_uri: format!("{base}/callback"),
+            redirect_uri: format!("{base}/callback/dev-op"),
             post_logout_redirect_uri: format!("{base}/logged-out"),
         },
         0,

@@ -193,6 +193,10 @@ pub struct ProviderConfig {
     /// `end_session_endpoint`.
     #[serde(default = "yes")]
     pub end_session: bool,
+    /// Where the last good copies of the provider's documents are kept (discovery, JWKS,
+    /// entity statements), used when the provider cannot be reached — also at start-up.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     /// SPID/CIE profiles: the trust anchor this provider is trusted through (its entity
     /// id; default the first `[[oidc.federation.trust_anchor]]`). With a federation, the
     /// provider's metadata comes from its trust chain, not from discovery.
@@ -442,6 +446,14 @@ impl OidcConfig {
                 && !ca.is_file()
             {
                 bad(key("ca"), format!("file `{}` does not exist", ca.display()));
+            }
+            if let Some(dir) = &p.cache_dir
+                && !dir.is_dir()
+            {
+                bad(
+                    key("cache_dir"),
+                    format!("`{}` is not a directory", dir.display()),
+                );
             }
         }
     }

@@ -27,6 +27,8 @@ pub struct Provider {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub backchannel_logout_supported: bool,
     pub backchannel_logout_session_supported: bool,
+    /// RFC 9207: the provider puts `iss` in every authorization response.
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +54,8 @@ struct Document {
     backchannel_logout_supported: bool,
     #[serde(default)]
     backchannel_logout_session_supported: bool,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 fn default_auth_methods() -> Vec<String> {
@@ -167,6 +171,8 @@ pub fn parse(bytes: &[u8], expected_issuer: &str) -> Result<Provider, DiscoveryE
         token_endpoint_auth_methods_supported: doc.token_endpoint_auth_methods_supported,
         backchannel_logout_supported: doc.backchannel_logout_supported,
         backchannel_logout_session_supported: doc.backchannel_logout_session_supported,
+        authorization_response_iss_parameter_supported: doc
+            .authorization_response_iss_parameter_supported,
     })
 }
 

@@ -343,7 +343,7 @@ impl Federation {
     }
 
     /// Our relying-party metadata (`metadata.openid_relying_party`).
-    pub fn rp_metadata(&self, redirect_uri: &str, oidc_keys: Option<&KeySet>) -> Value {
+    pub fn rp_metadata(&self, redirect_uris: &[String], oidc_keys: Option<&KeySet>) -> Value {
         let mut keys: Vec<Value> = oidc_keys
             .and_then(|k| serde_json::from_slice::<Value>(&k.jwks_json()).ok())
             .and_then(|v| v.get("keys").and_then(Value::as_array).cloned())
@@ -362,7 +362,7 @@ impl Federation {
             "client_id": self.cfg.entity_id,
             "client_registration_types": ["automatic"],
             "application_type": "web",
-            "redirect_uris": [redirect_uri],
+            "redirect_uris": redirect_uris,
             "response_types": ["code"],
             "grant_types": ["authorization_code"],
             "token_endpoint_auth_method": "private_key_jwt",
@@ -392,7 +392,7 @@ impl Federation {
     /// Our Entity Configuration, signed with the active federation key.
     pub fn entity_configuration(
         &self,
-        redirect_uri: &str,
+        redirect_uris: &[String],
         oidc_keys: Option<&KeySet>,
         now: u64,
     ) -> Result<String, String> {
@@ -413,7 +413,7 @@ impl Federation {
             "jwks": federation_jwks,
             "authority_hints": self.cfg.authority_hints,
             "metadata": {
-                "openid_relying_party": self.rp_metadata(redirect_uri, oidc_keys),
+                "openid_relying_party": self.rp_metadata(redirect_uris, oidc_keys),
                 "federation_entity": entity,
             },
             "trust_marks": self.trust_marks.iter()

@@ -112,6 +112,9 @@ pub struct ProviderState {
     pub current: Option<Arc<Discovered>>,
     /// The last refresh's failure (cleared by a good one).
     pub error: Option<String>,
+    /// The documents in use are a last good copy (the last refresh could not reach the
+    /// provider).
+    pub stale: bool,
 }
 
 /// One configured OpenID Provider.
@@ -121,6 +124,8 @@ pub struct Provider {
     secret: Option<String>,
     state: RwLock<Arc<ProviderState>>,
     last_jwks_refetch: AtomicU64,
+    /// Set when a document of the running refresh came from `cache_dir`.
+    stale: std::sync::atomic::AtomicBool,
     /// Our federation side, for SPID and CIE providers.
     federation: Option<Arc<Federation>>,
     clock: Arc<dyn Clock>,
@@ -219,6 +224,7 @@ impl Provider {
             secret,
             state: RwLock::new(Arc::new(ProviderState::default())),
             last_jwks_refetch: AtomicU64::new(0),
+            stale: std::sync::atomic::AtomicBool::new(false),
             federation: federation.filter(|_| federated),
             clock,
         })
@@ -260,6 +266,12 @@ impl Provider {
         })
     }
 
+    /// Whether the provider says it puts `iss` in every authorization response (RFC 9207).
+    pub fn sends_iss(&self) -> bool {
+        self.current()
+            .is_ok_and(|c| c.doc.authorization_response_iss_parameter_supported)
+    }
+
     fn call<'a>(&'a self, url: &'a str, accept: &'static str) -> Call<'a> {
         Call {
             url,
@@ -278,18 +290,65 @@ impl Provider {
         accept: &'static str,
         what: &'static str,
     ) -> Result<bytes::Bytes, OidcError> {
-        let answer = self
-            .call(url, accept)
-            .send()
-            .await
-            .map_err(fetch_error(what))?;
-        if answer.status != 200 {
-            return Err(OidcError::Fetch {
-                what,
-                reason: format!("the provider answered {}", answer.status),
-            });
+        self.fetched(url, accept, MAX_RESPONSE_BYTES, what).await
+    }
+
+    /// A document of the provider's (discovery, JWKS, entity statements): fetched, and
+    /// kept in `cache_dir` when one is configured; when the fetch fails, the last good copy
+    /// from there (what it says is checked again as if just fetched: issuer, signatures,
+    /// expiry), and the provider's state says it is stale.
+    async fn fetched(
+        &self,
+        url: &str,
+        accept: &'static str,
+        max_bytes: usize,
+        what: &'static str,
+    ) -> Result<bytes::Bytes, OidcError> {
+        let fresh = async {
+            let mut call = self.call(url, accept);
+            call.max_bytes = max_bytes;
+            let answer = call.send().await.map_err(fetch_error(what))?;
+            if answer.status != 200 {
+                return Err(OidcError::Fetch {
+                    what,
+                    reason: format!("the provider answered {}", answer.status),
+                });
+            }
+            Ok(answer.body)
         }
-        Ok(answer.body)
+        .await;
+        let Some(file) = self.cache_file(url) else {
+            return fresh;
+        };
+        match fresh {
+            Ok(body) => {
+                let tmp = file.with_extension("tmp");
+                let written =
+                    std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &file));
+                if let Err(e) = written {
+                    tracing::warn!(provider = %self.cfg.name, error = %e, "cannot keep a copy of the provider's document");
+                }
+                Ok(body)
+            }
+            Err(e) => match std::fs::read(&file) {
+                Ok(copy) => {
+                    tracing::warn!(provider = %self.cfg.name, document = what, error = %e, "provider unreachable: using the last good copy");
+                    self.stale.store(true, Ordering::Relaxed);
+                    Ok(bytes::Bytes::from(copy))
+                }
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    fn cache_file(&self, url: &str) -> Option<std::path::PathBuf> {
+        let dir = self.cfg.cache_dir.as_ref()?;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes());
+        let hex: String = d.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Some(dir.join(format!("oidc-{}-{hex}.cache", self.cfg.name)))
     }
 
     async fn fetch_jwks(&self, url: &str) -> Result<JwkSet, OidcError> {
@@ -309,6 +368,7 @@ impl Provider {
     /// Fetches discovery and the JWKS and installs them; on failure the last good copy
     /// stays and the error is kept for the chooser and `/readyz`-style reports.
     pub async fn refresh(&self, now: u64) -> Result<(), OidcError> {
+        self.stale.store(false, Ordering::Relaxed);
         let outcome = async {
             let (doc, expires) = match &self.federation {
                 None => {
@@ -356,9 +416,11 @@ impl Provider {
         let previous = self.state();
         match outcome {
             Ok(d) => {
+                let stale = self.stale.load(Ordering::Relaxed);
                 self.replace(ProviderState {
                     current: Some(Arc::new(d)),
-                    error: None,
+                    error: stale.then(|| "unreachable: using the last good copy".to_string()),
+                    stale,
                 });
                 Ok(())
             }
@@ -366,6 +428,7 @@ impl Provider {
                 self.replace(ProviderState {
                     current: previous.current.clone(),
                     error: Some(e.to_string()),
+                    stale: previous.current.is_some(),
                 });
                 Err(e)
             }
@@ -407,6 +470,7 @@ impl Provider {
                 self.replace(ProviderState {
                     current: Some(Arc::new(next)),
                     error: None,
+                    stale: false,
                 });
                 tracing::info!(provider = %self.cfg.name, "provider JWKS fetched again for an unknown key");
                 true
@@ -804,13 +868,17 @@ struct HttpFetch<'a> {
 
 impl federation::Fetch for HttpFetch<'_> {
     async fn get(&self, url: String) -> Result<String, String> {
-        let mut call = self.provider.call(&url, federation::ENTITY_STATEMENT_TYPE);
-        call.max_bytes = federation::MAX_STATEMENT_BYTES;
-        let answer = call.send().await.map_err(|e| e.to_string())?;
-        if answer.status != 200 {
-            return Err(format!("the server answered {}", answer.status));
-        }
-        String::from_utf8(answer.body.to_vec()).map_err(|_| "not text".into())
+        let body = self
+            .provider
+            .fetched(
+                &url,
+                federation::ENTITY_STATEMENT_TYPE,
+                federation::MAX_STATEMENT_BYTES,
+                "entity statement",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        String::from_utf8(body.to_vec()).map_err(|_| "not text".into())
     }
 }
 
@@ -836,7 +904,10 @@ pub fn client_assertion(
 
 /// The relying party: our URLs, our client keys and the providers.
 pub struct RelyingParty {
-    pub redirect_uri: String,
+    /// `<base_url><prefix>oidc/callback/`: each provider's redirect URI is this with the
+    /// provider's name, so an answer arriving for one provider cannot be taken for
+    /// another's (the mix-up attack).
+    pub callback_base: String,
     pub post_logout_uri: String,
     pub keys: Option<Arc<KeySet>>,
     /// Our federation side, when `[oidc.federation]` is configured.
@@ -870,12 +941,17 @@ impl RelyingParty {
             .map(|p| Provider::new(p, federation.clone(), clock.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RelyingParty {
-            redirect_uri: format!("{}{reserved_prefix}oidc/callback", cfg.base_url),
+            callback_base: format!("{}{reserved_prefix}oidc/callback/", cfg.base_url),
             post_logout_uri: format!("{}{reserved_prefix}oidc/logged-out", cfg.base_url),
             keys,
             federation,
             providers,
         })
+    }
+
+    /// The redirect URI registered with provider `name`.
+    pub fn redirect_uri(&self, name: &str) -> String {
+        format!("{}{name}", self.callback_base)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
@@ -890,9 +966,15 @@ impl RelyingParty {
 
     /// Our Entity Configuration (`/.well-known/openid-federation`), when federated.
     pub fn entity_configuration(&self, now: u64) -> Option<Result<String, String>> {
-        self.federation
-            .as_ref()
-            .map(|f| f.entity_configuration(&self.redirect_uri, self.keys.as_deref(), now))
+        self.federation.as_ref().map(|f| {
+            let uris: Vec<String> = self
+                .providers
+                .iter()
+                .filter(|p| p.federation.is_some())
+                .map(|p| self.redirect_uri(&p.cfg.name))
+                .collect();
+            f.entity_configuration(&uris, self.keys.as_deref(), now)
+        })
     }
 
     /// Our public client keys (`<prefix>oidc/jwks`), when `[[oidc.key]]` is configured.

@@ -278,7 +278,11 @@ fn the_session_link_survives_serialization() {
 #[tokio::test]
 async fn indexed_sessions_end_together_once() {
     let (s, clock) = store();
-    let (a, b, gone) = (SessionId::random(), SessionId::random(), SessionId::random());
+    let (a, b, gone) = (
+        SessionId::random(),
+        SessionId::random(),
+        SessionId::random(),
+    );
     for id in [&a, &b] {
         s.put(id, session(1_000)).await.unwrap();
     }

@@ -80,7 +80,10 @@ impl LoginMethod for Oidc {
             let rp = gw.rp()?;
             match rest.strip_prefix(BASE).unwrap_or_default() {
                 "login" => gw.oidc_login(rp, req, ex).await,
-                "callback" => gw.oidc_callback(rp, req).await,
+                callback if callback.starts_with("callback/") => {
+                    gw.oidc_callback(rp, req, &callback["callback/".len()..])
+                        .await
+                }
                 "backchannel-logout" => gw.oidc_backchannel_logout(rp, req).await,
                 "logged-out" => gw.oidc_logged_out(&req).await,
                 "jwks" => gw.oidc_jwks(rp, &req),
@@ -246,7 +249,7 @@ impl Gateway {
         let now = self.services.clock.now();
         let url = provider
             .authorization_url(
-                &rp.redirect_uri,
+                &rp.redirect_uri(&provider.cfg.name),
                 &AuthRequest {
                     state: &state,
                     nonce: &nonce,
@@ -291,11 +294,12 @@ impl Gateway {
         Ok(resp)
     }
 
-    /// `callback`: the provider's answer (`code` and `state`, or `error`).
+    /// `callback/<provider>`: the provider's answer (`code` and `state`, or `error`).
     async fn oidc_callback(
         &self,
         rp: &RelyingParty,
         req: Request<Incoming>,
+        at: &str,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         if !matches!(*req.method(), Method::GET) {
             return Err(GatewayError::MethodNotAllowed);
@@ -323,7 +327,10 @@ impl Gateway {
             .unwrap_or_else(|| "unknown".into());
         let outcome = match &pending {
             None => Err(Stopped::Refused(CallbackError::UnknownState)),
-            Some(p) => self.oidc_consume(rp, p, &fields, browser.as_deref()).await,
+            Some(p) => {
+                self.oidc_consume(rp, p, at, &fields, browser.as_deref())
+                    .await
+            }
         };
         let login = match outcome {
             Ok(login) => login,
@@ -380,6 +387,7 @@ impl Gateway {
         &self,
         rp: &RelyingParty,
         pending: &PendingLogin,
+        at: &str,
         fields: &std::collections::BTreeMap<String, String>,
         browser: Option<&str>,
     ) -> Result<Login, Stopped> {
@@ -388,6 +396,12 @@ impl Gateway {
             .get("provider")
             .and_then(|n| rp.provider(n))
             .ok_or(CallbackError::UnknownState)?;
+        // The answer arrived at the redirect URI of the provider the login was started
+        // with: an answer for another provider (a mix-up) is refused before its code goes
+        // anywhere.
+        if at != provider.cfg.name {
+            return Err(CallbackError::Issuer.into());
+        }
         let bound = browser.is_some_and(|b| {
             d.get("browser").is_some_and(|want| {
                 aws_lc_rs::constant_time::verify_slices_are_equal(
@@ -400,11 +414,12 @@ impl Gateway {
         if !bound {
             return Err(CallbackError::OtherBrowser.into());
         }
-        // RFC 9207: a provider that names itself must name itself right (mix-up attacks).
-        if let Some(iss) = fields.get("iss")
-            && iss != &provider.cfg.issuer
-        {
-            return Err(CallbackError::Issuer.into());
+        // RFC 9207: a provider that names itself must name itself right, and one that says
+        // it always does must have done so (mix-up attacks).
+        match fields.get("iss") {
+            Some(iss) if iss != &provider.cfg.issuer => return Err(CallbackError::Issuer.into()),
+            None if provider.sends_iss() => return Err(CallbackError::Issuer.into()),
+            _ => {}
         }
         if let Some(error) = fields.get("error") {
             let code: String = error
@@ -439,7 +454,13 @@ impl Gateway {
         let verifier = d.get("verifier").map(String::as_str).unwrap_or("");
         let now = self.services.clock.now_secs();
         let tokens = provider
-            .exchange_code(rp.keys.as_deref(), code, verifier, &rp.redirect_uri, now)
+            .exchange_code(
+                rp.keys.as_deref(),
+                code,
+                verifier,
+                &rp.redirect_uri(&provider.cfg.name),
+                now,
+            )
             .await
             .map_err(CallbackError::from)?;
         let token = provider
