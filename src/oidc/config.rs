@@ -1,6 +1,6 @@
 //! `[oidc]`: varco as an OpenID Connect relying party, and the providers it trusts
 //! (`[[oidc.provider]]`). The redirect URI every provider registers is
-//! `<base_url><reserved_prefix>oidc/callback`; the back-channel logout URI
+//! `<base_url><reserved_prefix>oidc/callback/<name>`; the back-channel logout URI
 //! `<base_url><reserved_prefix>oidc/backchannel-logout`; for `private_key_jwt` our public
 //! keys are at `<base_url><reserved_prefix>oidc/jwks`.
 
