@@ -526,4 +526,30 @@ async fn demo_walks_a_browser_through_an_oidc_login() {
     assert_eq!(headers["location"], "/pubblico");
     let (status, _, _) = send("GET", "/hello", Some(&cookie), String::new()).await;
     assert_eq!(status, 302, "logged out");
+    // Cancelling at the OP: `access_denied` gets its own page, and no session.
+    let (_, _, page) = send("GET", "/_varco/login?return=%2Fhello", None, String::new()).await;
+    let (action, fields) = form_with(&page, "value=\"dev-op\"");
+    let (_, headers, _) = send("POST", &action, None, encode(&fields)).await;
+    let binding = first_cookie(&headers);
+    let authorize = headers["location"].to_str().unwrap().to_string();
+    let op_page = common::request("GET", &authorize, &[], "").await;
+    let (choose, fields) = form_with(&op_page.text(), "Annulla");
+    let answer = common::request(
+        "POST",
+        &format!("{op_origin}{choose}"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        encode(&fields),
+    )
+    .await;
+    let callback = answer.headers["location"].to_str().unwrap().to_string();
+    assert!(callback.contains("error=access_denied"), "{callback}");
+    let path = callback.strip_prefix(&base).unwrap().to_string();
+    let (status, headers, body) = send("GET", &path, Some(&binding), String::new()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("annullato"), "{body}");
+    assert!(
+        headers
+            .get("set-cookie")
+            .is_none_or(|c| !c.to_str().unwrap().starts_with("__Host-varco="))
+    );
 }

@@ -448,6 +448,21 @@ async fn a_login_with_a_client_secret_reaches_the_upstream_and_logout_ends_it() 
     let claims = decode_claims(&jwt);
     assert_eq!(claims["sub"], "RSSMRA80A01H501U");
     assert_eq!(claims["acr"], L2);
+    // The binding cookie (Path=/) never reaches an upstream.
+    b.jar
+        .entry(origin_of(&s.gw_url))
+        .or_default()
+        .insert("varco-oidc".into(), "x".into());
+    let r = b.api(&format!("{}/fascicolo/2", s.gw_url)).await;
+    assert!(
+        r.echoed("cookie").iter().all(|c| !c.contains("varco-oidc")),
+        "{}",
+        r.text()
+    );
+    b.jar
+        .get_mut(&origin_of(&s.gw_url))
+        .unwrap()
+        .remove("varco-oidc");
     assert_eq!(claims["amr"], "oidc");
     assert_eq!(claims["idp"], s.op.issuer());
     assert_eq!(claims["roles"], json!(["operatore"]));
@@ -676,6 +691,13 @@ async fn answers_are_used_once_in_the_browser_that_asked() {
     let r = b.send("GET", &cb, None).await;
     assert_eq!(r.status, 400, "used up: {}", r.text());
     assert!(session_cookie(&b, &s.gw_url).is_none());
+    // The binding cookie twice (one planted by a sibling domain, say): trusted neither.
+    let mut b = Browser::default();
+    let cb = s.to_callback(&mut b, "mario", L2, "SpidL1").await;
+    let binding = b.cookie(&s.gw_url, "varco-oidc").unwrap();
+    let twice = format!("varco-oidc={binding}; varco-oidc=planted");
+    let r = request("GET", &cb, &[("cookie", twice.as_str())], Bytes::new()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
     // A good answer, then the same again.
     let mut b = Browser::default();
     let cb = s.to_callback(&mut b, "mario", L2, "SpidL1").await;
@@ -1315,6 +1337,8 @@ async fn an_op_outside_the_policy_or_without_its_trust_mark_is_not_trusted() {
         .await;
         assert!(page.text().contains("disabled"), "{}", page.text());
         assert!(page.text().contains(reason), "{reason}: {}", page.text());
+        // The detail is in the log, not on the page.
+        assert!(!page.text().contains("127.0.0.1"), "{}", page.text());
         let mut b = Browser::default();
         let r = b
             .send(

@@ -165,6 +165,9 @@ pub struct Gateway {
     cns_header: Option<HeaderName>,
     /// `pin.legacy_cookie`, read and removed like the session cookie.
     legacy_cookie: Option<CookieSpec>,
+    /// The OIDC login-binding cookie (`__Host-varco-oidc`, `Path=/`), removed like the
+    /// session cookie, when `[oidc]` is configured.
+    oidc_binding: Option<CookieSpec>,
     no_route_metrics: RouteMetrics,
     internal_metrics: RouteMetrics,
 }
@@ -217,8 +220,17 @@ impl Gateway {
                 name,
                 secure: cfg.session.secure,
             });
+        let oidc_binding = cfg.oidc.as_ref().map(|_| CookieSpec {
+            name: if cfg.session.secure {
+                "__Host-varco-oidc".into()
+            } else {
+                "varco-oidc".into()
+            },
+            secure: cfg.session.secure,
+        });
         Ok(Gateway {
             legacy_cookie,
+            oidc_binding,
             cns_header,
             no_route_metrics: metrics.route(&Arc::from("none")),
             internal_metrics: metrics.route(&Arc::from("internal")),

@@ -505,6 +505,9 @@ impl Gateway {
         if let Some(legacy) = &self.legacy_cookie {
             legacy.strip(headers);
         }
+        if let Some(binding) = &self.oidc_binding {
+            binding.strip(headers);
+        }
         if let Some(p) = &self.services.pin
             && self.pin_path(&ctx.path, &p.cfg.basic_paths)
         {
@@ -611,6 +614,9 @@ impl Gateway {
         self.cookie.strip_set_cookie(resp.headers_mut());
         if let Some(legacy) = &self.legacy_cookie {
             legacy.strip_set_cookie(resp.headers_mut());
+        }
+        if let Some(binding) = &self.oidc_binding {
+            binding.strip_set_cookie(resp.headers_mut());
         }
         if switching {
             let (

@@ -160,6 +160,12 @@ pub(crate) fn asymmetric(alg: Algorithm) -> bool {
     )
 }
 
+/// A token's `kid` as errors and logs carry it: at most 64 characters (an attacker's
+/// kilobytes of `kid` do not reach the audit log).
+pub(crate) fn short_kid(kid: &Option<String>) -> Option<String> {
+    kid.as_ref().map(|k| k.chars().take(64).collect())
+}
+
 /// Validates `token` against the provider's `jwks` and the login's expectations.
 pub fn validate(token: &str, jwks: &JwkSet, exp: &Expected<'_>) -> Result<IdToken, IdTokenError> {
     if token.len() > 64 * 1024 {
@@ -181,8 +187,8 @@ pub fn validate(token: &str, jwks: &JwkSet, exp: &Expected<'_>) -> Result<IdToke
             _ => None,
         },
     }
-    .ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::BadKey(kid.clone()))?;
+    .ok_or_else(|| IdTokenError::UnknownKey(short_kid(&kid)))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::BadKey(short_kid(&kid)))?;
     let mut v = Validation::new(alg);
     v.leeway = exp.leeway;
     v.set_audience(&[exp.client_id]);
@@ -197,9 +203,9 @@ pub fn validate(token: &str, jwks: &JwkSet, exp: &Expected<'_>) -> Result<IdToke
             InvalidSignature => IdTokenError::Signature,
             InvalidAudience => IdTokenError::Audience,
             InvalidIssuer => IdTokenError::Issuer,
-            InvalidAlgorithm | InvalidAlgorithmName => IdTokenError::BadKey(kid.clone()),
+            InvalidAlgorithm | InvalidAlgorithmName => IdTokenError::BadKey(short_kid(&kid)),
             InvalidEcdsaKey | InvalidRsaKey(_) | InvalidKeyFormat => {
-                IdTokenError::BadKey(kid.clone())
+                IdTokenError::BadKey(short_kid(&kid))
             }
             Json(_) | MissingRequiredClaim(_) => IdTokenError::Claims(e.to_string()),
             _ => IdTokenError::Malformed(e.to_string()),
@@ -222,6 +228,9 @@ pub fn validate(token: &str, jwks: &JwkSet, exp: &Expected<'_>) -> Result<IdToke
     }
     if iat.saturating_add(exp.max_age).saturating_add(exp.leeway) < exp.now {
         return Err(IdTokenError::TooOld);
+    }
+    if number("auth_time").is_some_and(|t| t > exp.now.saturating_add(exp.leeway)) {
+        return Err(IdTokenError::IssuedInFuture);
     }
     // azp (Core §3.1.3.7, 4–5): with several audiences it must be present; when present
     // it must be this client.

@@ -99,8 +99,9 @@ pub fn validate(
             _ => None,
         },
     }
-    .ok_or_else(|| LogoutTokenError::UnknownKey(kid.clone()))?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| LogoutTokenError::UnknownKey(kid.clone()))?;
+    .ok_or_else(|| LogoutTokenError::UnknownKey(super::id_token::short_kid(&kid)))?;
+    let key = DecodingKey::from_jwk(jwk)
+        .map_err(|_| LogoutTokenError::UnknownKey(super::id_token::short_kid(&kid)))?;
     let mut v = Validation::new(header.alg);
     v.set_audience(&[exp.client_id]);
     v.set_issuer(&[exp.issuer]);

@@ -62,6 +62,26 @@ pub enum OidcError {
 }
 
 impl OidcError {
+    /// What the login page may say about a provider that fails so (Italian, English):
+    /// the category, never the detail (addresses, parser messages), which goes to the log.
+    pub fn public_reason(&self) -> (&'static str, &'static str) {
+        match self {
+            OidcError::Federation(federation::FederationError::TrustMark(..)) => (
+                "mancano i marchi di fiducia richiesti",
+                "its required trust marks are missing or not valid",
+            ),
+            OidcError::Federation(_) => (
+                "la sua catena di fiducia nella federazione non è valida",
+                "its federation trust chain does not resolve",
+            ),
+            OidcError::Fetch { .. } | OidcError::Discovery(_) => (
+                "non risponde o la sua configurazione non è valida",
+                "it does not answer or its configuration is not valid",
+            ),
+            _ => ("non è disponibile", "it is unavailable"),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             OidcError::Unavailable(_) => "provider_unavailable",
@@ -115,6 +135,8 @@ pub struct ProviderState {
     /// The documents in use are a last good copy (the last refresh could not reach the
     /// provider).
     pub stale: bool,
+    /// The last failure's category, for the login page.
+    pub public_reason: Option<(&'static str, &'static str)>,
 }
 
 /// One configured OpenID Provider.
@@ -264,6 +286,19 @@ impl Provider {
                     .unwrap_or_else(|| "discovery not fetched yet".into()),
             )
         })
+    }
+
+    /// Why the login page shows the provider disabled (Italian, English), or `None` when
+    /// it is usable.
+    pub fn unavailable_reason(&self) -> Option<(&'static str, &'static str)> {
+        match self.current() {
+            Ok(_) => None,
+            Err(e) => Some(
+                self.state()
+                    .public_reason
+                    .unwrap_or_else(|| e.public_reason()),
+            ),
+        }
     }
 
     /// Whether the provider says it puts `iss` in every authorization response (RFC 9207).
@@ -421,6 +456,7 @@ impl Provider {
                     current: Some(Arc::new(d)),
                     error: stale.then(|| "unreachable: using the last good copy".to_string()),
                     stale,
+                    public_reason: None,
                 });
                 Ok(())
             }
@@ -429,6 +465,7 @@ impl Provider {
                     current: previous.current.clone(),
                     error: Some(e.to_string()),
                     stale: previous.current.is_some(),
+                    public_reason: Some(e.public_reason()),
                 });
                 Err(e)
             }
@@ -471,6 +508,7 @@ impl Provider {
                     current: Some(Arc::new(next)),
                     error: None,
                     stale: false,
+                    public_reason: None,
                 });
                 tracing::info!(provider = %self.cfg.name, "provider JWKS fetched again for an unknown key");
                 true

@@ -339,21 +339,40 @@ impl MemoryStore {
         clock: Arc<dyn Clock>,
         evicted: Option<EvictionCounter>,
     ) -> MemoryStore {
-        MemoryStore {
-            // The cache's own expiry only frees memory; validity is decided in `get`.
-            sessions: bounded("sessions", limits.capacity, &evicted)
+        // The cache's own expiry only frees memory; validity is decided in `get`.
+        let sessions: moka::sync::Cache<SessionId, Arc<SessionEntry>> =
+            bounded("sessions", limits.capacity, &evicted)
                 .time_to_idle(limits.idle + Duration::from_secs(60))
                 .time_to_live(limits.absolute + Duration::from_secs(60))
-                .build(),
+                .build();
+        // Each session is filed under at most two keys; a filing evicted for room takes
+        // its sessions with it (a session a logout token could not find must not exist).
+        let filed = sessions.clone();
+        let counted = evicted.clone();
+        let index = moka::sync::Cache::builder()
+            .max_capacity(limits.capacity.saturating_mul(2))
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .time_to_live(limits.absolute + Duration::from_secs(60))
+            .eviction_listener(move |_k, v: Expiring<Vec<SessionId>>, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    for id in &v.value {
+                        filed.invalidate(id);
+                    }
+                    if let Some(count) = &counted {
+                        count("index");
+                    }
+                }
+            })
+            .build();
+        MemoryStore {
+            sessions,
             pending: bounded("pending", limits.capacity, &evicted)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             replay: bounded("replay", limits.capacity.saturating_mul(4), &evicted)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
-            index: bounded("index", limits.capacity, &evicted)
-                .time_to_live(limits.absolute + Duration::from_secs(60))
-                .build(),
+            index,
             limits,
             clock,
         }
@@ -464,6 +483,7 @@ impl SessionStore for MemoryStore {
         const MAX_PER_KEY: usize = 64;
         let now = self.clock.now();
         let expires = now.saturating_add(ttl.as_secs());
+        let mut dropped = None;
         self.index.entry(key.to_string()).and_upsert_with(|old| {
             let mut ids: Vec<SessionId> = old
                 .filter(|e| now < e.value().expires)
@@ -471,7 +491,7 @@ impl SessionStore for MemoryStore {
                 .unwrap_or_default();
             ids.retain(|i| i != id);
             if ids.len() >= MAX_PER_KEY {
-                ids.remove(0);
+                dropped = Some(ids.remove(0));
             }
             ids.push(id.clone());
             Expiring {
@@ -479,6 +499,11 @@ impl SessionStore for MemoryStore {
                 expires,
             }
         });
+        // The oldest session of a subject with too many is ended rather than left where a
+        // logout token cannot reach it.
+        if let Some(old) = dropped {
+            self.sessions.invalidate(&old);
+        }
         Ok(())
     }
 

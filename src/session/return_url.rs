@@ -1,6 +1,6 @@
 //! The `return` parameter of the login and logout endpoints: where to send the user
 //! afterwards. Only a relative path on this host is accepted — never `//host`, `/\host`,
-//! `https:...`, a backslash, control characters, or any of these hidden behind
+//! `https:...`, a backslash, control characters, empty or dot segments, or any of these hidden behind
 //! percent-encoding — so the gateway can never be used as an open redirect.
 
 /// `<prefix>pin-telefonico`: a user page under the reserved prefix.
@@ -11,10 +11,15 @@ const MAX_LEN: usize = 2048;
 
 fn is_safe_shape(s: &str) -> bool {
     let b = s.as_bytes();
+    let path = s.split(['?', '#']).next().unwrap_or(s);
+    // No empty or dot segments: `/.//evil` and `/x/..//evil` would resolve to `//evil`.
+    let plain_segments =
+        !path.contains("//") && !path.split('/').any(|seg| seg == "." || seg == "..");
     b.first() == Some(&b'/')
         && !matches!(b.get(1), Some(b'/') | Some(b'\\'))
         && !s.contains('\\')
         && !s.bytes().any(|c| c < 0x21 || c == 0x7f)
+        && plain_segments
 }
 
 /// The validated return path, or `None` when `raw` (already form-decoded) is not a
@@ -75,6 +80,10 @@ mod tests {
             "",
             "//evil.example",
             "//evil.example/path",
+            "/.//evil.example",
+            "/x/..//evil.example",
+            "/%2e//evil.example",
+            "/a/./b",
             "/\\evil.example",
             "\\\\evil.example",
             "https://evil.example",

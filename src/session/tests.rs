@@ -319,3 +319,51 @@ fn the_oidc_link_hides_its_token() {
     assert!(!text.contains("secret"), "{text}");
     assert!(text.contains("redacted"));
 }
+
+/// No session outlives its filings: one whose filing is evicted for room ends with it, and
+/// the oldest of a subject's many sessions ends when the per-key list is full. So after
+/// logout tokens for every key, no session is left.
+#[tokio::test]
+async fn no_session_outlives_its_filings() {
+    let clock = Arc::new(TestClock(AtomicU64::new(1_000)));
+    let s = MemoryStore::new(
+        Limits {
+            idle: Duration::from_secs(1800),
+            absolute: Duration::from_secs(8 * 3600),
+            capacity: 4,
+        },
+        clock,
+        None,
+    );
+    let ttl = Duration::from_secs(600);
+    let ids: Vec<SessionId> = (0..4).map(|_| SessionId::random()).collect();
+    let mut keys = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        s.put(id, session(1_000)).await.unwrap();
+        for k in 0..3 {
+            let key = format!("k{i}-{k}");
+            s.index(&key, id, ttl).await.unwrap();
+            keys.push(key);
+        }
+    }
+    s.run_pending_tasks();
+    for key in &keys {
+        s.end_indexed(key).await.unwrap();
+    }
+    for id in &ids {
+        assert!(
+            s.get(id).await.unwrap().is_none(),
+            "a session outlived its filings"
+        );
+    }
+    // 65 sessions of one subject: the first one ends when the 65th is filed.
+    let (s, _) = store();
+    let many: Vec<SessionId> = (0..65).map(|_| SessionId::random()).collect();
+    for id in &many {
+        s.put(id, session(1_000)).await.unwrap();
+        s.index("oidc-sub:kc\nu", id, ttl).await.unwrap();
+    }
+    assert!(s.get(&many[0]).await.unwrap().is_none());
+    assert!(s.get(&many[64]).await.unwrap().is_some());
+    assert_eq!(s.end_indexed("oidc-sub:kc\nu").await.unwrap().len(), 64);
+}

@@ -28,7 +28,7 @@ use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::Level;
 use crate::oidc::config::ProviderProfile;
 use crate::oidc::pkce::{Pkce, random_value};
-use crate::oidc::provider::{AuthRequest, OidcError, Provider, RelyingParty};
+use crate::oidc::provider::{AuthRequest, Provider, RelyingParty};
 use crate::pages::{LoginChoice, LoginSection, logged_out_page};
 use crate::proxy::GatewayBody;
 use crate::server::ConnInfo;
@@ -129,13 +129,9 @@ impl LoginMethod for Oidc {
                         label_it: label.clone(),
                         label_en: label,
                         logo: None,
-                        unavailable: p.current().err().map(|e| {
-                            let reason = match e {
-                                OidcError::Unavailable(r) => r,
-                                other => other.to_string(),
-                            };
-                            reason.chars().take(240).collect()
-                        }),
+                        unavailable: p
+                            .unavailable_reason()
+                            .map(|(it, en)| format!("{it} ({en})")),
                     }
                 })
                 .collect();
@@ -171,23 +167,37 @@ impl Gateway {
         self.services.oidc.as_deref().ok_or(GatewayError::NoRoute)
     }
 
-    /// Name of the cookie tying a login to its browser: `__Secure-` when cookies are
-    /// secure; scoped to the OIDC endpoints, so it never reaches an upstream.
-    fn oidc_binding_name(&self) -> &'static str {
-        if self.cookie.secure {
-            "__Secure-varco-oidc"
-        } else {
-            "varco-oidc"
-        }
+    /// Name of the cookie tying a login to its browser: `__Host-` when cookies are secure,
+    /// so no sibling domain can plant one (it is removed from what upstreams receive and
+    /// from what they answer, as the session cookie is).
+    fn oidc_binding_name(&self) -> &str {
+        self.oidc_binding
+            .as_ref()
+            .map_or("varco-oidc", |c| c.name.as_str())
     }
 
     fn oidc_binding_cookie(&self, value: &str, max_age: u64) -> String {
         format!(
-            "{}={value}; Path={};{} HttpOnly; SameSite=Lax; Max-Age={max_age}",
+            "{}={value}; Path=/;{} HttpOnly; SameSite=Lax; Max-Age={max_age}",
             self.oidc_binding_name(),
-            self.reserved(BASE),
             if self.cookie.secure { " Secure;" } else { "" },
         )
+    }
+
+    /// The binding cookie's value, when the browser sent exactly one.
+    fn oidc_binding_value(&self, headers: &http::HeaderMap) -> Option<String> {
+        let name = self.oidc_binding_name();
+        let mut found = None;
+        for (k, v) in crate::session::cookie::cookie_pairs(headers) {
+            if k == name {
+                if found.is_some() {
+                    // Two (one planted): trust neither.
+                    return None;
+                }
+                found = Some(v.to_string());
+            }
+        }
+        found
     }
 
     fn oidc_count(&self, provider: &str, outcome: &str) {
@@ -306,9 +316,7 @@ impl Gateway {
         }
         let fields = form_fields(req.uri().query().unwrap_or("").as_bytes());
         let old = self.cookie.read(req.headers());
-        let browser = crate::session::cookie::cookie_pairs(req.headers())
-            .find(|(k, _)| *k == self.oidc_binding_name())
-            .map(|(_, v)| v.to_string());
+        let browser = self.oidc_binding_value(req.headers());
         let state = fields.get("state").map(String::as_str).unwrap_or("");
         // The pending login, used up whatever follows: an answer is never tried twice.
         let pending = if state.is_empty() || state.len() > 128 {
@@ -483,7 +491,9 @@ impl Gateway {
             token.level,
             provider.cfg.method(),
             &provider.cfg.issuer,
-            token.auth_time.unwrap_or(now),
+            // The session starts now (its timeouts count from here), as for SAML; the
+            // provider's `auth_time` was checked not to lie in the future.
+            now,
         )
         .map_err(CallbackError::from)?;
         tracing::info!(

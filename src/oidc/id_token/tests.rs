@@ -243,6 +243,20 @@ fn times_are_checked_against_the_injected_clock() {
         })),
         Err(IdTokenError::TooOld)
     );
+    // An `auth_time` in the future (which would start a session that never times out).
+    assert_eq!(
+        run(with(|c| {
+            c.insert("auth_time".into(), json!(u64::MAX / 2));
+        })),
+        Err(IdTokenError::IssuedInFuture)
+    );
+    // One long past is an old single sign-on session at the provider: accepted.
+    assert!(
+        run(with(|c| {
+            c.insert("auth_time".into(), json!(NOW - 9 * 3600));
+        }))
+        .is_ok()
+    );
     assert_eq!(
         run(with(|c| {
             c.insert("nbf".into(), json!(NOW + 60));
