@@ -1324,8 +1324,8 @@ async fn a_userinfo_jwe_with_a_wrong_tag_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_op_outside_the_policy_or_without_its_trust_mark_is_not_trusted() {
     for (broken, reason) in [
-        (Break::PolicyViolation, "superset_of"),
-        (Break::NoTrustMark, "trust mark"),
+        (Break::PolicyViolation, "trust chain does not resolve"),
+        (Break::NoTrustMark, "trust marks are missing"),
     ] {
         let f = federation(broken).await;
         let page = request(
@@ -1339,6 +1339,15 @@ async fn an_op_outside_the_policy_or_without_its_trust_mark_is_not_trusted() {
         assert!(page.text().contains(reason), "{reason}: {}", page.text());
         // The detail is in the log, not on the page.
         assert!(!page.text().contains("127.0.0.1"), "{}", page.text());
+        let detail = if broken == Break::PolicyViolation {
+            "superset_of"
+        } else {
+            "trust mark"
+        };
+        assert!(
+            f.gw.wait_log(|l| l.contains("could not be loaded") && l.contains(detail))
+                .is_some()
+        );
         let mut b = Browser::default();
         let r = b
             .send(
