@@ -28,6 +28,8 @@ pub enum StartError {
     Directory(String),
     #[error("{0}")]
     Oidc(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A gateway whose listeners are bound, ready to run.
@@ -55,6 +57,31 @@ pub async fn start_with_clock(
     let metrics = Arc::new(Metrics::new());
     let minter = minter(&cfg)?;
     let mut services = Services::with_clock(&cfg, metrics.clone(), minter, clock);
+    if let Some(rcfg) = cfg
+        .session
+        .redis
+        .as_ref()
+        .filter(|_| cfg.session.store == crate::session::StoreKind::Redis)
+    {
+        let redis = crate::session::redis_store::RedisStore::new(
+            rcfg,
+            crate::session::Limits {
+                idle: cfg.session.idle_timeout,
+                absolute: cfg.session.absolute_timeout,
+                capacity: cfg.session.capacity,
+            },
+            services.clock.clone(),
+            &cfg.assertion.issuer,
+        )
+        .map_err(|e| StartError::Store(e.to_string()))?;
+        // Redis down at start does not stop it: protected requests get 503 and readiness
+        // stays false until Redis answers.
+        if let Err(e) = redis.ping().await {
+            tracing::error!(error = %e, "Redis does not answer: protected requests get 503 until it does");
+        }
+        services.store = Arc::new(crate::session::Store::Redis(redis));
+        spawn_store_health(services.store.clone(), metrics.clone());
+    }
     if let Some(saml_cfg) = &cfg.saml {
         let now = i64::try_from(services.clock.now_secs()).unwrap_or(i64::MAX);
         let sp = Arc::new(
@@ -407,6 +434,21 @@ fn spawn_provider_refresh(
             if missing || since >= interval {
                 since = std::time::Duration::ZERO;
                 refresh_providers(&rp, &metrics, now).await;
+            }
+        }
+    });
+}
+
+/// Pings the shared store every 2 s, so readiness and `varco_store_up` follow it without
+/// traffic (and the store reconnects by itself when it returns).
+fn spawn_store_health(store: Arc<crate::session::Store>, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            ticker.tick().await;
+            if let crate::session::Store::Redis(r) = &*store {
+                let up = r.ping().await.is_ok();
+                metrics.store_up.set(i64::from(up));
             }
         }
     });

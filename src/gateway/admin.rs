@@ -16,7 +16,8 @@ use crate::server::{ConnInfo, Handler};
 
 /// `readyz`: 200 once the listeners are up.
 pub(super) fn readiness(services: &Services) -> Response<GatewayBody> {
-    if services.ready.load(Ordering::Acquire) {
+    // Ready once listening, and while the session store answers (Redis).
+    if services.ready.load(Ordering::Acquire) && services.store.healthy() {
         respond(StatusCode::OK, "text/plain", "ready\n")
     } else {
         respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")

@@ -23,6 +23,18 @@ pub struct SessionConfig {
     /// How long a login may take between leaving for the IdP and coming back.
     #[serde(with = "humantime_serde")]
     pub login_timeout: Duration,
+    /// Where sessions, pending logins and replay records live: `memory` (this process;
+    /// one replica) or `redis` (shared by every replica, `[session.redis]`).
+    pub store: StoreKind,
+    pub redis: Option<super::redis_store::RedisConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
 }
 
 impl Default for SessionConfig {
@@ -34,6 +46,8 @@ impl Default for SessionConfig {
             absolute_timeout: Duration::from_secs(8 * 3600),
             capacity: 100_000,
             login_timeout: Duration::from_secs(10 * 60),
+            store: StoreKind::Memory,
+            redis: None,
         }
     }
 }
@@ -64,6 +78,18 @@ impl SessionConfig {
                 "session.absolute_timeout".into(),
                 "must be at least session.idle_timeout, which must be above zero".into(),
             );
+        }
+        match (se.store, &se.redis) {
+            (StoreKind::Redis, None) => bad(
+                "session.store".into(),
+                "`redis` needs a [session.redis] section with its url".into(),
+            ),
+            (StoreKind::Memory, Some(_)) => bad(
+                "session.redis".into(),
+                "is only read with session.store = \"redis\"".into(),
+            ),
+            (_, Some(r)) => r.validate(bad),
+            _ => {}
         }
         if se.capacity == 0 || se.login_timeout.is_zero() {
             bad(

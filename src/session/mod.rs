@@ -10,6 +10,7 @@
 
 mod config;
 pub mod cookie;
+pub mod redis_store;
 pub mod return_url;
 
 use std::future::Future;
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::assertion::SessionClaims;
 use crate::identity::Identity;
 
-pub use config::SessionConfig;
+pub use config::{SessionConfig, StoreKind};
 
 /// A session id: 32 random bytes. Its text form is 43 base64url characters.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -525,34 +526,51 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// The configured store. Callers hold this type; a Redis variant joins here for
-/// scale-out without changing them.
+/// The configured store. Callers hold this type: the embedded one, or Redis shared by
+/// the replicas.
+// One per process, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Memory(MemoryStore),
+    Redis(redis_store::RedisStore),
+}
+
+impl Store {
+    /// Whether the store answers (the embedded one always does): readiness.
+    pub fn healthy(&self) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.healthy(),
+        }
+    }
 }
 
 impl SessionStore for Store {
     async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         match self {
             Store::Memory(m) => m.get(id).await,
+            Store::Redis(r) => r.get(id).await,
         }
     }
 
     async fn alive(&self, id: &SessionId) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => m.alive(id).await,
+            Store::Redis(r) => r.alive(id).await,
         }
     }
 
     async fn put(&self, id: &SessionId, session: Session) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.put(id, session).await,
+            Store::Redis(r) => r.put(id, session).await,
         }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.delete(id).await,
+            Store::Redis(r) => r.delete(id).await,
         }
     }
 
@@ -564,29 +582,34 @@ impl SessionStore for Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.put_pending(key, pending, ttl).await,
+            Store::Redis(r) => r.put_pending(key, pending, ttl).await,
         }
     }
 
     async fn take_pending(&self, key: &str) -> Result<Option<PendingLogin>, StoreError> {
         match self {
             Store::Memory(m) => m.take_pending(key).await,
+            Store::Redis(r) => r.take_pending(key).await,
         }
     }
 
     async fn insert_if_absent(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => m.insert_if_absent(key, ttl).await,
+            Store::Redis(r) => r.insert_if_absent(key, ttl).await,
         }
     }
     async fn index(&self, key: &str, id: &SessionId, ttl: Duration) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.index(key, id, ttl).await,
+            Store::Redis(r) => r.index(key, id, ttl).await,
         }
     }
 
     async fn end_indexed(&self, key: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Store::Memory(m) => m.end_indexed(key).await,
+            Store::Redis(r) => r.end_indexed(key).await,
         }
     }
 }

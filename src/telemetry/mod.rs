@@ -154,6 +154,8 @@ pub struct Metrics {
     pub oidc_backchannel_logouts: Family<Vec<(String, String)>, Counter>,
     /// When each federation provider's resolved trust chain expires (Unix seconds).
     pub oidc_trust_chain_expiry: Family<Vec<(String, String)>, Gauge>,
+    /// 1 while the session store answers (always, for the embedded one).
+    pub store_up: Gauge<i64, AtomicI64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -269,7 +271,15 @@ impl Metrics {
             "When a federation provider's resolved trust chain expires (it is resolved again before)",
             oidc_trust_chain_expiry.clone(),
         );
+        let store_up = Gauge::<i64, AtomicI64>::default();
+        store_up.set(1);
+        registry.register(
+            "store_up",
+            "1 while the session store answers (Redis); 0: protected requests get 503",
+            store_up.clone(),
+        );
         Metrics {
+            store_up,
             oidc_trust_chain_expiry,
             oidc_logins,
             oidc_fetches,

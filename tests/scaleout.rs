@@ -1,0 +1,221 @@
+//! Two replicas sharing a real `redis-server` (Debian's, started here on a free loopback
+//! port; `make test` installs it): a login on one is a session on the other, a logout on
+//! one ends it on both, and Redis going away gives 503 on protected routes (public ones
+//! keep working, readiness goes false) until it returns, without a restart.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Gateway, dev_login, request, upstreams};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` on loopback, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (make test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(up: SocketAddr, redis_port: u16) -> String {
+    format!(
+        r#"
+mode = "demo"
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[session]
+secure = false
+cookie_name = "varco"
+store = "redis"
+[session.redis]
+url = "redis://127.0.0.1:{redis_port}/0"
+key_prefix = "test:"
+command_timeout = "300ms"
+connect_timeout = "300ms"
+[assertion]
+issuer = "https://gw.test/"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/"
+upstream = "app"
+public = false
+[[route]]
+path = "/pubblico"
+upstream = "app"
+public = true
+"#
+    )
+}
+
+async fn status(gw: &Gateway, path: &str, cookie: Option<&str>) -> u16 {
+    let mut h = vec![("accept", "application/json")];
+    if let Some(c) = cookie {
+        h.push(("cookie", c));
+    }
+    request("GET", &gw.url(path), &h, Bytes::new()).await.status
+}
+
+/// Waits until `f` holds (the health loop pings every 2 s).
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_sessions_through_redis_and_fail_closed_without_it() {
+    let mut redis = Redis::start(free_port());
+    let up = upstreams::echo().await;
+    let a = Gateway::start(&config(up, redis.port));
+    let b = Gateway::start(&config(up, redis.port));
+    eventually("ready", async || {
+        status(&a, "/_varco/readyz", None).await == 200
+    })
+    .await;
+
+    // A login on A is a session on B.
+    let cookie = dev_login(&a, "operatore").await;
+    assert_eq!(status(&b, "/x", Some(&cookie)).await, 200);
+    // A logout on B ends it on A too.
+    let r = request(
+        "POST",
+        &b.url("/_varco/logout"),
+        &[("cookie", cookie.as_str())],
+        Bytes::new(),
+    )
+    .await;
+    assert!(r.status < 400, "{}", r.text());
+    assert_eq!(status(&a, "/x", Some(&cookie)).await, 401);
+
+    // Redis goes away: protected requests get 503 (never through), public ones work,
+    // readiness goes false, the metric and the log say so.
+    let cookie = dev_login(&a, "cittadino").await;
+    assert_eq!(status(&b, "/x", Some(&cookie)).await, 200);
+    redis.stop();
+    assert_eq!(status(&a, "/x", Some(&cookie)).await, 503);
+    assert_eq!(status(&b, "/x", Some(&cookie)).await, 503);
+    assert_eq!(status(&a, "/pubblico", None).await, 200);
+    let login = request(
+        "POST",
+        &a.url("/_varco/dev-login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "user=cittadino&return=%2F",
+    )
+    .await;
+    assert_eq!(login.status, 503, "no session without the store");
+    assert!(login.headers.get("set-cookie").is_none());
+    eventually("readiness false", async || {
+        status(&a, "/_varco/readyz", None).await == 503
+    })
+    .await;
+    eventually("varco_store_up 0", async || {
+        let m = request("GET", &a.url("/_varco/metrics"), &[], Bytes::new()).await;
+        m.text().contains("varco_store_up 0")
+    })
+    .await;
+    assert!(
+        a.wait_log(|l| l.contains("Redis does not answer"))
+            .is_some()
+    );
+
+    // Redis returns (empty: the sessions are gone, as after a Redis restart without
+    // persistence): service resumes without a restart of the gateways.
+    let redis = Redis::start(redis.port);
+    eventually("ready again", async || {
+        status(&a, "/_varco/readyz", None).await == 200
+    })
+    .await;
+    assert_eq!(status(&a, "/x", Some(&cookie)).await, 401);
+    let cookie = dev_login(&b, "cittadino").await;
+    assert_eq!(status(&a, "/x", Some(&cookie)).await, 200);
+    drop(redis);
+}
+
+/// A value in Redis that does not parse (another version, corrupted) is no session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_session_value_is_no_session() {
+    let redis = Redis::start(free_port());
+    let up = upstreams::echo().await;
+    let a = Gateway::start(&config(up, redis.port));
+    let cookie = dev_login(&a, "operatore").await;
+    assert_eq!(status(&a, "/x", Some(&cookie)).await, 200);
+    // Overwrite every session value with garbage.
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--scan",
+            "--pattern",
+            "test:s:*",
+        ])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !keys.trim().is_empty(),
+        "the session is in Redis under its hash"
+    );
+    assert!(
+        !keys.contains(cookie.split('=').nth(1).unwrap()),
+        "never the id itself"
+    );
+    for key in keys.lines() {
+        let set = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "SET", key, "9{not json"])
+            .output()
+            .unwrap();
+        assert!(set.status.success());
+    }
+    assert_eq!(status(&a, "/x", Some(&cookie)).await, 401);
+}
