@@ -237,6 +237,19 @@ fn absolute(base: &str, location: &str) -> String {
 
 /// varco's configuration for one provider (`auth` the client's authentication).
 fn config(up: SocketAddr, gw_port: u16, issuer: &str, auth: &str) -> String {
+    replica_config(up, gw_port, gw_port, issuer, auth, "")
+}
+
+/// The configuration of a replica listening on `listen`, reached by browsers at `base`
+/// (the replicas' shared address), with `session` added to `[session]`.
+fn replica_config(
+    up: SocketAddr,
+    listen: u16,
+    base: u16,
+    issuer: &str,
+    auth: &str,
+    session: &str,
+) -> String {
     let client = match auth {
         "private_key_jwt" => "client_auth = \"private_key_jwt\"".to_string(),
         _ => "client_secret_file = \"@DIR@/secret\"".to_string(),
@@ -245,12 +258,13 @@ fn config(up: SocketAddr, gw_port: u16, issuer: &str, auth: &str) -> String {
         r#"
 mode = "demo"
 [[server.listener]]
-address = "127.0.0.1:{gw_port}"
+address = "127.0.0.1:{listen}"
 [log]
 format = "json"
 [session]
 secure = false
 cookie_name = "varco"
+{session}
 [assertion]
 issuer = "https://gw.test/"
 [upstream.app]
@@ -265,7 +279,7 @@ upstream = "app"
 public = false
 min_level = "SpidL2"
 [oidc]
-base_url = "http://127.0.0.1:{gw_port}"
+base_url = "http://127.0.0.1:{base}"
 [[oidc.key]]
 kid = "rp1"
 private_key = "@DIR@/rp-key.pem"
@@ -1357,5 +1371,78 @@ async fn an_op_outside_the_policy_or_without_its_trust_mark_is_not_trusted() {
             )
             .await;
         assert_eq!(r.status, 503, "{}", r.text());
+    }
+}
+
+/// Two replicas behind one address share a Redis: a login started on A (its pending state
+/// in Redis) is finished by B, and the same answer replayed to A is refused; the session
+/// then works on both. (Sessions, logout and Redis failures: tests/scaleout.rs.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_started_on_one_replica_finishes_on_the_other_once() {
+    let redis = common::Redis::start(free_port());
+    let up = upstreams::echo().await;
+    let (port_a, port_b, op_port) = (free_port(), free_port(), free_port());
+    let op = Op::start(
+        op_port,
+        json!([client_metadata(port_a, "client_secret_basic", None)]),
+    );
+    let session = format!(
+        "store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:{}/0\"",
+        redis.port
+    );
+    let start = |listen: u16| {
+        Gateway::start_with(
+            &replica_config(
+                up,
+                listen,
+                port_a,
+                &op.issuer(),
+                "client_secret_basic",
+                &session,
+            ),
+            &[
+                ("secret", &format!("{SECRET}\n")),
+                ("rp-key.pem", &rp_key().0),
+            ],
+        )
+    };
+    let (_a, _b) = (start(port_a), start(port_b));
+    let (url_a, url_b) = (
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    );
+    let mut browser = Browser::default();
+    let cb = to_callback(
+        &mut browser,
+        &url_a,
+        &op.issuer(),
+        "op",
+        "mario",
+        L2,
+        "SpidL1",
+    )
+    .await;
+    let binding = browser.cookie(&url_a, "varco-oidc").unwrap();
+    // The load balancer sends the answer to B.
+    let on_b = cb.replace(&url_a, &url_b);
+    let cookie = format!("varco-oidc={binding}");
+    let r = request("GET", &on_b, &[("cookie", cookie.as_str())], Bytes::new()).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let session_cookie = r.cookie();
+    // The same answer replayed to A: refused (the pending login was used up in Redis).
+    let r = request("GET", &cb, &[("cookie", cookie.as_str())], Bytes::new()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    for url in [&url_a, &url_b] {
+        let r = request(
+            "GET",
+            &format!("{url}/x"),
+            &[
+                ("cookie", session_cookie.as_str()),
+                ("accept", "application/json"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
     }
 }
