@@ -1455,3 +1455,53 @@ async fn slow_bodies_on_the_gateways_own_endpoints_are_cut() {
     let r = request("GET", &gw.url("/_varco/healthz"), &[], "").await;
     assert_eq!(r.status, 200);
 }
+
+/// Two replicas sharing a Redis: a login started on A is answered at B (the pending
+/// request is in Redis), and an assertion replayed to A after B accepted it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_share_pending_requests_and_the_replay_cache_through_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = common::Redis::start(port);
+    let up = upstreams::echo().await;
+    let text = config(up, SPID_FILE, "").replace(
+        "[assertion]",
+        &format!(
+            "[session]\nstore = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:{}/0\"\n[assertion]",
+            redis.port
+        ),
+    );
+    let a = start_text(&text);
+    let b = start_text(&text);
+    let sent = begin(&a, "SpidL2", "/app").await;
+    let xml = response_for(&sent, Level::SpidL2, |p| p.assertion_id = Some("_shared1"));
+    // The browser's binding cookie from A, the answer posted to B.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&xml);
+    let body = format!(
+        "SAMLResponse={}&RelayState={}",
+        form_urlencoded::byte_serialize(b64.as_bytes()).collect::<String>(),
+        form_urlencoded::byte_serialize(sent.relay.as_bytes()).collect::<String>()
+    );
+    let (k, v) = a.binding(&sent.relay).expect("binding cookie");
+    let r = request(
+        "POST",
+        &b.gw.url("/_varco/saml/acs"),
+        &[FORM, BROWSER, (k, v.as_str())],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = cookie_of(&r);
+    // The session works on A too.
+    let r = request("GET", &a.gw.url("/app"), &[("cookie", cookie.as_str())], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same assertion answering another request of A's: a replay, refused.
+    let again = begin(&a, "SpidL2", "/app").await;
+    let replayed = response_for(&again, Level::SpidL2, |p| p.assertion_id = Some("_shared1"));
+    let r = post_acs(&a, &replayed, &again.relay).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("già stata usata"));
+}
