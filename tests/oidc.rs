@@ -1302,34 +1302,28 @@ async fn the_entity_configuration_subcommand_prints_the_signed_document() {
     );
 }
 
-/// In the SPID profile UserInfo must be encrypted: a provider that answers plain JSON is
-/// refused.
+/// In the SPID profile UserInfo must be signed then encrypted to our key: a provider that
+/// answers plain JSON, and a JWE whose tag was changed, are refused with no session.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unencrypted_userinfo_is_refused_in_the_spid_profile() {
-    let f = federation(Break::PlainUserinfo).await;
-    let mut b = Browser::default();
-    let r = f.login(&mut b, L2).await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert!(session_cookie(&b, &f.gw_url).is_none());
-    assert!(
-        f.gw.wait_log(|l| l.contains("login_refused") && l.contains("unencrypted UserInfo"))
-            .is_some()
-    );
-}
-
-/// A UserInfo JWE whose tag was changed does not decrypt: refused, no session.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_userinfo_jwe_with_a_wrong_tag_is_refused() {
-    let f = federation(Break::Nothing).await;
-    f.op.tamper("userinfo_tag").await;
-    let mut b = Browser::default();
-    let r = f.login(&mut b, L2).await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert!(session_cookie(&b, &f.gw_url).is_none());
-    assert!(
-        f.gw.wait_log(|l| l.contains("login_refused") && l.contains("does not decrypt"))
-            .is_some()
-    );
+async fn a_userinfo_not_encrypted_to_us_intact_is_refused() {
+    for (broken, tamper, reason) in [
+        (Break::PlainUserinfo, None, "unencrypted UserInfo"),
+        (Break::Nothing, Some("userinfo_tag"), "does not decrypt"),
+    ] {
+        let f = federation(broken).await;
+        if let Some(mode) = tamper {
+            f.op.tamper(mode).await;
+        }
+        let mut b = Browser::default();
+        let r = f.login(&mut b, L2).await;
+        assert_eq!(r.status, 401, "{reason}: {}", r.text());
+        assert!(session_cookie(&b, &f.gw_url).is_none());
+        assert!(
+            f.gw.wait_log(|l| l.contains("login_refused") && l.contains(reason))
+                .is_some(),
+            "{reason}"
+        );
+    }
 }
 
 /// A chain that does not resolve (the OP violates the intermediate's metadata policy, or
