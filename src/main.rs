@@ -25,9 +25,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
+    /// Run the gateway. SIGHUP reloads the configuration file (and the files it names).
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reload when the configuration file's content changes (checked every 2 s;
+        /// a Kubernetes ConfigMap update is seen this way).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a configuration file and print every problem with the key that causes it.
     CheckConfig {
@@ -56,6 +61,20 @@ enum Command {
     /// OpenID Connect relying-party tools.
     #[command(subcommand)]
     Oidc(OidcCommand),
+    /// Ask the gateway on this host whether it is alive: exit 0 on a 200 answer, 1 otherwise
+    /// (for a container's HEALTHCHECK; loopback URLs only, the certificate is not checked).
+    Healthcheck {
+        /// The health endpoint (use `/_varco/readyz` for readiness).
+        #[arg(
+            long,
+            env = "VARCO_HEALTHCHECK_URL",
+            default_value = "https://127.0.0.1:8443/_varco/healthz"
+        )]
+        url: String,
+        /// Time allowed for the whole exchange.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Run only the echo upstream (for benchmarks and experiments).
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -92,8 +111,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
-        Command::Serve { config } => match Config::load(&config) {
-            Ok(cfg) => run(cfg, cli.pretty, None),
+        Command::Serve { config, watch } => match Config::load(&config) {
+            Ok(cfg) => run(cfg, cli.pretty, None, Some((config, watch))),
             Err(e) => fail_config(e),
         },
         Command::Demo {
@@ -179,6 +198,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck { url, timeout } => match varco::healthcheck::check(&url, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("varco healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Echo { listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
             rt.block_on(async {
                 match varco::demo::echo::spawn(listen).await {
@@ -239,7 +265,14 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(cfg: Config, pretty: bool, banner: Option<String>) -> ExitCode {
+/// Runs the gateway; with `reload` (the configuration file and whether to watch it),
+/// SIGHUP (and the watch) reload it.
+fn run(
+    cfg: Config,
+    pretty: bool,
+    banner: Option<String>,
+    reload: Option<(PathBuf, bool)>,
+) -> ExitCode {
     let _log = varco::telemetry::init_logging(&cfg.log, pretty);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
@@ -249,6 +282,12 @@ fn run(cfg: Config, pretty: bool, banner: Option<String>) -> ExitCode {
             Ok(running) => {
                 if let Some(b) = banner {
                     eprintln!("{b}");
+                }
+                if let Some((path, watch)) = reload {
+                    running.reloader.set_path(path);
+                    running
+                        .reloader
+                        .spawn_triggers(watch.then_some(std::time::Duration::from_secs(2)));
                 }
                 running.run_until_signal().await;
                 ExitCode::SUCCESS

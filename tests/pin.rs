@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Resp, request, upstreams};
+use common::{Redis, Resp, request, upstreams};
 use varco::identity::Date;
 use varco::identity::fiscal_code::check_character;
 use varco::session::SystemClock;
@@ -672,9 +672,19 @@ fn page_parts(r: &Resp) -> (String, Option<String>) {
 }
 
 async fn generate(gw: &InProcess, cookie: &str, lifetime: &str) -> String {
+    generate_across(gw, gw, cookie, lifetime).await
+}
+
+/// Generates a PIN with the page of `page_gw` posted to `post_gw` (two replicas).
+async fn generate_across(
+    page_gw: &InProcess,
+    post_gw: &InProcess,
+    cookie: &str,
+    lifetime: &str,
+) -> String {
     let page = request(
         "GET",
-        &gw.url("/_varco/pin-telefonico"),
+        &page_gw.url("/_varco/pin-telefonico"),
         &[BROWSER, ("cookie", cookie)],
         "",
     )
@@ -683,7 +693,7 @@ async fn generate(gw: &InProcess, cookie: &str, lifetime: &str) -> String {
     let (token, _) = page_parts(&page);
     let r = request(
         "POST",
-        &gw.url("/_varco/pin-telefonico"),
+        &post_gw.url("/_varco/pin-telefonico"),
         &[FORM, BROWSER, ("cookie", cookie)],
         format!("token={token}&action=generate&lifetime={lifetime}"),
     )
@@ -1324,4 +1334,137 @@ async fn behind_a_trusted_proxy_the_limit_is_per_client() {
         from("9.9.9.9, 198.51.100.99:9", "NONUNCODICE".into(), "x").await,
         429
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The PIN configuration with the replicas' state in the Redis on `port`.
+fn in_redis(port: u16) -> impl Fn(String) -> String {
+    move |c: String| {
+        c.replace("[session]\n", "[session]\nstore = \"redis\"\n")
+            + &format!(
+                "[session.redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"pin:\"\ncommand_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\n"
+            )
+    }
+}
+
+/// Two replicas sharing a real `redis-server`: PIN failures counted on one count on the
+/// other, a telephone PIN made on one is checked (and revoked) on the other at once, the
+/// page's form may be posted to either, and without Redis the PIN paths fail closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_pin_limits_and_telephone_pins_through_redis() {
+    let mut redis = Redis::start(free_port());
+    let up = upstreams::echo().await;
+    let p = people();
+    let a = InProcess::start_with(up, &p, in_redis(redis.port)).await;
+    let b = InProcess::start_with(up, &p, in_redis(redis.port)).await;
+    const CITIZEN: &str = "RSSMRA80A01H501U";
+
+    // Wrong PINs on A and B count against one fiscal code (3 allowed): the fourth
+    // attempt, on B with the right PIN, is refused.
+    let (on_a, on_b) = (a.url("/_varco/pin/login"), b.url("/_varco/pin/login"));
+    for url in [&on_a, &on_b, &on_a] {
+        assert_eq!(form_login(url, &p.adult, "Sbagliato-0").await.status, 401);
+    }
+    let r = form_login(&on_b, &p.adult, "Adulto-1980").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    // A success on B clears the count of another fiscal code on A too.
+    assert_eq!(
+        form_login(&on_a, &p.foreigner, "Sbagliato-0").await.status,
+        401
+    );
+    assert_eq!(
+        form_login(&on_b, &p.foreigner, "Estero-1990").await.status,
+        303
+    );
+    for url in [&on_a, &on_b] {
+        assert_eq!(
+            form_login(url, &p.foreigner, "Sbagliato-0").await.status,
+            401
+        );
+    }
+    assert_eq!(
+        form_login(&on_a, &p.foreigner, "Estero-1990").await.status,
+        303
+    );
+
+    // A telephone PIN generated with A's page posted to B is valid on A.
+    let cookie = dev_login(&a).await;
+    let pin = generate_across(&a, &b, &cookie, "1w").await;
+    assert_eq!(
+        verify(&a, CITIZEN, &pin, Some(TOKEN)).await.json()["valid"],
+        true
+    );
+    // Revoked on B: refused on A at once.
+    let page = request(
+        "GET",
+        &b.url("/_varco/pin-telefonico"),
+        &[BROWSER, ("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(page.text().contains("Revoca il PIN"), "{}", page.text());
+    let (token, _) = page_parts(&page);
+    let r = request(
+        "POST",
+        &b.url("/_varco/pin-telefonico"),
+        &[FORM, BROWSER, ("cookie", &cookie)],
+        format!("token={token}&action=revoke"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        verify(&a, CITIZEN, &pin, Some(TOKEN)).await.json()["valid"],
+        false
+    );
+    // The contact centre's wrong checks on both count against the fiscal code: after 3
+    // (one above), the next is refused on either replica.
+    assert_eq!(
+        verify(&b, CITIZEN, "00000000", Some(TOKEN)).await.json()["valid"],
+        false
+    );
+    assert_eq!(
+        verify(&a, CITIZEN, "00000001", Some(TOKEN)).await.json()["valid"],
+        false
+    );
+    assert_eq!(
+        verify(&b, CITIZEN, "00000002", Some(TOKEN)).await.status,
+        429
+    );
+    assert_eq!(
+        verify(&a, CITIZEN, "00000003", Some(TOKEN)).await.status,
+        429
+    );
+    // Nothing personal in Redis's key names.
+    let keys = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--scan",
+            "--pattern",
+            "pin:*",
+        ])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        keys.contains("pin:l:") && keys.contains("pin:k:telephone-form"),
+        "{keys}"
+    );
+    assert!(
+        !keys.contains(CITIZEN) && !keys.contains(&p.adult),
+        "{keys}"
+    );
+
+    // Redis gone: the PIN login and the contact centre's check fail closed (503).
+    redis.stop();
+    let r = form_login(&on_a, &p.ward, "Tutela-1970").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(verify(&b, CITIZEN, &pin, Some(TOKEN)).await.status, 503);
 }

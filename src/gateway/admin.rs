@@ -33,13 +33,16 @@ pub(super) fn metrics(services: &Services) -> Response<GatewayBody> {
     )
 }
 
+/// The services in force (a reload replaces them).
+pub type CurrentServices = Arc<dyn Fn() -> Arc<Services> + Send + Sync>;
+
 /// Answers the admin listener's requests.
 pub struct AdminHandler {
-    services: Arc<Services>,
+    services: CurrentServices,
 }
 
 impl AdminHandler {
-    pub fn new(services: Arc<Services>) -> AdminHandler {
+    pub fn new(services: CurrentServices) -> AdminHandler {
         AdminHandler { services }
     }
 }
@@ -58,9 +61,9 @@ impl Handler for AdminHandler {
             );
         }
         match req.uri().path() {
-            "/metrics" => metrics(&self.services),
+            "/metrics" => metrics(&(self.services)()),
             "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
-            "/readyz" => readiness(&self.services),
+            "/readyz" => readiness(&(self.services)()),
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
     }

@@ -106,7 +106,7 @@ impl Services {
         Services {
             metrics,
             minter,
-            store,
+            store: store.clone(),
             clock,
             saml: None,
             directory: None,
@@ -117,14 +117,44 @@ impl Services {
             xml_verifications: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
-            saml_logins: cfg.saml.as_ref().map(|c| {
-                crate::ratelimit::Limiter::new(c.max_logins_per_address, c.login_rate_window)
-            }),
+            saml_logins: None,
             oidc: None,
-            oidc_logins: cfg.oidc.as_ref().map(|c| {
-                crate::ratelimit::Limiter::new(c.max_logins_per_address, c.login_rate_window)
-            }),
+            oidc_logins: None,
         }
+        .with_store(cfg, store)
+    }
+
+    /// Keeps `previous`'s login rate-limit counts where the limits did not change (a reload).
+    pub fn carry_limits_over(&mut self, previous: &Services) {
+        if let Some(old) = &previous.saml_logins {
+            self.saml_logins = self.saml_logins.take().map(|l| l.carried_over_from(old));
+        }
+        if let Some(old) = &previous.oidc_logins {
+            self.oidc_logins = self.oidc_logins.take().map(|l| l.carried_over_from(old));
+        }
+    }
+
+    /// The same with sessions, pending logins, replay records and the login rate limits
+    /// in `store` (Redis, when the replicas share one).
+    pub fn with_store(mut self, cfg: &Config, store: Arc<Store>) -> Services {
+        self.saml_logins = cfg.saml.as_ref().map(|c| {
+            crate::ratelimit::Limiter::in_store(
+                "saml_login",
+                c.max_logins_per_address,
+                c.login_rate_window,
+                &store,
+            )
+        });
+        self.oidc_logins = cfg.oidc.as_ref().map(|c| {
+            crate::ratelimit::Limiter::in_store(
+                "oidc_login",
+                c.max_logins_per_address,
+                c.login_rate_window,
+                &store,
+            )
+        });
+        self.store = store;
+        self
     }
 }
 
@@ -436,6 +466,37 @@ impl OnBodyEnd for AccessRecord {
             peer: &ex.peer,
             version: ex.version,
         });
+    }
+}
+
+/// One worker's gateway, swapped whole by a configuration reload: each request runs on the
+/// gateway it found when it arrived (its `Arc` keeps that gateway alive to the end, also
+/// for a streamed body), the next one on the new.
+pub struct Reloadable(arc_swap::ArcSwap<Gateway>);
+
+impl Reloadable {
+    pub fn new(gateway: Arc<Gateway>) -> Reloadable {
+        Reloadable(arc_swap::ArcSwap::new(gateway))
+    }
+
+    /// The gateway new requests get.
+    pub fn current(&self) -> Arc<Gateway> {
+        self.0.load_full()
+    }
+
+    /// From now on, new requests get `gateway`.
+    pub fn replace(&self, gateway: Arc<Gateway>) {
+        self.0.store(gateway);
+    }
+}
+
+impl Handler for Reloadable {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send {
+        self.current().handle(req, conn)
     }
 }
 

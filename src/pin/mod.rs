@@ -116,13 +116,7 @@ pub struct Holder {
 
 /// The PIN facts of a session (or of one Basic-authenticated request), re-checked on
 /// every request: the cutoff may pass and a minor may turn 18 while it lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinGrant {
-    pub issued: Date,
-    /// From the verifier, when it knows (better than the fiscal code's century guess).
-    #[serde(default)]
-    pub date_of_birth: Option<Date>,
-}
+pub use crate::session::PinGrant;
 
 /// Whether `subject` is under 18 on `today`: from the date of birth when known, otherwise
 /// from the fiscal code (whose two-digit year is put in the most recent century).
@@ -249,14 +243,19 @@ pub fn admit(
 
 /// A keyed hash of (fiscal code, PIN) for remembering verified Basic credentials without
 /// holding the PIN: HMAC-SHA256 under a key that lives only in this process.
+#[derive(Clone)]
 pub struct CredentialKey(aws_lc_rs::hmac::Key);
 
 impl CredentialKey {
     pub fn random() -> CredentialKey {
         let bytes: [u8; 32] = rand::random();
+        CredentialKey::from_bytes(&bytes)
+    }
+
+    pub fn from_bytes(bytes: &[u8; 32]) -> CredentialKey {
         CredentialKey(aws_lc_rs::hmac::Key::new(
             aws_lc_rs::hmac::HMAC_SHA256,
-            &bytes,
+            bytes,
         ))
     }
 
@@ -346,12 +345,25 @@ pub struct PinService {
     /// `pin.telephone.verify_client_ca`, loaded.
     pub telephone_anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     key: CredentialKey,
+    /// With replicas sharing Redis: the key of the telephone-PIN form's token, the same on
+    /// every replica (a page from one replica may be posted to another), from Redis.
+    shared_form_key: Option<(
+        std::sync::Arc<crate::session::redis_store::RedisStore>,
+        tokio::sync::OnceCell<CredentialKey>,
+    )>,
     /// Verified Basic credentials by keyed hash (never the PIN), briefly.
     basic_cache: moka::sync::Cache<[u8; 32], Holder>,
 }
 
 impl PinService {
-    pub fn load(cfg: &PinConfig) -> Result<PinService, String> {
+    /// The service for `cfg`; its rate-limit counters and telephone PINs live in `store`
+    /// when that is shared by the replicas. On a reload, `previous`'s telephone PINs,
+    /// counts and form key carry over (in memory they would otherwise be lost).
+    pub fn load(
+        cfg: &PinConfig,
+        store: &crate::session::Store,
+        previous: Option<&PinService>,
+    ) -> Result<PinService, String> {
         let verifier = verifier::Verifier::load(
             cfg.verifier_url.as_deref(),
             cfg.verifier_file.as_deref(),
@@ -377,6 +389,19 @@ impl PinService {
                 );
             }
         }
+        let mut limiter = limiter::PinLimits::in_store(&cfg.rate_limit, store);
+        let mut telephone = cfg
+            .telephone
+            .as_ref()
+            .map(|t| telephone::TelephonePins::new(t, store));
+        let mut key = CredentialKey::random();
+        if let Some(p) = previous {
+            limiter = limiter.carried_over_from(&p.limiter);
+            if let (Some(new), Some(old)) = (&mut telephone, &p.telephone) {
+                new.keep_entries_of(old);
+            }
+            key = p.key.clone();
+        }
         Ok(PinService {
             switch: Switch {
                 issuance_stop: cfg.issuance_stop,
@@ -384,10 +409,11 @@ impl PinService {
             },
             verifier,
             registry,
-            limiter: limiter::PinLimits::new(&cfg.rate_limit),
-            telephone: cfg.telephone.as_ref().map(telephone::TelephonePins::new),
+            limiter,
+            telephone,
             telephone_anchors,
-            key: CredentialKey::random(),
+            key,
+            shared_form_key: store.shared().map(|r| (r, tokio::sync::OnceCell::new())),
             basic_cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cfg.basic_cache_ttl)
@@ -425,10 +451,23 @@ impl PinService {
         );
     }
 
-    /// An anti-forgery token for the telephone-PIN form of session `sid`.
-    pub fn form_token(&self, sid: &str) -> String {
+    /// An anti-forgery token for the telephone-PIN form of session `sid` (the same on
+    /// every replica); `Err` when the shared store does not answer.
+    pub async fn form_token(&self, sid: &str) -> Result<String, crate::session::StoreError> {
         use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(self.key.tag(&[b"telephone-form", sid.as_bytes()]))
+        let key = match &self.shared_form_key {
+            None => &self.key,
+            Some((redis, key)) => {
+                key.get_or_try_init(|| async {
+                    redis
+                        .shared_secret("telephone-form")
+                        .await
+                        .map(|b| CredentialKey::from_bytes(&b))
+                })
+                .await?
+            }
+        };
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(key.tag(&[b"telephone-form", sid.as_bytes()])))
     }
 }

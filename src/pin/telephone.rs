@@ -11,6 +11,8 @@ use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::FiscalCode;
+use crate::session::redis_store::RedisStore;
+use crate::session::{Store, StoreError};
 
 /// `[pin.telephone]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,9 +102,21 @@ pub struct Entry {
     pub expires: u64,
 }
 
-/// The active PINs by fiscal code (in memory; entries leave at the longest lifetime).
+/// Where the active PINs live: in this process (entries leave at the longest lifetime),
+/// or in Redis shared by the replicas (each expiring with its PIN), so a PIN generated or
+/// revoked on one replica is known to all at once.
+#[derive(Clone)]
+enum Pins {
+    Local(Cache<String, Arc<Entry>>),
+    Shared(Arc<RedisStore>),
+}
+
+/// The kind of the shared values (`<prefix>t:<hash of the fiscal code>`).
+const SHARED_KIND: &str = "t";
+
+/// The active PINs by fiscal code.
 pub struct TelephonePins {
-    entries: Cache<String, Arc<Entry>>,
+    entries: Pins,
     digits: usize,
 }
 
@@ -114,21 +128,48 @@ pub enum Check {
 }
 
 impl TelephonePins {
-    pub fn new(cfg: &TelephoneConfig) -> TelephonePins {
+    /// PINs kept in `store` when it is shared by the replicas, else in this process.
+    pub fn new(cfg: &TelephoneConfig, store: &Store) -> TelephonePins {
         TelephonePins {
-            entries: Cache::builder()
-                .max_capacity(10_000_000)
-                .time_to_live(Lifetime::ThreeMonths.duration() + Duration::from_secs(86_400))
-                .build(),
+            entries: match store.shared() {
+                Some(redis) => Pins::Shared(redis),
+                None => Pins::Local(
+                    Cache::builder()
+                        .max_capacity(10_000_000)
+                        .time_to_live(
+                            Lifetime::ThreeMonths.duration() + Duration::from_secs(86_400),
+                        )
+                        .build(),
+                ),
+            },
             digits: cfg.digits.clamp(6, 16),
         }
     }
 
+    /// Keeps `previous`'s PINs (a reload): the same cache, or the same Redis.
+    pub fn keep_entries_of(&mut self, previous: &TelephonePins) {
+        if matches!(
+            (&self.entries, &previous.entries),
+            (Pins::Local(_), Pins::Local(_))
+        ) {
+            self.entries = previous.entries.clone();
+        }
+    }
+
     /// The active PIN's entry of `subject`, if any and not expired at `now`.
-    pub fn active(&self, subject: &FiscalCode, now: u64) -> Option<Arc<Entry>> {
-        self.entries
-            .get(subject.as_str())
-            .filter(|e| now < e.expires)
+    pub async fn active(
+        &self,
+        subject: &FiscalCode,
+        now: u64,
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
+        let entry = match &self.entries {
+            Pins::Local(cache) => cache.get(subject.as_str()),
+            Pins::Shared(redis) => redis
+                .get_value::<Entry>(SHARED_KIND, subject.as_str())
+                .await?
+                .map(Arc::new),
+        };
+        Ok(entry.filter(|e| now < e.expires))
     }
 
     /// Generates a new PIN for `subject` (replacing any other) and returns it: the only
@@ -138,7 +179,7 @@ impl TelephonePins {
         subject: &FiscalCode,
         lifetime: Lifetime,
         now: u64,
-    ) -> Result<(String, Arc<Entry>), String> {
+    ) -> Result<(String, Arc<Entry>), GenerateError> {
         let pin: String = {
             use rand::Rng as _;
             let mut rng = rand::rng();
@@ -149,38 +190,62 @@ impl TelephonePins {
         let secret = pin.clone();
         let hash = super::argon2_job(move || super::hash_secret(&secret))
             .await
-            .ok_or_else(|| "argon2 task failed".to_string())??;
+            .ok_or(GenerateError::Hash)?
+            .map_err(|_| GenerateError::Hash)?;
         let entry = Arc::new(Entry {
             hash,
             created: now,
             expires: now.saturating_add(lifetime.duration().as_secs()),
         });
-        self.entries
-            .insert(subject.as_str().to_string(), entry.clone());
+        match &self.entries {
+            Pins::Local(cache) => cache.insert(subject.as_str().to_string(), entry.clone()),
+            Pins::Shared(redis) => {
+                redis
+                    .put_value(SHARED_KIND, subject.as_str(), &*entry, lifetime.duration())
+                    .await?
+            }
+        }
         Ok((pin, entry))
     }
 
     /// Revokes `subject`'s PIN; whether there was an active one.
-    pub fn revoke(&self, subject: &FiscalCode) -> bool {
-        self.entries.remove(subject.as_str()).is_some()
+    pub async fn revoke(&self, subject: &FiscalCode) -> Result<bool, StoreError> {
+        match &self.entries {
+            Pins::Local(cache) => Ok(cache.remove(subject.as_str()).is_some()),
+            Pins::Shared(redis) => redis.delete_value(SHARED_KIND, subject.as_str()).await,
+        }
     }
 
     /// Checks a (fiscal code, PIN) pair at `now`.
-    pub async fn check(&self, subject: &FiscalCode, pin: &super::Pin, now: u64) -> Check {
-        let Some(entry) = self.active(subject, now) else {
-            return Check::Invalid;
+    pub async fn check(
+        &self,
+        subject: &FiscalCode,
+        pin: &super::Pin,
+        now: u64,
+    ) -> Result<Check, StoreError> {
+        let Some(entry) = self.active(subject, now).await? else {
+            return Ok(Check::Invalid);
         };
         let pin = pin.clone();
         let hash = entry.hash.clone();
         let ok = super::argon2_job(move || super::verify_secret(pin.expose(), &hash))
             .await
             .unwrap_or(false);
-        if ok {
+        Ok(if ok {
             Check::Valid {
                 expires: entry.expires,
             }
         } else {
             Check::Invalid
-        }
+        })
     }
+}
+
+/// Why a PIN could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("the PIN could not be hashed")]
+    Hash,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

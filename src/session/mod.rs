@@ -142,7 +142,7 @@ pub enum SessionLink {
     /// A SAML login: what Single Logout needs.
     Saml(SamlLink),
     /// A legacy PIN login: what the switch-off re-checks on every request.
-    Pin(crate::pin::PinGrant),
+    Pin(PinGrant),
     /// An OpenID Connect login: what RP-initiated and back-channel logout need.
     Oidc(OidcLink),
 }
@@ -186,7 +186,7 @@ impl SessionLink {
         }
     }
 
-    pub fn pin(&self) -> Option<&crate::pin::PinGrant> {
+    pub fn pin(&self) -> Option<&PinGrant> {
         match self {
             SessionLink::Pin(g) => Some(g),
             _ => None,
@@ -202,6 +202,16 @@ pub struct SamlLink {
     pub name_id: String,
     pub name_qualifier: String,
     pub session_index: Option<String>,
+}
+
+/// What a PIN login was granted on (see `pin`): the PIN's issue date, checked again on
+/// every request against the switch-off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinGrant {
+    pub issued: crate::identity::Date,
+    /// From the verifier, when it knows (better than the fiscal code's century guess).
+    #[serde(default)]
+    pub date_of_birth: Option<crate::identity::Date>,
 }
 
 /// Login state kept between sending the user to an IdP and the answer.
@@ -532,10 +542,19 @@ impl SessionStore for MemoryStore {
 #[allow(clippy::large_enum_variant)]
 pub enum Store {
     Memory(MemoryStore),
-    Redis(redis_store::RedisStore),
+    Redis(Arc<redis_store::RedisStore>),
 }
 
 impl Store {
+    /// The Redis store when the replicas share one: rate-limit counters and telephone PINs
+    /// live there too.
+    pub fn shared(&self) -> Option<Arc<redis_store::RedisStore>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.clone()),
+        }
+    }
+
     /// Whether the store answers (the embedded one always does): readiness.
     pub fn healthy(&self) -> bool {
         match self {

@@ -148,6 +148,21 @@ end
 return ended
 ";
 
+/// Counts an attempt in a fixed window that starts with the key's first attempt
+/// (`INCR`, and `PEXPIRE` when the count is new): returns the count.
+const COUNT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
+
+/// Takes one attempt back, never below zero and without extending the window.
+const FORGIVE: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n and n > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+";
+
 pub struct RedisStore {
     client: redis::Client,
     manager: tokio::sync::Mutex<Option<ConnectionManager>>,
@@ -160,6 +175,8 @@ pub struct RedisStore {
     /// The identity header's issuer, to rebuild a session's claims after a read.
     issuer: String,
     end_indexed: redis::Script,
+    count: redis::Script,
+    forgive: redis::Script,
 }
 
 fn down(e: impl std::fmt::Display) -> StoreError {
@@ -229,6 +246,8 @@ impl RedisStore {
             clock,
             issuer: issuer.to_string(),
             end_indexed: redis::Script::new(END_INDEXED),
+            count: redis::Script::new(COUNT),
+            forgive: redis::Script::new(FORGIVE),
         })
     }
 
@@ -310,6 +329,124 @@ impl RedisStore {
             }
         }
         result
+    }
+
+    /// The key of a shared value: `<prefix><kind>:<hash of the name>`. Names (fiscal
+    /// codes, addresses) are hashed: a reader of Redis sees no personal data in key names.
+    fn shared_key(&self, kind: &str, name: &str) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
+        let mut hex = String::with_capacity(32);
+        for b in &digest.as_ref()[..16] {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+        }
+        format!("{}{kind}:{hex}", self.prefix)
+    }
+
+    /// Counts an attempt under `name` in a window of `window` that began with its first
+    /// counted attempt; returns the count including this one (`INCR` + `PEXPIRE`, atomic).
+    pub async fn count(&self, name: &str, window: Duration) -> Result<u64, StoreError> {
+        let key = self.shared_key("l", name);
+        let ms = (window.as_millis() as u64).max(1);
+        let script = &self.count;
+        self.run(|mut c| async move { script.key(&key).arg(ms).invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Takes one counted attempt under `name` back (never below zero).
+    pub async fn forgive(&self, name: &str) -> Result<(), StoreError> {
+        let key = self.shared_key("l", name);
+        let script = &self.forgive;
+        self.run(|mut c| async move {
+            script
+                .key(&key)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Forgets the count under `name`.
+    pub async fn reset(&self, name: &str) -> Result<(), StoreError> {
+        let key = self.shared_key("l", name);
+        self.run(|mut c| async move { c.del::<_, ()>(&key).await })
+            .await
+    }
+
+    /// Keeps `value` (serialized with the version byte) under `kind`/`name` for `ttl`,
+    /// replacing what was there.
+    pub async fn put_value<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.shared_key(kind, name);
+        let mut bytes = vec![VERSION];
+        serde_json::to_writer(&mut bytes, value)
+            .map_err(|_| StoreError::Unavailable("a value could not be encoded".into()))?;
+        let ms = (ttl.as_millis() as u64).max(1);
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(bytes)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// The value under `kind`/`name`; `None` when absent or when it does not parse.
+    pub async fn get_value<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let key = self.shared_key(kind, name);
+        let value: Option<Vec<u8>> = self.run(|mut c| async move { c.get(&key).await }).await?;
+        Ok(value.as_deref().and_then(|b| {
+            let (v, json) = b.split_first()?;
+            (*v == VERSION).then(|| serde_json::from_slice(json).ok())?
+        }))
+    }
+
+    /// A random 32-byte secret under `name` shared by every replica: made by the first
+    /// replica that asks (`SET NX`), read by the others.
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = format!("{}k:{name}", self.prefix);
+        let mine: [u8; 32] = rand::random();
+        let value: Option<Vec<u8>> = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(&mine[..])
+                    .arg("NX")
+                    .ignore()
+                    .get(&key)
+                    .query_async::<(Option<Vec<u8>>,)>(&mut c)
+                    .await
+                    .map(|(v,)| v)
+            })
+            .await?;
+        value
+            .as_deref()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("the shared secret `{name}` is not 32 bytes"))
+            })
+    }
+
+    /// Removes the value under `kind`/`name`; whether there was one.
+    pub async fn delete_value(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+        let key = self.shared_key(kind, name);
+        let n: i64 = self.run(|mut c| async move { c.del(&key).await }).await?;
+        Ok(n > 0)
     }
 
     fn session_key(&self, id: &SessionId) -> String {

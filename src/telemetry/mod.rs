@@ -156,6 +156,11 @@ pub struct Metrics {
     pub oidc_trust_chain_expiry: Family<Vec<(String, String)>, Gauge>,
     /// 1 while the session store answers (always, for the embedded one).
     pub store_up: Gauge<i64, AtomicI64>,
+    /// Configuration reloads by outcome (`ok`, `failed`).
+    pub config_reloads: Family<Vec<(String, String)>, Counter>,
+    /// When the configuration in force was loaded (Unix seconds): at start, then at each
+    /// successful reload.
+    pub config_loaded: Gauge<i64, AtomicI64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -278,7 +283,21 @@ impl Metrics {
             "1 while the session store answers (Redis); 0: protected requests get 503",
             store_up.clone(),
         );
+        let config_reloads = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "config_reload",
+            "Configuration reloads (SIGHUP or file watch), by outcome: ok, failed (the previous configuration stays)",
+            config_reloads.clone(),
+        );
+        let config_loaded = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded (at start, then at each successful reload)",
+            config_loaded.clone(),
+        );
         Metrics {
+            config_reloads,
+            config_loaded,
             store_up,
             oidc_trust_chain_expiry,
             oidc_logins,

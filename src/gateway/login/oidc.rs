@@ -221,7 +221,11 @@ impl Gateway {
         // Each login keeps pending state until it ends: bounded per client.
         if let Some(limiter) = &self.services.oidc_logins {
             let addr = self.client_addr(req.headers(), ex);
-            if let Err(e) = limiter.hit(&addr) {
+            if let Err(e) = limiter
+                .hit(&addr)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?
+            {
                 tracing::warn!(target: "varco::audit", event = "oidc_login_rate_limited", limit = e.kind, client = %addr, peer = %ex.peer, "OIDC logins rate-limited");
                 return Err(GatewayError::TooManyAttempts {
                     retry_after: e.window.as_secs(),

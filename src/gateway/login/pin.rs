@@ -204,7 +204,12 @@ impl Gateway {
         addr: crate::ratelimit::ClientAddress,
         ex: &Exchange,
     ) -> Result<Holder, GatewayError> {
-        if let Err(e) = svc.limiter.begin(subject, addr) {
+        if let Err(e) = svc
+            .limiter
+            .begin(subject, addr)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?
+        {
             self.count_pin(via, "rate_limited");
             tracing::warn!(
                 target: "varco::audit",
@@ -273,7 +278,7 @@ impl Gateway {
             return Err(self.refuse_pin(r, Some(subject), via, return_to, None, ex));
         }
         self.count_pin(via, "ok");
-        svc.limiter.succeed(subject, addr);
+        svc.limiter.succeed(subject, addr).await;
         Ok(holder)
     }
 
@@ -348,7 +353,12 @@ impl Gateway {
         let subject = FiscalCode::parse(&cf.trim().to_ascii_uppercase());
         let (Ok(subject), Some(pin)) = (subject, Pin::new(&pin)) else {
             // Malformed input counts against the address like a wrong PIN.
-            if let Err(e) = svc.limiter.begin_malformed(addr) {
+            if let Err(e) = svc
+                .limiter
+                .begin_malformed(addr)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?
+            {
                 return Err(GatewayError::TooManyAttempts {
                     retry_after: e.window.as_secs(),
                 });
@@ -543,7 +553,10 @@ impl Gateway {
                 LoginFailure::TELEPHONE_NEEDS_DIGITAL_IDENTITY,
             ));
         }
-        let token = svc.form_token(&session.sid);
+        let token = svc
+            .form_token(&session.sid)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
         let now = self.services.clock.now_secs();
         let mut shown: Option<(String, u64)> = None;
         let mut notice = "";
@@ -563,10 +576,15 @@ impl Gateway {
                         .get("lifetime")
                         .and_then(|l| Lifetime::parse(l))
                         .ok_or(GatewayError::BadForm)?;
-                    let (pin, entry) = pins
-                        .generate(&id.subject, lifetime, now)
-                        .await
-                        .map_err(|_| GatewayError::Minting)?;
+                    let (pin, entry) =
+                        pins.generate(&id.subject, lifetime, now)
+                            .await
+                            .map_err(|e| match e {
+                                crate::pin::telephone::GenerateError::Store(_) => {
+                                    GatewayError::StoreUnavailable
+                                }
+                                crate::pin::telephone::GenerateError::Hash => GatewayError::Minting,
+                            })?;
                     tracing::info!(
                         target: "varco::audit",
                         event = "telephone_pin_generated",
@@ -579,7 +597,10 @@ impl Gateway {
                     shown = Some((pin, entry.expires));
                 }
                 Some("revoke") => {
-                    let had = pins.revoke(&id.subject);
+                    let had = pins
+                        .revoke(&id.subject)
+                        .await
+                        .map_err(|_| GatewayError::StoreUnavailable)?;
                     tracing::info!(
                         target: "varco::audit",
                         event = "telephone_pin_revoked",
@@ -601,6 +622,13 @@ impl Gateway {
 <p class=\"en\" lang=\"en\">A temporary PIN the contact centre recognizes you by on the phone.</p>",
         );
         body.push_str(notice);
+        let active = match &shown {
+            Some(_) => None,
+            None => pins
+                .active(&id.subject, now)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?,
+        };
         if let Some((pin, expires)) = &shown {
             body.push_str(&format!(
                 "<p>Il tuo nuovo PIN (mostrato solo ora) / Your new PIN (shown only now): \
@@ -609,7 +637,7 @@ impl Gateway {
                 escape_html(pin),
                 utc(*expires)
             ));
-        } else if let Some(active) = pins.active(&id.subject, now) {
+        } else if let Some(active) = &active {
             body.push_str(&format!(
                 "<p>Hai un PIN attivo fino al {0}; uno nuovo lo sostituisce.</p>\
 <p class=\"en\" lang=\"en\">You have an active PIN until {0}; a new one replaces it.</p>",
@@ -631,7 +659,7 @@ impl Gateway {
         body.push_str(
             "</fieldset><p><button name=\"action\" value=\"generate\">Genera il PIN / Generate the PIN</button></p></form>",
         );
-        if shown.is_some() || pins.active(&id.subject, now).is_some() {
+        if shown.is_some() || active.is_some() {
             body.push_str(&format!(
                 "<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
 <p><button name=\"action\" value=\"revoke\">Revoca il PIN / Revoke the PIN</button></p></form>"
@@ -763,7 +791,13 @@ impl Gateway {
         let ask: Ask = serde_json::from_slice(&body).map_err(|_| GatewayError::BadForm)?;
         let subject = FiscalCode::parse(&ask.fiscal_code.trim().to_ascii_uppercase())
             .map_err(|_| GatewayError::BadForm)?;
-        if svc.limiter.begin_telephone(&subject).is_err() {
+        if svc
+            .limiter
+            .begin_telephone(&subject)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?
+            .is_err()
+        {
             self.count_pin("telephone", "rate_limited");
             tracing::warn!(target: "varco::audit", event = "pin_rate_limited", via = "telephone", limit = "fiscal_code", subject = subject.as_str(), "telephone PIN checks rate-limited");
             return Err(GatewayError::TooManyAttempts {
@@ -772,13 +806,16 @@ impl Gateway {
         }
         let now = self.services.clock.now_secs();
         let check = match Pin::new(&ask.pin) {
-            Some(pin) => pins.check(&subject, &pin, now).await,
+            Some(pin) => pins
+                .check(&subject, &pin, now)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?,
             None => Check::Invalid,
         };
         let answer = match check {
             Check::Valid { expires } => {
                 self.count_pin("telephone", "ok");
-                svc.limiter.succeed_telephone(&subject);
+                svc.limiter.succeed_telephone(&subject).await;
                 serde_json::json!({"valid": true, "fiscal_code": subject.as_str(), "expires": expires})
             }
             Check::Invalid => {

@@ -169,7 +169,11 @@ impl Gateway {
         // Each login signs a request and keeps state until it ends: bounded per client.
         if let Some(limiter) = &self.services.saml_logins {
             let addr = self.client_addr(req.headers(), ex);
-            if let Err(e) = limiter.hit(&addr) {
+            if let Err(e) = limiter
+                .hit(&addr)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?
+            {
                 tracing::warn!(target: "varco::audit", event = "saml_login_rate_limited", limit = e.kind, client = %addr, peer = %ex.peer, "SAML logins rate-limited");
                 return Err(GatewayError::TooManyAttempts {
                     retry_after: e.window.as_secs(),
