@@ -33,6 +33,11 @@ impl Gateway {
     }
 
     pub fn start_with(config: &str, files: &[(&str, &str)]) -> Gateway {
+        Self::start_with_args(config, files, &[])
+    }
+
+    /// The same with more arguments for `varco serve` (e.g. `--watch`).
+    pub fn start_with_args(config: &str, files: &[(&str, &str)], args: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -45,6 +50,7 @@ impl Gateway {
             .arg("serve")
             .arg("--config")
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
