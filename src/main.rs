@@ -79,6 +79,19 @@ enum Command {
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
+        /// Verify every request's identity header against this JWKS URL, like a backend,
+        /// and count verified and refused requests (`GET /_echo/counts`).
+        #[arg(long)]
+        jwks: Option<String>,
+        /// With --jwks: this upstream's id (`aud`).
+        #[arg(long, default_value = "echo")]
+        aud: String,
+        /// With --jwks: the gateway's issuer (`iss`).
+        #[arg(long)]
+        iss: Option<String>,
+        /// With --jwks: the identity header's name.
+        #[arg(long, default_value = "x-varco-assertion")]
+        header: String,
     },
 }
 
@@ -205,9 +218,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Echo { listen } => runtime().map_or(ExitCode::FAILURE, |rt| {
+        Command::Echo {
+            listen,
+            jwks,
+            aud,
+            iss,
+            header,
+        } => runtime().map_or(ExitCode::FAILURE, |rt| {
             rt.block_on(async {
-                match varco::demo::echo::spawn(listen).await {
+                let verifier = jwks.map(|url| {
+                    std::sync::Arc::new(varco::demo::echo::Verifier::new(
+                        url, None, aud, header, iss,
+                    ))
+                });
+                match varco::demo::echo::spawn_with(listen, verifier).await {
                     Ok(addr) => {
                         eprintln!("echo upstream on http://{addr}");
                         let _ = tokio::signal::ctrl_c().await;

@@ -38,6 +38,10 @@ pub struct Verifier {
     pub header: String,
     pub issuer: Option<String>,
     jwks: tokio::sync::Mutex<Option<JwkSet>>,
+    /// Requests whose header verified, and those without one or with one refused: a load
+    /// test's proof that nothing reached the upstream unverified (`GET /_echo/counts`).
+    verified: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Verifier {
@@ -55,7 +59,18 @@ impl Verifier {
             header,
             issuer,
             jwks: tokio::sync::Mutex::new(None),
+            verified: std::sync::atomic::AtomicU64::new(0),
+            refused: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// `{"verified": n, "refused": m}` so far.
+    pub fn counts(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "verified": self.verified.load(Relaxed),
+            "refused": self.refused.load(Relaxed),
+        })
     }
 
     async fn jwks(&self, refresh: bool) -> Result<JwkSet, String> {
@@ -130,9 +145,17 @@ pub async fn serve(listener: TcpListener, verifier: Option<Arc<Verifier>>) {
 
 /// Binds `addr` and serves the echo upstream in a background task.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    spawn_with(addr, None).await
+}
+
+/// The same, verifying identity headers with `verifier`.
+pub async fn spawn_with(
+    addr: SocketAddr,
+    verifier: Option<Arc<Verifier>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(serve(listener, None));
+    tokio::spawn(serve(listener, verifier));
     Ok(local)
 }
 
@@ -141,8 +164,25 @@ async fn echo(
     verifier: Option<Arc<Verifier>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let json = wants_json(req.headers());
+    if let Some(v) = &verifier
+        && req.uri().path() == "/_echo/counts"
+    {
+        let mut resp = Response::new(Full::new(Bytes::from(v.counts().to_string())));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(resp);
+    }
     let identity = match &verifier {
-        Some(v) => Some(v.check(&req).await),
+        Some(v) => {
+            let checked = v.check(&req).await;
+            let counter = if checked.is_ok() {
+                &v.verified
+            } else {
+                &v.refused
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(checked)
+        }
         None => None,
     };
     let method = req.method().to_string();
