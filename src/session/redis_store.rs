@@ -16,6 +16,8 @@
 //! - Fail closed: a connection or command failure (or timeout) is `StoreError::Unavailable`,
 //!   which callers turn into 503; the store reconnects by itself (at most one attempt per
 //!   second while Redis is down) and `healthy()` reports the last outcome for readiness.
+//!   While Redis is known to be down, one command per 100 ms tries it and the others fail
+//!   at once: a request gets its 503 without waiting for the command timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -136,6 +138,15 @@ pub enum RedisSetupError {
 
 const VERSION: u8 = b'1';
 
+/// While Redis is down, how often a command tries it (the others fail at once).
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Ends the sessions of a filing and the filing, atomically: returns the sid hashes of
 /// the sessions that existed.
 const END_INDEXED: &str = r"
@@ -167,6 +178,9 @@ pub struct RedisStore {
     client: redis::Client,
     manager: tokio::sync::Mutex<Option<ConnectionManager>>,
     last_attempt: AtomicU64,
+    /// While Redis does not answer, one command per [`PROBE_EVERY`] tries it (the probe);
+    /// the others fail at once instead of each waiting for the command timeout.
+    last_probe: AtomicU64,
     healthy: Arc<AtomicBool>,
     prefix: String,
     cfg: RedisConfig,
@@ -239,6 +253,7 @@ impl RedisStore {
             client,
             manager: tokio::sync::Mutex::new(None),
             last_attempt: AtomicU64::new(0),
+            last_probe: AtomicU64::new(0),
             healthy: Arc::new(AtomicBool::new(false)),
             prefix: cfg.key_prefix.clone(),
             cfg: cfg.clone(),
@@ -256,10 +271,28 @@ impl RedisStore {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// `PING`: the health loop's probe (readiness follows Redis without traffic).
+    /// `PING`: the health loop's probe (readiness follows Redis without traffic); always
+    /// tries Redis, also while it is known to be down.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        self.last_probe.store(0, Ordering::Relaxed);
         self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
+    }
+
+    /// While Redis is known to be down: whether this command may try it (one per
+    /// [`PROBE_EVERY`]), or should fail at once (a request then gets its 503 without
+    /// waiting for the command timeout, and Redis is not flooded when it comes back).
+    fn may_try(&self) -> bool {
+        if self.healthy.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = now_ms();
+        let last = self.last_probe.load(Ordering::Relaxed);
+        now >= last.saturating_add(PROBE_EVERY.as_millis() as u64)
+            && self
+                .last_probe
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// A connection, made now if there is none (at most one attempt per second).
@@ -268,9 +301,7 @@ impl RedisStore {
         if let Some(m) = guard.as_ref() {
             return Ok(m.clone());
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = now_ms();
         if now_ms
             < self
                 .last_attempt
@@ -313,6 +344,9 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        if !self.may_try() {
+            return Err(StoreError::Unavailable("Redis does not answer".into()));
+        }
         let conn = self.conn().await?;
         let outcome = tokio::time::timeout(self.cfg.command_timeout, f(conn)).await;
         let result = match outcome {
