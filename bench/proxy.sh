@@ -23,20 +23,9 @@ PROTECTED_PORT=${PROTECTED_PORT:-19082}
 PROTECTED_ALG=${PROTECTED_ALG:-ES256}
 PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/small}
 
-need=""
-command -v nginx >/dev/null || need="$need nginx-light"
-command -v wrk >/dev/null || need="$need wrk"
-command -v argon2 >/dev/null || need="$need argon2"
-if [ -n "$need" ]; then
-  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
-fi
-
-# VARCO=path/to/varco benchmarks another build (e.g. an earlier commit's, for before/after).
-if [ -z "${VARCO:-}" ]; then
-  cargo build --release --bin varco >/dev/null 2>&1 || cargo build --release --bin varco
-  VARCO=target/release/varco
-fi
+. bench/lib.sh
+bench_needs nginx=nginx-light wrk=wrk argon2=argon2
+bench_varco
 OUT=$(mktemp -d)
 pids=()
 cleanup() {
@@ -163,8 +152,6 @@ for port in $UP_PORT $NGINX_PORT $VARCO_PORT; do
   done
 done
 
-# wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
 run() { # name port [header] [path]
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency ${3:+-H "$3"} "http://127.0.0.1:$2${4:-$PATH_UNDER_TEST}" > "$OUT/$1.wrk"

@@ -31,18 +31,9 @@ B_PORT=${B_PORT:-19102}
 NGINX_PORT=${NGINX_PORT:-19103}
 FAULTS=${FAULTS:-1}
 
-need=""
-command -v nginx >/dev/null || need="$need nginx-light"
-command -v wrk >/dev/null || need="$need wrk"
-command -v redis-server >/dev/null || need="$need redis-server"
-if [ -n "$need" ]; then
-  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
-fi
-if [ -z "${VARCO:-}" ]; then
-  cargo build --release --bin varco >/dev/null 2>&1 || cargo build --release --bin varco
-  VARCO=target/release/varco
-fi
+. bench/lib.sh
+bench_needs nginx=nginx-light wrk=wrk redis-server=redis-server redis-cli=redis-tools bc=bc
+bench_varco
 
 OUT=$(mktemp -d)
 pids=()
@@ -142,7 +133,6 @@ for port in $A_PORT $B_PORT; do
   [ "$code" = 200 ] || { echo "replica on $port answered $code with A's session"; exit 1; }
 done
 
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 wrk_field() { # file what
   case $2 in
     rps) awk '/^Requests\/sec:/ {print $2}' "$1" ;;
@@ -194,7 +184,8 @@ printf "   service on both replicas again %.1f s after Redis stopped (3 s of it 
 else
   sleep 3
 fi
-sleep $((2 * DURATION / 3 - DURATION / 3 - 3))
+gap=$((2 * DURATION / 3 - DURATION / 3 - 3))
+[ "$gap" -gt 0 ] && sleep "$gap"
 if [ "$FAULTS" = 1 ] || [ "$FAULTS" = reload ]; then
   kill -HUP "$a_pid" "$b_pid"
   echo "   $(date +%T) SIGHUP to both replicas"

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,14 +28,6 @@ const FISCAL: &str = "https://attributes.eid.gov.it/fiscal_number";
 const SECRET: &str = "a-client-secret-of-at-least-32-characters";
 const L1: &str = "https://www.spid.gov.it/SpidL1";
 const L2: &str = "https://www.spid.gov.it/SpidL2";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn op_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/oidc")

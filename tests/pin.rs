@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1334,14 +1336,6 @@ async fn behind_a_trusted_proxy_the_limit_is_per_client() {
         from("9.9.9.9, 198.51.100.99:9", "NONUNCODICE".into(), "x").await,
         429
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The PIN configuration with the replicas' state in the Redis on `port`.

@@ -5,20 +5,14 @@
 
 mod common;
 
+use common::free_port;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Gateway, Redis, dev_login, request, upstreams};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(up: SocketAddr, redis_port: u16) -> String {
     format!(

@@ -398,6 +398,15 @@ public = true
     )
 }
 
+/// A loopback port free a moment ago (for servers the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A `redis-server` on loopback, killed on drop.
 pub struct Redis {
     child: Child,

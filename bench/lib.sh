@@ -1,0 +1,28 @@
+# Shared by the bench/ scripts (sourced): installs what a load test needs, finds the varco
+# build to measure, converts wrk's latencies.
+
+# bench_needs CMD=PACKAGE ...: installs the Debian packages of the missing commands.
+bench_needs() {
+  local need="" pair
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null || need="$need ${pair#*=}"
+  done
+  if [ -n "$need" ]; then
+    local sudo
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    # shellcheck disable=SC2086
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
+  fi
+}
+
+# VARCO=path/to/varco benchmarks another build (e.g. an earlier commit's, for before/after);
+# by default this tree's release build.
+bench_varco() {
+  if [ -z "${VARCO:-}" ]; then
+    cargo build --release --bin varco >/dev/null 2>&1 || cargo build --release --bin varco
+    VARCO=target/release/varco
+  fi
+}
+
+# wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
