@@ -273,3 +273,42 @@ async fn drain_timeout_cuts_what_is_left() {
             .is_some()
     );
 }
+
+/// `varco healthcheck` (the container's probe): 0 on 200, 1 on anything else or no answer,
+/// over plain HTTP and over TLS (the certificate is not checked, the host must be loopback).
+#[tokio::test]
+async fn the_healthcheck_subcommand_probes_a_running_gateway() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let probe = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_varco"))
+            .args(["healthcheck", "--timeout", "2s", "--url", url])
+            .output()
+            .unwrap()
+    };
+    let ok = probe(&gw.url("/_varco/healthz"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = probe(&gw.url("/_varco/nope"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("status 404"));
+    let closed = probe(&format!(
+        "http://127.0.0.1:{}/_varco/healthz",
+        common::free_port()
+    ));
+    assert_eq!(closed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&closed.stderr).contains("cannot connect"));
+    let remote = probe("http://192.0.2.1/_varco/healthz");
+    assert_eq!(remote.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("loopback"));
+    // A listener that never answers: the deadline holds.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let hung = probe(&format!("http://{}/", silent.local_addr().unwrap()));
+    assert_eq!(hung.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&hung.stderr).contains("no answer"));
+}
