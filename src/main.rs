@@ -357,14 +357,14 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             return ExitCode::FAILURE;
         }
     };
-    let (idp, idp_metadata) =
-        match rt.block_on(varco::demo::spawn_dev_idp(listen, &saml, &certs_dir)) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("varco demo: cannot start the development IdP: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let idps = match rt.block_on(varco::demo::spawn_dev_idp(listen, &saml, &certs_dir)) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("varco demo: cannot start the development IdPs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (idp, idp_metadata) = (idps.spid.0, idps.spid.1.clone());
     let (op_issuer, op_secret) = match rt.block_on(varco::demo::spawn_dev_op(listen, &certs_dir)) {
         Ok(v) => v,
         Err(e) => {
@@ -381,6 +381,7 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             &saml,
             &varco::demo::DevProviders {
                 idp_metadata: &idp_metadata,
+                cie_metadata: &idps.cie.1,
                 op_issuer: &op_issuer,
                 op_secret: &op_secret,
             },
@@ -398,12 +399,14 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
     let banner = format!(
         "\nvarco demo is running: open https://localhost:{}/ (development certificate: {})\n\
          Log in with SPID through the development IdP (http://{idp}, test users, real signed\n\
-         SAML messages), with OpenID Connect through the development OP ({op_issuer}), or the\n\
-         development login; the echo upstream shows the identity header\n\
+         SAML messages), with CIE through the development CIE IdP (http://{cie}), with OpenID\n\
+         Connect through the development OP ({op_issuer}), or the development login; the echo\n\
+         upstream shows the identity header\n\
          it verified. Public page: /pubblico; SpidL3 step-up: /riservato. Echo upstream on\n\
          http://{echo}; metrics at /_varco/metrics. Ctrl-C to stop.\n",
         listen.port(),
-        tls.ca.display()
+        tls.ca.display(),
+        cie = idps.cie.0
     );
     rt.block_on(async move {
         match varco::app::start(cfg).await {

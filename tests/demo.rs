@@ -369,18 +369,52 @@ impl Demo {
 /// → signed Response POSTed to the ACS → the echo upstream with the verified identity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_walks_a_browser_through_the_real_saml_flow() {
+    let body = saml_walk(
+        "Entra con SPID",
+        "IdP di sviluppo varco",
+        "IdP di sviluppo varco",
+        "dev-idp-metadata.xml",
+    )
+    .await;
+    assert!(body.contains("BNCGLI85C52H501"), "{body}");
+    assert!(body.contains("Verified identity"), "{body}");
+    assert!(body.contains("&quot;amr&quot;: &quot;spid&quot;"), "{body}");
+    // The chooser asked for SpidL1 (no route level): the IdP answered at that level.
+    assert!(body.contains("https://www.spid.gov.it/SpidL1"), "{body}");
+}
+
+/// The same with the development CIE IdP: the CIE federation of the demo (CIE profile:
+/// ForceAuthn, the CIE attributes), the identity header's method `cie`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walks_a_browser_through_a_cie_login() {
+    let body = saml_walk(
+        "Carta d&#39;Identità Elettronica",
+        "Entra con CIE",
+        "CIE di sviluppo varco",
+        "dev-cie-metadata.xml",
+    )
+    .await;
+    assert!(body.contains("BNCGLI85C52H501"), "{body}");
+    assert!(body.contains("Verified identity"), "{body}");
+    assert!(body.contains("&quot;amr&quot;: &quot;cie&quot;"), "{body}");
+}
+
+/// Chooser (the section titled `section`) → its button `button` → a signed AuthnRequest →
+/// the page of the IdP named `idp` → the operator → the signed Response POSTed to the ACS
+/// → the echo page, returned.
+async fn saml_walk(section: &str, button: &str, idp: &str, metadata: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = Demo::start(dir.path(), "dev-idp-metadata.xml").await;
+    let mut demo = Demo::start(dir.path(), metadata).await;
     let base = demo.base.clone();
     let mut send = async |method: &str, path: &str, cookie: Option<&str>, body: String| {
         demo.send(method, path, cookie, body).await
     };
 
-    // 1. The chooser lists the development IdP under SPID.
+    // 1. The chooser lists the development IdP under its section.
     let (status, _, page) = send("GET", "/_varco/login?return=%2Fhello", None, String::new()).await;
     assert_eq!(status, 200);
-    assert!(page.contains("Entra con SPID"), "{page}");
-    let (action, fields) = form_with(&page, "IdP di sviluppo varco");
+    assert!(page.contains(section), "{page}");
+    let (action, fields) = form_with(&page, button);
     assert_eq!(action, "/_varco/saml/login");
     // 2. A signed AuthnRequest to the IdP (HTTP-Redirect).
     let (status, headers, _) = send("POST", &action, None, encode(&fields)).await;
@@ -399,6 +433,7 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
     // 3. The IdP checked the signature and shows its test users.
     let idp_page = common::request("GET", &sso, &[], "").await;
     assert_eq!(idp_page.status, 200, "{}", idp_page.text());
+    assert!(idp_page.text().contains(idp), "{}", idp_page.text());
     let (answer, fields) = form_with(&idp_page.text(), "value=\"operatore\"");
     let idp_origin = &sso[..sso.find("/sso").unwrap()];
     let signed = common::request(
@@ -426,10 +461,7 @@ async fn demo_walks_a_browser_through_the_real_saml_flow() {
     // 5. The echo upstream verified the identity header against the gateway's JWKS.
     let (status, _, body) = send("GET", "/hello", Some(&cookie), String::new()).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("BNCGLI85C52H501"), "{body}");
-    assert!(body.contains("Verified identity"), "{body}");
-    // The chooser asked for SpidL1 (no route level): the IdP answered at that level.
-    assert!(body.contains("https://www.spid.gov.it/SpidL1"), "{body}");
+    body
 }
 
 /// `make demo` with OpenID Connect: chooser → the development OP (PKCE, state, nonce) →

@@ -1,5 +1,5 @@
-//! The development IdP of `varco demo` (`mode = "demo"` only): a SPID-profile identity
-//! provider on loopback with the demo's test users. It checks the Redirect-binding
+//! The development IdPs of `varco demo` (`mode = "demo"` only): a SPID-profile and a
+//! CIE-profile identity provider on loopback with the demo's test users. It checks the Redirect-binding
 //! signature of our AuthnRequest against the SP certificate, lets the tester pick a user
 //! (or cancel: `ErrorCode nr25`), and answers with a Response whose Assertion and Response
 //! are signed (RSA-SHA256, SHA-256 digests) at the requested level — the same path a real
@@ -37,9 +37,16 @@ pub struct DevIdpConfig {
     pub sp_entity_id: String,
     pub acs_url: String,
     pub slo_url: String,
+    /// SPID (the SPID attributes, `spidCode`) or CIE (the CIE attribute set, the CIE
+    /// Issuer rules; the gateway always sends ForceAuthn).
+    pub profile: Profile,
+    /// The name in the IdP's metadata and on its page.
+    pub name: &'static str,
 }
 
 struct DevIdp {
+    profile: Profile,
+    name: &'static str,
     entity_id: String,
     sso_url: String,
     cert_der: Vec<u8>,
@@ -83,6 +90,8 @@ pub async fn spawn(cfg: DevIdpConfig, port: u16) -> Result<Spawned, DevIdpError>
         .map_err(|_| DevIdpError::Key)?
         .to_vec();
     let idp = Arc::new(DevIdp {
+        profile: cfg.profile,
+        name: cfg.name,
         entity_id: format!("{base}/idp"),
         sso_url: format!("{base}/sso"),
         cert_der,
@@ -99,7 +108,7 @@ pub async fn spawn(cfg: DevIdpConfig, port: u16) -> Result<Spawned, DevIdpError>
         &idp.sso_url,
         &format!("{base}/slo"),
         &idp.cert_der,
-        "IdP di sviluppo varco",
+        idp.name,
     );
     tokio::spawn(async move {
         loop {
@@ -163,7 +172,7 @@ impl DevIdp {
                     &self.sso_url,
                     &self.sso_url.replace("/sso", "/slo"),
                     &self.cert_der,
-                    "IdP di sviluppo varco",
+                    self.name,
                 );
                 let mut r = page(StatusCode::OK, body);
                 r.headers_mut().insert(
@@ -214,9 +223,15 @@ impl DevIdp {
         }
         let relay = msg.relay_state.unwrap_or_default();
         let mut body = format!(
-            "<h1>IdP di sviluppo</h1><p>Richiesta di livello <strong>{}</strong>. Scegli un utente di prova \
+            "<h1>{}</h1><p>Richiesta di livello <strong>{}</strong>{}. Scegli un utente di prova \
 (nessuna credenziale reale). <span lang=\"en\">Development IdP: pick a test user.</span></p><ul>",
-            req.level
+            esc(self.name),
+            req.level,
+            if req.force_authn {
+                ", nuova autenticazione (ForceAuthn)"
+            } else {
+                ""
+            }
         );
         let hidden = |name: &str, value: &str| {
             format!(
@@ -244,7 +259,7 @@ impl DevIdp {
 <button type=\"submit\">Annulla (ErrorCode nr25)</button></form>",
             hidden("cancel", "1")
         ));
-        page(StatusCode::OK, shell("IdP di sviluppo", &body))
+        page(StatusCode::OK, shell(self.name, &body))
     }
 
     /// The tester's choice: a signed Response, POSTed to the ACS by the browser.
@@ -262,16 +277,21 @@ impl DevIdp {
             .get("user")
             .and_then(|k| self.users.iter().find(|u| u.key == k));
         let attributes: Vec<(&str, String)> = match user {
-            Some(u) => vec![
-                ("spidCode", format!("DEVIDP{}", u.key.to_uppercase())),
-                (
-                    "fiscalNumber",
-                    format!("TINIT-{}", u.identity.subject.as_str()),
-                ),
-                ("name", u.identity.given_name.clone()),
-                ("familyName", u.identity.family_name.clone()),
-                ("dateOfBirth", birth_date(u)),
-            ],
+            Some(u) => {
+                let mut a = vec![
+                    (
+                        "fiscalNumber",
+                        format!("TINIT-{}", u.identity.subject.as_str()),
+                    ),
+                    ("name", u.identity.given_name.clone()),
+                    ("familyName", u.identity.family_name.clone()),
+                    ("dateOfBirth", birth_date(u)),
+                ];
+                if self.profile == Profile::Spid {
+                    a.insert(0, ("spidCode", format!("DEVIDP{}", u.key.to_uppercase())));
+                }
+                a
+            }
             None => Vec::new(),
         };
         let cancelled = user.is_none();
@@ -279,7 +299,7 @@ impl DevIdp {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         let params = ResponseParams {
-            profile: Profile::Spid,
+            profile: self.profile,
             idp_entity_id: &self.entity_id,
             sp_entity_id: &self.sp_entity_id,
             acs_url: &self.acs_url,

@@ -39,30 +39,55 @@ pub async fn spawn_verifying_echo(
 /// `listen`).
 pub const DEMO_SP_ENTITY_ID: &str = "https://localhost/varco-demo/sp";
 
-/// Starts the development IdP for a gateway on `listen` and writes its metadata into
-/// `certs_dir`; returns the metadata file.
+/// The demo's development IdPs: where each listens and its metadata file.
+pub struct DevIdps {
+    pub spid: (SocketAddr, std::path::PathBuf),
+    pub cie: (SocketAddr, std::path::PathBuf),
+}
+
+/// Starts the development IdPs (SPID and CIE profiles) for a gateway on `listen` and
+/// writes their metadata into `certs_dir`.
 pub async fn spawn_dev_idp(
     listen: SocketAddr,
     saml: &certs::DevSamlFiles,
     certs_dir: &Path,
-) -> Result<(SocketAddr, std::path::PathBuf), idp::DevIdpError> {
+) -> Result<DevIdps, idp::DevIdpError> {
     let base = format!("https://localhost:{}/_varco/saml", listen.port());
-    let spawned = idp::spawn(
-        idp::DevIdpConfig {
-            idp_cert_pem: saml.idp_cert.clone(),
-            idp_key_pem: saml.idp_key.clone(),
-            sp_cert_pem: saml.sp_cert.clone(),
-            sp_entity_id: DEMO_SP_ENTITY_ID.into(),
-            acs_url: format!("{base}/acs"),
-            slo_url: format!("{base}/slo"),
-        },
-        0,
-    )
-    .await?;
-    let file = certs_dir.join("dev-idp-metadata.xml");
-    std::fs::write(&file, &spawned.metadata)?;
+    let mut spawned = Vec::new();
+    for (profile, name, file) in [
+        (
+            crate::saml::authn_request::Profile::Spid,
+            "IdP di sviluppo varco",
+            "dev-idp-metadata.xml",
+        ),
+        (
+            crate::saml::authn_request::Profile::Cie,
+            "CIE di sviluppo varco",
+            "dev-cie-metadata.xml",
+        ),
+    ] {
+        let idp = idp::spawn(
+            idp::DevIdpConfig {
+                idp_cert_pem: saml.idp_cert.clone(),
+                idp_key_pem: saml.idp_key.clone(),
+                sp_cert_pem: saml.sp_cert.clone(),
+                sp_entity_id: DEMO_SP_ENTITY_ID.into(),
+                acs_url: format!("{base}/acs"),
+                slo_url: format!("{base}/slo"),
+                profile,
+                name,
+            },
+            0,
+        )
+        .await?;
+        let file = certs_dir.join(file);
+        std::fs::write(&file, &idp.metadata)?;
+        spawned.push((idp.addr, file));
+    }
     write_directory(certs_dir)?;
-    Ok((spawned.addr, file))
+    let cie = spawned.pop().ok_or(idp::DevIdpError::Key)?;
+    let spid = spawned.pop().ok_or(idp::DevIdpError::Key)?;
+    Ok(DevIdps { spid, cie })
 }
 
 /// The demo's systems of record: the operator and the volunteer belong to
@@ -134,6 +159,7 @@ pub async fn spawn_dev_op(
 /// Where the demo's development providers are.
 pub struct DevProviders<'a> {
     pub idp_metadata: &'a Path,
+    pub cie_metadata: &'a Path,
     pub op_issuer: &'a str,
     pub op_secret: &'a Path,
 }
@@ -156,6 +182,7 @@ pub fn demo_config(
         .replace("@SAML_CERT@", &toml_path(&saml.sp_cert))
         .replace("@SAML_KEY@", &toml_path(&saml.sp_key))
         .replace("@IDP_METADATA@", &toml_path(idp_metadata))
+        .replace("@CIE_METADATA@", &toml_path(providers.cie_metadata))
         .replace(
             "@DIRECTORY@",
             &toml_path(idp_metadata.parent().unwrap_or(Path::new("."))),

@@ -21,6 +21,8 @@ pub struct AuthnRequestFacts {
     pub issuer: String,
     pub destination: String,
     pub level: Level,
+    /// `ForceAuthn="true"` (CIE always; SPID above level 1).
+    pub force_authn: bool,
 }
 
 /// Reads our AuthnRequest (after its signature was checked by the caller).
@@ -47,6 +49,7 @@ pub fn parse_authn_request(xml: &str) -> Option<AuthnRequestFacts> {
         issuer,
         destination: root.attribute("Destination").unwrap_or("").to_string(),
         level,
+        force_authn: root.attribute("ForceAuthn") == Some("true"),
     })
 }
 
