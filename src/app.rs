@@ -378,8 +378,34 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.worker_count() != new.worker_count() {
         keys.push("server.workers");
     }
-    if old.server.max_connections != new.server.max_connections {
-        keys.push("server.max_connections");
+    // The connection-level settings the listeners were started with.
+    let s = (&old.server, &new.server);
+    for (changed, key) in [
+        (
+            s.0.max_connections != s.1.max_connections,
+            "server.max_connections",
+        ),
+        (
+            s.0.drain_timeout != s.1.drain_timeout,
+            "server.drain_timeout",
+        ),
+        (
+            s.0.header_read_timeout != s.1.header_read_timeout,
+            "server.header_read_timeout",
+        ),
+        (s.0.idle_timeout != s.1.idle_timeout, "server.idle_timeout"),
+        (
+            s.0.max_header_count != s.1.max_header_count,
+            "server.max_header_count",
+        ),
+        (
+            s.0.max_header_bytes != s.1.max_header_bytes,
+            "server.max_header_bytes (the HTTP parser's; the gateway's own check follows the reload)",
+        ),
+    ] {
+        if changed {
+            keys.push(key);
+        }
     }
     if format!("{:?}", old.session.store) != format!("{:?}", new.session.store)
         || format!("{:?}", old.session.redis) != format!("{:?}", new.session.redis)
@@ -402,8 +428,10 @@ pub enum ReloadError {
     NoFile,
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("`mode` cannot change without a restart")]
-    Mode,
+    /// A setting a reload must not change at all: a browser's session cookie or the
+    /// gateway's own paths would be forwarded to the upstream, or the health probes break.
+    #[error("`{0}` cannot change without a restart")]
+    Fixed(&'static str),
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -453,7 +481,16 @@ impl Reloader {
         let cfg = Arc::new(Config::load(path)?);
         let old = self.in_force.load_full();
         if cfg.mode != old.cfg.mode {
-            return Err(ReloadError::Mode);
+            return Err(ReloadError::Fixed("mode"));
+        }
+        if cfg.session.cookie_name != old.cfg.session.cookie_name {
+            return Err(ReloadError::Fixed("session.cookie_name"));
+        }
+        if cfg.server.reserved_prefix != old.cfg.server.reserved_prefix {
+            return Err(ReloadError::Fixed("server.reserved_prefix"));
+        }
+        if cfg.server.identity_header_prefix != old.cfg.server.identity_header_prefix {
+            return Err(ReloadError::Fixed("server.identity_header_prefix"));
         }
         let kept = restart_only(&old.cfg, &cfg);
         let services = Arc::new(build_services(&cfg, &self.lasting, Some(&old)).await?);
@@ -515,7 +552,11 @@ impl Reloader {
                             .to_vec()
                     })
                 };
+                // A reload that failed (say a ConfigMap that names a Secret not mounted
+                // yet) is tried again every `RETRY` until it succeeds or the file changes.
+                const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
                 let mut seen = None;
+                let mut failed_at: Option<tokio::time::Instant> = None;
                 let mut ticker = tokio::time::interval(every);
                 loop {
                     ticker.tick().await;
@@ -526,10 +567,19 @@ impl Reloader {
                         seen = now;
                         continue;
                     }
-                    if now.is_some() && now != seen {
+                    let changed = now.is_some() && now != seen;
+                    let retry = failed_at.is_some_and(|t| t.elapsed() >= RETRY);
+                    if changed || retry {
                         seen = now;
-                        tracing::info!("the configuration file changed: reloading");
-                        let _ = me.reload().await;
+                        if changed {
+                            tracing::info!("the configuration file changed: reloading");
+                        } else {
+                            tracing::info!("trying the failed reload again");
+                        }
+                        failed_at = match me.reload().await {
+                            Ok(()) => None,
+                            Err(_) => Some(tokio::time::Instant::now()),
+                        };
                     }
                 }
             });

@@ -60,14 +60,14 @@ impl Target {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(bad)?;
             let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
+                Some(p) => port(p).ok_or_else(bad)?,
                 None if after.is_empty() => default_port,
                 None => return Err(bad()),
             };
             (h, port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
+                Some((h, p)) => (h, port(p).ok_or_else(bad)?),
                 None => (authority, default_port),
             }
         };
@@ -85,6 +85,15 @@ impl Target {
             path: path.to_string(),
         })
     }
+}
+
+/// A port as URLs write it: 1 to 5 digits, no sign, no leading zero.
+fn port(text: &str) -> Option<u16> {
+    let digits = !text.is_empty()
+        && text.len() <= 5
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !(text.len() > 1 && text.starts_with('0'));
+    digits.then(|| text.parse().ok()).flatten()
 }
 
 /// Probes `url` within `timeout`: `Ok` on a 200 answer.
@@ -115,6 +124,13 @@ pub fn check(url: &str, timeout: Duration) -> Result<(), HealthError> {
         s.set_write_timeout(Some(d)).map_err(io)
     };
     set_deadline(&stream)?;
+    // The whole exchange (a TLS handshake trickled a byte at a time included) ends at the
+    // deadline: a watchdog closes the socket then.
+    let watchdog = stream.try_clone().map_err(io)?;
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        let _ = watchdog.shutdown(std::net::Shutdown::Both);
+    });
     let sock = stream.try_clone().map_err(io)?;
     let renew = || set_deadline(&sock);
     if target.tls {
@@ -136,6 +152,9 @@ pub fn check(url: &str, timeout: Duration) -> Result<(), HealthError> {
         let mut s = stream;
         s.write_all(request.as_bytes()).map_err(io)?;
         read_head(&mut s, &mut head, renew, timeout)?;
+    }
+    if Instant::now() >= deadline {
+        return Err(HealthError::Timeout(timeout));
     }
     match status(&head) {
         Some(200) => Ok(()),
@@ -173,8 +192,11 @@ fn read_head(
 
 /// The status code of an `HTTP/1.x NNN ...` line.
 fn status(head: &[u8]) -> Option<u16> {
+    if !head.contains(&b'\n') {
+        return None;
+    }
     let line = head.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
     let mut parts = line.split(' ');
     let version = parts.next()?;
     if !version.starts_with("HTTP/1.") {
@@ -262,6 +284,9 @@ mod tests {
             "https://10.0.0.1/_varco/healthz",
             "https://example.org/",
             "http://127.0.0.1:99999/",
+            "http://127.0.0.1:+8080/",
+            "http://127.0.0.1:08080/",
+            "http://127.0.0.1:/",
             "http://[::1/",
             "http://127.0.0.1/a b",
             "http://127.0.0.1/a\r\nX: y",
@@ -273,9 +298,11 @@ mod tests {
     #[test]
     fn status_lines() {
         assert_eq!(status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(status(b"HTTP/1.1 200\r\n"), Some(200));
         assert_eq!(status(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
         assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(status(b"HTTP/1.1 20\r\n"), None);
         assert_eq!(status(b""), None);
+        assert_eq!(status(b"HTTP/1.1 200 OK and no end of line"), None);
     }
 }

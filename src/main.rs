@@ -24,7 +24,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
     /// Run the gateway. SIGHUP reloads the configuration file (and the files it names).
     Serve {
         #[arg(long, short)]

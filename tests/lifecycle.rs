@@ -311,4 +311,25 @@ async fn the_healthcheck_subcommand_probes_a_running_gateway() {
     assert_eq!(hung.status.code(), Some(1));
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(String::from_utf8_lossy(&hung.stderr).contains("no answer"));
+    // A TLS server that trickles its handshake a byte at a time: the deadline holds too.
+    let trickle = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = trickle.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = trickle.accept() {
+            use std::io::Write as _;
+            for b in [0x16u8, 0x03, 0x03, 0x00, 0x40, 0x02] {
+                let _ = s.write_all(&[b]);
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            std::thread::sleep(Duration::from_secs(10));
+        }
+    });
+    let started = Instant::now();
+    let hung = probe(&format!("https://{addr}/"));
+    assert_eq!(hung.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

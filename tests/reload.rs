@@ -268,4 +268,43 @@ async fn the_watch_reloads_a_changed_file_and_names_what_needs_a_restart() {
     assert!(warning.contains("server.listener"), "{warning}");
     let cookie = dev_login(&gw, "cittadino").await;
     assert_eq!(kid(&get(&gw, "/fascicolo", &cookie).await), "k2");
+
+    // The session cookie's name cannot change while running (the old cookie would be
+    // forwarded to the upstream): refused, the old configuration stays.
+    write_config(
+        &gw,
+        &config(up, "k1", false).replace("cookie_name = \"varco\"", "cookie_name = \"varco2\""),
+    );
+    wait_logs(
+        &gw,
+        "configuration not reloaded: the previous one stays in force",
+        1,
+    );
+    assert!(
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("`session.cookie_name` cannot change without a restart"))
+    );
+    assert_eq!(get(&gw, "/nuovo", "").await.status, 200);
+    // A configuration naming a key file that is not there yet (a Secret mounted after its
+    // ConfigMap) fails, and is tried again until the file appears.
+    let k3 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    write_config(
+        &gw,
+        &config(up, "k3", false).replace(
+            "kid = \"k2\"\nprivate_key = \"@DIR@/k2.pem\"",
+            "kid = \"k3\"\nprivate_key = \"@DIR@/k3.pem\"",
+        ),
+    );
+    wait_logs(
+        &gw,
+        "configuration not reloaded: the previous one stays in force",
+        2,
+    );
+    assert_eq!(get(&gw, "/nuovo", "").await.status, 200);
+    std::fs::write(gw.dir.path().join("k3.pem"), k3).unwrap();
+    wait_logs(&gw, "configuration reloaded", 3);
+    assert_eq!(get(&gw, "/nuovo", "").await.status, 401);
+    let cookie = dev_login(&gw, "cittadino").await;
+    assert_eq!(kid(&get(&gw, "/fascicolo", &cookie).await), "k3");
 }

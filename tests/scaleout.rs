@@ -170,3 +170,66 @@ async fn a_corrupted_session_value_is_no_session() {
     }
     assert_eq!(status(&a, "/x", Some(&cookie)).await, 401);
 }
+
+/// A full Redis (`noeviction`: writes refused with OOM) refuses the writes — a new login
+/// gets 503 and no cookie — but is not an outage: sessions are still served and the
+/// replica stays ready, so one client's writes cannot take the service down. A key of
+/// another type under a session's name is no more than that session's failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_redis_refuses_writes_without_taking_the_replica_out() {
+    let redis = Redis::start(free_port());
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&config(up, redis.port));
+    eventually("ready", async || {
+        status(&gw, "/_varco/readyz", None).await == 200
+    })
+    .await;
+    let cookie = dev_login(&gw, "operatore").await;
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["config", "set", "maxmemory", "1"]), "OK");
+    for _ in 0..20 {
+        let login = request(
+            "POST",
+            &gw.url("/_varco/dev-login"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "user=cittadino&return=%2F",
+        )
+        .await;
+        assert_eq!(login.status, 503);
+        assert!(login.headers.get("set-cookie").is_none());
+    }
+    assert_eq!(status(&gw, "/x", Some(&cookie)).await, 200);
+    assert_eq!(status(&gw, "/_varco/readyz", None).await, 200);
+    assert!(
+        gw.wait_log(|l| l.contains("Redis refused a command"))
+            .is_some()
+    );
+    assert!(
+        !gw.logs()
+            .iter()
+            .any(|l| l.contains("Redis does not answer"))
+    );
+    assert_eq!(cli(&["config", "set", "maxmemory", "0"]), "OK");
+    // An eviction policy other than noeviction is named at connection.
+    assert_eq!(
+        cli(&["config", "set", "maxmemory-policy", "allkeys-lru"]),
+        "OK"
+    );
+    let other = Gateway::start(&config(up, redis.port));
+    eventually("ready", async || {
+        status(&other, "/_varco/readyz", None).await == 200
+    })
+    .await;
+    assert!(
+        other
+            .wait_log(|l| l.contains("maxmemory-policy is not noeviction"))
+            .is_some()
+    );
+}

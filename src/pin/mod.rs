@@ -345,12 +345,10 @@ pub struct PinService {
     /// `pin.telephone.verify_client_ca`, loaded.
     pub telephone_anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     key: CredentialKey,
-    /// With replicas sharing Redis: the key of the telephone-PIN form's token, the same on
-    /// every replica (a page from one replica may be posted to another), from Redis.
-    shared_form_key: Option<(
-        std::sync::Arc<crate::session::redis_store::RedisStore>,
-        tokio::sync::OnceCell<CredentialKey>,
-    )>,
+    /// With replicas sharing Redis: where the key of the telephone-PIN form's token is,
+    /// the same on every replica (a page from one replica may be posted to another). Read
+    /// at each use, never cached: if Redis loses it, the replicas agree on the next one.
+    shared_form_key: Option<std::sync::Arc<crate::session::redis_store::RedisStore>>,
     /// Verified Basic credentials by keyed hash (never the PIN), briefly.
     basic_cache: moka::sync::Cache<[u8; 32], Holder>,
 }
@@ -413,7 +411,7 @@ impl PinService {
             telephone,
             telephone_anchors,
             key,
-            shared_form_key: store.shared().map(|r| (r, tokio::sync::OnceCell::new())),
+            shared_form_key: store.shared(),
             basic_cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cfg.basic_cache_ttl)
@@ -455,18 +453,13 @@ impl PinService {
     /// every replica); `Err` when the shared store does not answer.
     pub async fn form_token(&self, sid: &str) -> Result<String, crate::session::StoreError> {
         use base64::Engine as _;
-        let key = match &self.shared_form_key {
-            None => &self.key,
-            Some((redis, key)) => {
-                key.get_or_try_init(|| async {
-                    redis
-                        .shared_secret("telephone-form")
-                        .await
-                        .map(|b| CredentialKey::from_bytes(&b))
-                })
-                .await?
-            }
+        let shared = match &self.shared_form_key {
+            None => None,
+            Some(redis) => Some(CredentialKey::from_bytes(
+                &redis.shared_secret("telephone-form").await?,
+            )),
         };
+        let key = shared.as_ref().unwrap_or(&self.key);
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(key.tag(&[b"telephone-form", sid.as_bytes()])))
     }

@@ -141,6 +141,29 @@ const VERSION: u8 = b'1';
 /// While Redis is down, how often a command tries it (the others fail at once).
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
+/// Whether `e` means Redis cannot serve at all (connection lost or refused, I/O, loading,
+/// a read-only replica after a failover, a cluster or master down), as opposed to one
+/// command refused.
+fn is_outage(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::AuthenticationFailed
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::NoPerm
+                )
+        )
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -325,6 +348,7 @@ impl RedisStore {
             Ok(Ok(m)) => {
                 tracing::info!("connected to Redis");
                 *guard = Some(m.clone());
+                self.check_eviction_policy(m.clone()).await;
                 Ok(m)
             }
             Ok(Err(e)) => {
@@ -335,6 +359,33 @@ impl RedisStore {
                 self.healthy.store(false, Ordering::Relaxed);
                 Err(StoreError::Unavailable("Redis connection timed out".into()))
             }
+        }
+    }
+
+    /// Says loudly when Redis may evict keys: rate-limit counters (a PIN's failed attempts)
+    /// and sessions have TTLs, so `volatile-*` and `allkeys-*` policies can drop them under
+    /// memory pressure — an attacker who fills Redis would get new attempts. varco needs
+    /// `maxmemory-policy noeviction` (a full Redis then refuses writes: those requests get
+    /// 503, the rest go on).
+    async fn check_eviction_policy(&self, mut m: ConnectionManager) {
+        let info = tokio::time::timeout(
+            self.cfg.command_timeout,
+            redis::cmd("INFO")
+                .arg("memory")
+                .query_async::<String>(&mut m),
+        )
+        .await;
+        let Ok(Ok(info)) = info else { return };
+        if let Some(policy) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(str::trim)
+            && policy != "noeviction"
+        {
+            tracing::error!(
+                policy,
+                "Redis may evict keys (maxmemory-policy is not noeviction): rate-limit counts and sessions can be lost under memory pressure; set maxmemory-policy noeviction"
+            );
         }
     }
 
@@ -351,6 +402,14 @@ impl RedisStore {
         let outcome = tokio::time::timeout(self.cfg.command_timeout, f(conn)).await;
         let result = match outcome {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if !is_outage(&e) => {
+                // Redis answered, but refused this command (out of memory under
+                // `noeviction`, a key of another type, a script error): this request fails
+                // (503), the store stays in service — one client's write must not take
+                // the replica out of readiness.
+                tracing::warn!(error = %down(&e), "Redis refused a command: this request gets 503");
+                return Err(down(e));
+            }
             Ok(Err(e)) => Err(down(e)),
             Err(_) => Err(StoreError::Unavailable("Redis command timed out".into())),
         };
