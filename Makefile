@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-DEBS := pkg-config libssl-dev curl libxml2-dev libxmlsec1-dev libclang-dev xmlsec1 redis-server
+DEBS := pkg-config libssl-dev openssl curl libxml2-dev libxmlsec1-dev libclang-dev xmlsec1 redis-server
 # pysaml2 for the SAML interop test, in a virtualenv (nothing installed system-wide).
 PYENV := target/interop-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -356,6 +356,13 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             return ExitCode::FAILURE;
         }
     };
+    let cns = match varco::demo::ensure_dev_cns(&certs_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("varco demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let idps = match rt.block_on(varco::demo::spawn_dev_idp(listen, &saml, &certs_dir)) {
         Ok(v) => v,
         Err(e) => {
@@ -381,6 +388,7 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             &varco::demo::DevProviders {
                 idp_metadata: &idp_metadata,
                 cie_metadata: &idps.cie.1,
+                cns: &cns,
                 op_issuer: &op_issuer,
                 op_secret: &op_secret,
             },
@@ -402,10 +410,12 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
          Connect through the development OP ({op_issuer}), or the development login; the echo\n\
          upstream shows the identity header\n\
          it verified. Public page: /pubblico; SpidL3 step-up: /riservato. Echo upstream on\n\
-         http://{echo}; metrics at /_varco/metrics. Ctrl-C to stop.\n",
+         http://{echo}; metrics at /_varco/metrics. Ctrl-C to stop.\n\
+         CNS cards (development only): {cards}\n",
         listen.port(),
         tls.ca.display(),
-        cie = idps.cie.0
+        cie = idps.cie.0,
+        cards = cns_banner(&cns, listen.port()),
     );
     rt.block_on(async move {
         match varco::app::start(cfg).await {
@@ -420,6 +430,28 @@ fn demo(listen: SocketAddr, certs_dir: PathBuf, config: Option<PathBuf>, pretty:
             }
         }
     })
+}
+
+/// How to use the demo's CNS cards: the `.p12` files (with their password) for a browser,
+/// or curl with the PEM files.
+fn cns_banner(cns: &varco::demo::certs::DevCnsFiles, port: u16) -> String {
+    let p12 = |c: &varco::demo::certs::CardFiles| {
+        if c.p12.is_file() {
+            c.p12.display().to_string()
+        } else {
+            "(no .p12: openssl is not installed)".into()
+        }
+    };
+    format!(
+        "valid {} (Mario Rossi), revoked {} (Giulia Bianchi), password {};\n\
+         or curl --cacert {} --cert {} --key {} https://localhost:{port}/_varco/cns/login",
+        p12(&cns.valid),
+        p12(&cns.revoked),
+        cns.p12_password,
+        cns.ca.display().to_string().replace("cns-ca.pem", "ca.pem"),
+        cns.valid.cert.display(),
+        cns.valid.key.display(),
+    )
 }
 
 #[derive(clap::Args)]

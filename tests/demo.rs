@@ -579,3 +579,63 @@ async fn demo_walks_a_browser_through_an_oidc_login() {
             .is_none_or(|c| !c.to_str().unwrap().starts_with("__Host-varco="))
     );
 }
+
+/// `make demo` with CNS: the development CNS authority's cards, as a browser presents
+/// them. The valid card (its PKCS#12 file with the printed password, through curl) logs
+/// Mario Rossi in with method `cns`; the revoked card gets the Italian refusal page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_logs_a_cns_card_in_and_refuses_the_revoked_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), "cns-valida.p12").await;
+    let certs = dir.path().join("certs");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "--http1.1", "-o", "-", "-D", "-", "--cacert"])
+            .arg(certs.join("ca.pem"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let p12 = format!(
+        "{}:{}",
+        certs.join("cns-valida.p12").display(),
+        varco::demo::certs::DEV_P12_PASSWORD
+    );
+    let login = curl(&[
+        "--cert-type",
+        "P12",
+        "--cert",
+        &p12,
+        &format!("{}/_varco/cns/login?return=%2Fhello", demo.base),
+    ]);
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    let cookie = login
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let page = curl(&[
+        "-H",
+        &format!("cookie: {cookie}"),
+        &format!("{}/hello", demo.base),
+    ]);
+    assert!(page.contains("Verified identity"), "{page}");
+    assert!(page.contains("&quot;amr&quot;: &quot;cns&quot;"), "{page}");
+    assert!(page.contains("RSSMRA80A01H501U"), "{page}");
+
+    let revoked = curl(&[
+        "--cert",
+        &certs.join("cns-revocata.pem").display().to_string(),
+        "--key",
+        &certs.join("cns-revocata-key.pem").display().to_string(),
+        &format!("{}/_varco/cns/login", demo.base),
+    ]);
+    assert!(revoked.starts_with("HTTP/1.1 403"), "{revoked}");
+    assert!(
+        revoked.contains("Il certificato della carta è scaduto o revocato."),
+        "{revoked}"
+    );
+    assert!(!revoked.to_ascii_lowercase().contains("set-cookie"));
+}

@@ -183,3 +183,179 @@ pub fn ensure_dev_saml(dir: &Path) -> Result<DevSamlFiles, DevCertError> {
     }
     Ok(files)
 }
+
+/// Paths of the demo's CNS (smart card) material, and the PKCS#12 password.
+pub struct DevCnsFiles {
+    /// The throw-away CNS authority (the listener's `client_ca` and `cns.ca`).
+    pub ca: PathBuf,
+    /// Its CRL, revoking the revoked card.
+    pub crl: PathBuf,
+    /// The valid card (Mario Rossi): certificate and key PEM, and a `.p12` when `openssl`
+    /// is there to make one.
+    pub valid: CardFiles,
+    /// The revoked card (Giulia Bianchi).
+    pub revoked: CardFiles,
+    /// The password of the `.p12` files (development only, printed by the demo).
+    pub p12_password: &'static str,
+}
+
+/// One card's files.
+pub struct CardFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub p12: PathBuf,
+}
+
+/// The `.p12` files' password: development only, shown on the terminal and in the README.
+pub const DEV_P12_PASSWORD: &str = "varco-demo";
+
+/// The CNS certificate policy (1.3.76.16.2.1) as a certificatePolicies extension value.
+fn cns_policies() -> rcgen::CustomExtension {
+    // SEQUENCE { SEQUENCE { OID 1.3.76.16.2.1 } }
+    let value = vec![
+        0x30, 0x09, 0x30, 0x07, 0x06, 0x05, 0x2b, 0x4c, 0x10, 0x02, 0x01,
+    ];
+    rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 32], value)
+}
+
+/// A card for `fiscal_code`, `given`, `family` with `serial`, issued by `ca`.
+fn cns_card(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    serial: u64,
+    fiscal_code: &str,
+    given: &str,
+    family: &str,
+) -> Result<Issued, DevCertError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(
+        DnType::CommonName,
+        format!("{fiscal_code}/{serial:016}.DEVELOPMENTONLYNOTACARD="),
+    );
+    p.distinguished_name
+        .push(DnType::CustomDnType(vec![2, 5, 4, 42]), given);
+    p.distinguished_name
+        .push(DnType::CustomDnType(vec![2, 5, 4, 4]), family);
+    p.distinguished_name.push(
+        DnType::OrganizationName,
+        "varco development (NOT A REAL CNS)",
+    );
+    p.serial_number = Some(rcgen::SerialNumber::from(serial));
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.custom_extensions = vec![cns_policies()];
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, ca)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Makes sure `dir` holds the demo's CNS material, creating it on first use: a throw-away
+/// CNS authority with the CNS policy, a CRL, one valid and one revoked card for two test
+/// users (`cards`: fiscal code, given name, family name of each), each also as a PKCS#12
+/// file (made with `openssl` when it is installed; otherwise the PEM files are there and
+/// the demo says how to make one).
+pub fn ensure_dev_cns(
+    dir: &Path,
+    cards: [(&str, &str, &str); 2],
+) -> Result<DevCnsFiles, DevCertError> {
+    let card_files = |name: &str| CardFiles {
+        cert: dir.join(format!("cns-{name}.pem")),
+        key: dir.join(format!("cns-{name}-key.pem")),
+        p12: dir.join(format!("cns-{name}.p12")),
+    };
+    let files = DevCnsFiles {
+        ca: dir.join("cns-ca.pem"),
+        crl: dir.join("cns.crl"),
+        valid: card_files("valida"),
+        revoked: card_files("revocata"),
+        p12_password: DEV_P12_PASSWORD,
+    };
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|source| DevCertError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let complete = [
+        &files.ca,
+        &files.crl,
+        &files.valid.cert,
+        &files.valid.key,
+        &files.revoked.cert,
+        &files.revoked.key,
+    ]
+    .iter()
+    .all(|p| p.is_file());
+    if !complete {
+        std::fs::create_dir_all(dir).map_err(|source| DevCertError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "varco development CNS authority");
+        params.distinguished_name.push(
+            DnType::OrganizationName,
+            "varco development (NOT FOR PRODUCTION)",
+        );
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+        let (valid_serial, revoked_serial) = (1001u64, 1002u64);
+        let [(v_cf, v_given, v_family), (r_cf, r_given, r_family)] = cards;
+        let valid = cns_card(&ca, valid_serial, v_cf, v_given, v_family)?;
+        let revoked = cns_card(&ca, revoked_serial, r_cf, r_given, r_family)?;
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(revoked_serial),
+                revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)?
+        .pem()?;
+        write(&files.ca, &ca.pem())?;
+        write(&files.crl, &crl)?;
+        write(&files.valid.cert, &valid.cert_pem)?;
+        write(&files.valid.key, &valid.key_pem)?;
+        write(&files.revoked.cert, &revoked.cert_pem)?;
+        write(&files.revoked.key, &revoked.key_pem)?;
+        let _ = std::fs::remove_file(&files.valid.p12);
+        let _ = std::fs::remove_file(&files.revoked.p12);
+    }
+    for card in [&files.valid, &files.revoked] {
+        if !card.p12.is_file() {
+            pkcs12(card, &files.ca);
+        }
+    }
+    Ok(files)
+}
+
+/// `openssl pkcs12 -export` of a card (with its authority), when `openssl` is installed.
+fn pkcs12(card: &CardFiles, ca: &Path) {
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-name", "varco demo CNS", "-in"])
+        .arg(&card.cert)
+        .arg("-inkey")
+        .arg(&card.key)
+        .arg("-certfile")
+        .arg(ca)
+        .arg("-out")
+        .arg(&card.p12)
+        .args(["-passout", &format!("pass:{DEV_P12_PASSWORD}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        let _ = std::fs::remove_file(&card.p12);
+    }
+}

@@ -131,6 +131,32 @@ fn write_directory(dir: &Path) -> std::io::Result<()> {
     )
 }
 
+/// The demo's CNS cards: Mario Rossi's is valid, Giulia Bianchi's revoked.
+pub fn ensure_dev_cns(certs_dir: &Path) -> Result<certs::DevCnsFiles, certs::DevCertError> {
+    let users = users::test_users();
+    let who = |key: &str| {
+        users
+            .iter()
+            .find(|u| u.key == key)
+            .map(|u| {
+                (
+                    u.identity.subject.as_str().to_string(),
+                    u.identity.given_name.to_uppercase(),
+                    u.identity.family_name.to_uppercase(),
+                )
+            })
+            .unwrap_or_default()
+    };
+    let (valid, revoked) = (who("cittadino"), who("operatore"));
+    certs::ensure_dev_cns(
+        certs_dir,
+        [
+            (&valid.0, &valid.1, &valid.2),
+            (&revoked.0, &revoked.1, &revoked.2),
+        ],
+    )
+}
+
 /// The demo's legacy PINs (user key, PIN): development only.
 pub const DEMO_PINS: [(&str, &str); 2] = [("cittadino", "12345678"), ("minore", "87654321")];
 
@@ -160,6 +186,7 @@ pub async fn spawn_dev_op(
 pub struct DevProviders<'a> {
     pub idp_metadata: &'a Path,
     pub cie_metadata: &'a Path,
+    pub cns: &'a certs::DevCnsFiles,
     pub op_issuer: &'a str,
     pub op_secret: &'a Path,
 }
@@ -183,6 +210,8 @@ pub fn demo_config(
         .replace("@SAML_KEY@", &toml_path(&saml.sp_key))
         .replace("@IDP_METADATA@", &toml_path(idp_metadata))
         .replace("@CIE_METADATA@", &toml_path(providers.cie_metadata))
+        .replace("@CNS_CA@", &toml_path(&providers.cns.ca))
+        .replace("@CNS_CRL@", &toml_path(&providers.cns.crl))
         .replace(
             "@DIRECTORY@",
             &toml_path(idp_metadata.parent().unwrap_or(Path::new("."))),
