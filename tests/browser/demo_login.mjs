@@ -4,7 +4,8 @@
 // identity; the SpidL3 step-up on /riservato; logout (SAML Single Logout at the IdP); the
 // patronato volunteer (role from the demo's directory) refused on /domande with the Italian
 // 403 page but allowed to read Mario Rossi's file; logout, after which the protected page
-// asks for a login again; a login cancelled at the IdP (ErrorCode nr25).
+// asks for a login again; a login cancelled at the IdP (ErrorCode nr25); then CIE at the
+// development CIE IdP ("Entra con CIE", ForceAuthn) to the echo page with method cie.
 // Usage: node demo_login.mjs https://localhost:<port>   (run.sh does it; see README.md)
 import { walk, text } from './lib.mjs';
 
@@ -140,5 +141,25 @@ await walk('saml', [
     check(!t.includes('Verified identity'), 'no identity');
     const cookies = (await page.context().cookies(base)).map((c) => c.name);
     check(!cookies.includes('__Host-varco'), 'no session cookie');
+  }],
+  ['cie-button-to-cie-idp', async ({ page, base, check }) => {
+    await page.goto(`${base}/fascicolo/${MARIO}`);
+    check(isChooser(base, page.url()), 'the chooser');
+    check((await text(page)).includes("Carta d'Identità Elettronica"), 'CIE section');
+    await page.getByRole('button', { name: /Entra con CIE/ }).click();
+    await page.waitForURL(idpUrl);
+    const t = await text(page);
+    check(t.includes('CIE di sviluppo varco'), 'the development CIE IdP');
+    check(t.includes('ForceAuthn'), 'CIE asks for a new authentication (ForceAuthn)');
+  }],
+  ['cie-citizen-to-echo', async ({ page, base, check }) => {
+    const path = `/fascicolo/${MARIO}`;
+    const landed = page.waitForResponse((r) => r.url() === `${base}${path}` && r.request().method() === 'GET');
+    await page.getByRole('button', { name: /Cittadino \(Mario Rossi\)/ }).click();
+    const resp = await landed;
+    await page.waitForURL(`${base}${path}`);
+    await page.waitForLoadState('load');
+    check(resp.status() === 200, `Mario Rossi's own file: 200 (got ${resp.status()})`);
+    echoChecks(await text(page), check, { code: MARIO, level: 'SpidL2', method: 'cie' });
   }],
 ]);
