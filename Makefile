@@ -9,6 +9,8 @@ SHELL := /bin/bash
 DEBS := pkg-config libssl-dev openssl curl libxml2-dev libxmlsec1-dev libclang-dev xmlsec1 redis-server
 # pysaml2 for the SAML interop test, in a virtualenv (nothing installed system-wide).
 PYENV := target/interop-venv
+# spid-sp-test (AgID's checker of SP metadata) for tests/conformance.rs.
+SPIDENV := target/spid-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
@@ -26,6 +28,12 @@ pydeps:
 	@if ! $(PYENV)/bin/python -c "import saml2" 2>/dev/null; then \
 	  echo "make: installing pysaml2 into $(PYENV)"; \
 	  python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q -r tests/interop/requirements.txt; \
+	fi
+	@if ! cmp -s tests/conformance/requirements.txt $(SPIDENV)/requirements.txt; then \
+	  echo "make: installing spid-sp-test (AgID's SP checker) into $(SPIDENV)"; \
+	  rm -rf $(SPIDENV) && python3 -m venv $(SPIDENV) && \
+	  $(SPIDENV)/bin/pip install -q -r tests/conformance/requirements.txt && \
+	  cp tests/conformance/requirements.txt $(SPIDENV)/requirements.txt; \
 	fi
 
 demo: deps

@@ -77,9 +77,107 @@ pub struct Contact {
     pub fiscal_code: Option<String>,
     pub email: String,
     pub telephone: String,
-    /// CIE: the ISTAT code of the municipality of the registered office.
+    /// CIE: the ISTAT code of the municipality of the registered office (e.g. `058091`).
     #[serde(default)]
     pub municipality: Option<String>,
+    /// CIE, private service providers: the NACE Rev. 2 code of the main activity
+    /// (e.g. `84.11`).
+    #[serde(default)]
+    pub nace2_code: Option<String>,
+    /// SPID, private service providers: who AgID invoices (`[saml.contact.billing]`, the
+    /// `fpa:CessionarioCommittente` of the billing contact, Avviso 29).
+    #[serde(default)]
+    pub billing: Option<Billing>,
+}
+
+/// The invoicing data of a private SPID service provider (electronic invoice format:
+/// `DatiAnagrafici` and `Sede` of the `CessionarioCommittente`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Billing {
+    /// `Denominazione`: the company's name (at most 80 Latin characters).
+    pub denomination: String,
+    /// `IdFiscaleIVA`: the VAT number with its country prefix (`IT12345678901`) ...
+    #[serde(default)]
+    pub vat_number: Option<String>,
+    /// ... and/or `CodiceFiscale`.
+    #[serde(default)]
+    pub fiscal_code: Option<String>,
+    /// `Sede`: street (`Indirizzo`), number (`NumeroCivico`), postal code (`CAP`, 5
+    /// digits), municipality (`Comune`), province (`Provincia`, 2 letters), country
+    /// (`Nazione`, 2 letters).
+    pub address: String,
+    #[serde(default)]
+    pub number: Option<String>,
+    pub postal_code: String,
+    pub municipality: String,
+    #[serde(default)]
+    pub province: Option<String>,
+    #[serde(default = "default_country")]
+    pub country: String,
+    /// The billing contact's e-mail (default: the contact's).
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+fn default_country() -> String {
+    "IT".into()
+}
+
+impl Billing {
+    fn validate(&self, bad: &mut impl FnMut(String, String)) {
+        let key = |k: &str| format!("saml.contact.billing.{k}");
+        let latin = |s: &str, max: usize| {
+            !s.is_empty() && s.chars().count() <= max && s.chars().all(|c| (c as u32) < 256)
+        };
+        if !latin(&self.denomination, 80) {
+            bad(key("denomination"), "1 to 80 Latin characters".into());
+        }
+        if self.vat_number.is_none() && self.fiscal_code.is_none() {
+            bad(
+                key("vat_number"),
+                "`vat_number` (with its country, e.g. IT12345678901) or `fiscal_code`".into(),
+            );
+        }
+        if let Some(v) = &self.vat_number
+            && !(v.len() > 2
+                && v.len() <= 30
+                && v[..2].bytes().all(|b| b.is_ascii_uppercase())
+                && v.is_char_boundary(2))
+        {
+            bad(
+                key("vat_number"),
+                "the country code then the number, e.g. IT12345678901".into(),
+            );
+        }
+        if let Some(f) = &self.fiscal_code
+            && !(11..=16).contains(&f.len())
+        {
+            bad(key("fiscal_code"), "11 to 16 characters".into());
+        }
+        if !latin(&self.address, 60) {
+            bad(key("address"), "1 to 60 Latin characters".into());
+        }
+        if !latin(&self.municipality, 60) {
+            bad(key("municipality"), "1 to 60 Latin characters".into());
+        }
+        if !(self.postal_code.len() == 5 && self.postal_code.bytes().all(|b| b.is_ascii_digit())) {
+            bad(key("postal_code"), "5 digits".into());
+        }
+        if let Some(p) = &self.province
+            && !(p.len() == 2 && p.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            bad(key("province"), "2 capital letters, e.g. RM".into());
+        }
+        if !(self.country.len() == 2 && self.country.bytes().all(|b| b.is_ascii_uppercase())) {
+            bad(key("country"), "2 capital letters, e.g. IT".into());
+        }
+        if let Some(n) = &self.number
+            && !latin(n, 8)
+        {
+            bad(key("number"), "1 to 8 characters".into());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +325,49 @@ impl SamlConfig {
                 "a private service provider needs `vat_number` or `fiscal_code`".into(),
             );
         }
+        if self
+            .federation
+            .iter()
+            .any(|f| f.profile == ProfileName::Cie)
+        {
+            // The CIE metadata rules (saml-schema-metadata-sp-cie, and AgID's checks).
+            if self.contact.municipality.is_none() {
+                bad(
+                    "saml.contact.municipality".into(),
+                    "a CIE service provider needs the ISTAT code of its registered office's municipality"
+                        .into(),
+                );
+            }
+            if !self.contact.public {
+                for (key, value) in [
+                    ("vat_number", &self.contact.vat_number),
+                    ("fiscal_code", &self.contact.fiscal_code),
+                    ("nace2_code", &self.contact.nace2_code),
+                ] {
+                    if value.is_none() {
+                        bad(
+                            format!("saml.contact.{key}"),
+                            "a private CIE service provider needs it".into(),
+                        );
+                    }
+                }
+            }
+        }
+        if !self.contact.public
+            && self
+                .federation
+                .iter()
+                .any(|f| f.profile == ProfileName::Spid)
+        {
+            match &self.contact.billing {
+                Some(b) => b.validate(&mut bad),
+                None => bad(
+                    "saml.contact.billing".into(),
+                    "a private SPID service provider needs its invoicing data (denomination, vat_number or fiscal_code, address, postal_code, municipality, country)"
+                        .into(),
+                ),
+            }
+        }
         if self.contact.telephone.contains(' ') {
             bad(
                 "saml.contact.telephone".into(),
@@ -333,6 +474,8 @@ mod tests {
                 email: "a@b".into(),
                 telephone: "+39061234".into(),
                 municipality: None,
+                nace2_code: None,
+                billing: None,
             },
             attribute_set: default_attribute_sets(),
             federation: vec![FederationConfig {
@@ -390,5 +533,55 @@ mod tests {
         let p = problems(&c);
         assert!(p.contains(&"saml.contact".to_string()));
         assert!(p.contains(&"saml.federation".to_string()));
+    }
+
+    #[test]
+    fn each_kind_of_provider_is_told_what_it_misses() {
+        let cie = |c: &mut SamlConfig| {
+            let mut f = c.federation[0].clone();
+            f.name = "cie".into();
+            f.profile = ProfileName::Cie;
+            c.federation = vec![f];
+        };
+        // A public CIE SP: the municipality.
+        let mut c = base();
+        cie(&mut c);
+        assert_eq!(problems(&c), vec!["saml.contact.municipality"]);
+        c.contact.municipality = Some("058091".into());
+        assert_eq!(problems(&c), Vec::<String>::new());
+        // A private CIE SP: VAT number, fiscal code and NACE code too.
+        c.contact.public = false;
+        c.contact.ipa_code = None;
+        c.contact.vat_number = Some("IT12345678901".into());
+        assert_eq!(
+            problems(&c),
+            vec!["saml.contact.fiscal_code", "saml.contact.nace2_code"]
+        );
+        // A private SPID SP: the invoicing data, each field checked.
+        let mut c = base();
+        c.contact.public = false;
+        c.contact.vat_number = Some("IT12345678901".into());
+        assert_eq!(problems(&c), vec!["saml.contact.billing"]);
+        c.contact.billing = Some(Billing {
+            denomination: "Patronato Esempio S.r.l.".into(),
+            vat_number: Some("12345678901".into()),
+            fiscal_code: None,
+            address: "Via Nazionale".into(),
+            number: Some("10".into()),
+            postal_code: "0018".into(),
+            municipality: "Roma".into(),
+            province: Some("Roma".into()),
+            country: "it".into(),
+            email: None,
+        });
+        assert_eq!(
+            problems(&c),
+            vec![
+                "saml.contact.billing.vat_number",
+                "saml.contact.billing.postal_code",
+                "saml.contact.billing.province",
+                "saml.contact.billing.country",
+            ]
+        );
     }
 }

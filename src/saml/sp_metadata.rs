@@ -128,6 +128,9 @@ Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>",
     ext("VATNumber", &c.vat_number);
     ext("FiscalCode", &c.fiscal_code);
     if profile == Profile::Cie {
+        if !c.public {
+            ext("NACE2Code", &c.nace2_code);
+        }
         ext("Municipality", &c.municipality);
     }
     let _ = write!(
@@ -135,6 +138,10 @@ Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>",
         "<{prefix}:{kind}/></md:Extensions>",
         kind = if c.public { "Public" } else { "Private" }
     );
+    if profile == Profile::Cie {
+        // CIE: the contact names the company (the organization), before the address.
+        let _ = write!(x, "<md:Company>{}</md:Company>", esc(&o.name));
+    }
     let _ = write!(
         x,
         "<md:EmailAddress>{}</md:EmailAddress><md:TelephoneNumber>{}</md:TelephoneNumber></md:ContactPerson>",
@@ -142,12 +149,61 @@ Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>",
         esc(&c.telephone)
     );
     if !c.public && profile != Profile::Cie {
+        // Who AgID invoices (Avviso 29): the CessionarioCommittente of the billing contact.
+        let _ = write!(x, "<md:ContactPerson contactType=\"billing\">");
+        if let Some(b) = &c.billing {
+            let _ = write!(
+                x,
+                "<md:Extensions xmlns:fpa=\"https://spid.gov.it/invoicing-extensions\">\
+<fpa:CessionarioCommittente><fpa:DatiAnagrafici>"
+            );
+            if let Some(v) = &b.vat_number {
+                let (country, code) = v.split_at(v.len().min(2));
+                let _ = write!(
+                    x,
+                    "<fpa:IdFiscaleIVA><fpa:IdPaese>{}</fpa:IdPaese><fpa:IdCodice>{}</fpa:IdCodice></fpa:IdFiscaleIVA>",
+                    esc(country),
+                    esc(code)
+                );
+            }
+            if let Some(f) = &b.fiscal_code {
+                let _ = write!(x, "<fpa:CodiceFiscale>{}</fpa:CodiceFiscale>", esc(f));
+            }
+            let _ = write!(
+                x,
+                "<fpa:Anagrafica><fpa:Denominazione>{}</fpa:Denominazione></fpa:Anagrafica></fpa:DatiAnagrafici>\
+<fpa:Sede><fpa:Indirizzo>{}</fpa:Indirizzo>",
+                esc(&b.denomination),
+                esc(&b.address)
+            );
+            if let Some(n) = &b.number {
+                let _ = write!(x, "<fpa:NumeroCivico>{}</fpa:NumeroCivico>", esc(n));
+            }
+            let _ = write!(
+                x,
+                "<fpa:CAP>{}</fpa:CAP><fpa:Comune>{}</fpa:Comune>",
+                esc(&b.postal_code),
+                esc(&b.municipality)
+            );
+            if let Some(p) = &b.province {
+                let _ = write!(x, "<fpa:Provincia>{}</fpa:Provincia>", esc(p));
+            }
+            let _ = write!(
+                x,
+                "<fpa:Nazione>{}</fpa:Nazione></fpa:Sede></fpa:CessionarioCommittente></md:Extensions>",
+                esc(&b.country)
+            );
+        }
         let _ = write!(
             x,
-            "<md:ContactPerson contactType=\"billing\"><md:Company>{}</md:Company>\
-<md:EmailAddress>{}</md:EmailAddress><md:TelephoneNumber>{}</md:TelephoneNumber></md:ContactPerson>",
+            "<md:Company>{}</md:Company><md:EmailAddress>{}</md:EmailAddress>\
+<md:TelephoneNumber>{}</md:TelephoneNumber></md:ContactPerson>",
             esc(&o.name),
-            esc(&c.email),
+            esc(c
+                .billing
+                .as_ref()
+                .and_then(|b| b.email.as_ref())
+                .unwrap_or(&c.email)),
             esc(&c.telephone)
         );
     }
@@ -206,7 +262,9 @@ mod tests {
             fiscal_code: None,
             email: "spid@example.it".into(),
             telephone: "+390612345678".into(),
-            municipality: Some("H501".into()),
+            municipality: Some("058091".into()),
+            nace2_code: Some("94.99".into()),
+            billing: None,
         }
     }
 
