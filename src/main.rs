@@ -96,6 +96,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SamlCommand {
+    /// Write our SAML signing key (RSA-3072), a self-signed certificate and a CSR with the
+    /// profile of AgID's Avviso SPID n.29 v3 (saml-sp-key.pem, saml-sp.pem, saml-sp.csr).
+    Certificate(CertificateArgs),
     /// Print our signed SP metadata (SPID or CIE extensions, by the federation's profile).
     Metadata {
         #[arg(long, short)]
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             config,
         } => demo(listen, certs_dir, config, cli.pretty),
         Command::Verify(args) => verify(args),
+        Command::Saml(SamlCommand::Certificate(args)) => saml_certificate(args),
         Command::Saml(SamlCommand::Metadata { config, federation }) => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -452,6 +456,115 @@ fn cns_banner(cns: &varco::demo::certs::DevCnsFiles, port: u16) -> String {
         cns.valid.cert.display(),
         cns.valid.key.display(),
     )
+}
+
+#[derive(clap::Args)]
+struct CertificateArgs {
+    /// A public administration (IPA code) or a private service provider (VAT number or
+    /// fiscal code).
+    #[arg(long, value_enum)]
+    kind: varco::saml::certificate::Sector,
+    /// Public SPs: the IPA code (organizationIdentifier PA:IT-<code>).
+    #[arg(long)]
+    ipa_code: Option<String>,
+    /// Private SPs: the VAT number (VATIT-<11 digits>) ...
+    #[arg(long)]
+    vat_number: Option<String>,
+    /// ... or the fiscal code (CF:IT-<16 characters>).
+    #[arg(long)]
+    fiscal_code: Option<String>,
+    /// organizationName: the organization's name.
+    #[arg(long)]
+    org_name: String,
+    /// commonName (default: the organization's name).
+    #[arg(long)]
+    common_name: Option<String>,
+    /// uri: our SAML entityID (`saml.entity_id`).
+    #[arg(long)]
+    entity_id: String,
+    /// localityName: the municipality of the registered office.
+    #[arg(long)]
+    locality: String,
+    /// Validity of the self-signed certificate.
+    #[arg(long, default_value_t = 730)]
+    days: u32,
+    /// Where to write the files.
+    #[arg(long, default_value = ".")]
+    out_dir: PathBuf,
+    /// Replace files that exist.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `varco saml certificate`.
+fn saml_certificate(a: CertificateArgs) -> ExitCode {
+    use varco::saml::certificate::{Subject, generate, organization_identifier};
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("varco saml certificate: {e}");
+        ExitCode::FAILURE
+    };
+    let org_id = match organization_identifier(
+        a.kind,
+        a.ipa_code.as_deref(),
+        a.vat_number.as_deref(),
+        a.fiscal_code.as_deref(),
+    ) {
+        Ok(id) => id,
+        Err(e) => return fail(&e),
+    };
+    let files = [
+        a.out_dir.join("saml-sp-key.pem"),
+        a.out_dir.join("saml-sp.pem"),
+        a.out_dir.join("saml-sp.csr"),
+    ];
+    if !a.force
+        && let Some(f) = files.iter().find(|f| f.exists())
+    {
+        return fail(&format!("{} exists (--force replaces it)", f.display()));
+    }
+    let generated = match generate(&Subject {
+        sector: a.kind,
+        organization_identifier: org_id.clone(),
+        common_name: a.common_name.unwrap_or_else(|| a.org_name.clone()),
+        organization_name: a.org_name,
+        entity_id: a.entity_id,
+        locality: a.locality,
+        days: a.days,
+    }) {
+        Ok(g) => g,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&a.out_dir) {
+        return fail(&e);
+    }
+    for (path, text, private) in [
+        (&files[0], &generated.key_pem, true),
+        (&files[1], &generated.cert_pem, false),
+        (&files[2], &generated.csr_pem, false),
+    ] {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let written = opts
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+        if let Err(e) = written {
+            return fail(&format!("{}: {e}", path.display()));
+        }
+    }
+    println!(
+        "wrote {} (keep it secret), {} and {} ({org_id}); set saml.key and saml.cert to them",
+        files[0].display(),
+        files[1].display(),
+        files[2].display()
+    );
+    ExitCode::SUCCESS
 }
 
 #[derive(clap::Args)]

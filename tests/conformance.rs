@@ -140,3 +140,87 @@ fn sp_metadata_passes_agids_checks_for_every_kind_of_provider() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// `varco saml certificate` for a public and a private SP, checked by AgID's certificate
+/// validator (`spid-compliant-certificates`, installed with spid-sp-test): every rule of
+/// Avviso 29 holds (it prints `[E]` lines and "violates" otherwise; the wrong sector is
+/// refused, which shows the check can fail). The files are the operator's: the key
+/// readable by its owner only; an existing file is not replaced without --force.
+#[test]
+fn the_sp_certificate_command_follows_avviso_29() {
+    let validator = tool().with_file_name("spid-compliant-certificates");
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |sector: &str, cert: &Path| {
+        let out = Command::new(&validator)
+            .args([
+                "validator",
+                "--out-form",
+                "txt",
+                "--sector",
+                sector,
+                "--crt-file",
+            ])
+            .arg(cert)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    for (sector, id) in [
+        ("public", ["--ipa-code", "c_h501"]),
+        ("private", ["--vat-number", "IT12345678901"]),
+    ] {
+        let out_dir = dir.path().join(sector);
+        let run = || {
+            Command::new(env!("CARGO_BIN_EXE_varco"))
+                .args(["saml", "certificate", "--kind", sector])
+                .args(id)
+                .args([
+                    "--org-name",
+                    "Patronato Esempio",
+                    "--entity-id",
+                    "https://servizi.patronato.example.it/sp",
+                    "--locality",
+                    "Roma",
+                    "--out-dir",
+                ])
+                .arg(&out_dir)
+                .output()
+                .unwrap()
+        };
+        let made = run();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let cert = out_dir.join("saml-sp.pem");
+        let report = validate(sector, &cert);
+        assert!(
+            report.contains("Validating certificate") && !report.contains("violates"),
+            "{sector}: {report}"
+        );
+        let other = if sector == "public" {
+            "private"
+        } else {
+            "public"
+        };
+        assert!(validate(other, &cert).contains("violates"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(out_dir.join("saml-sp-key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the key is the owner's alone");
+        }
+        assert!(out_dir.join("saml-sp.csr").is_file());
+        let again = run();
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`status`]: SPID/CIE error codes (`ErrorCode nrNN`) and their user-facing messages.
 
 pub mod authn_request;
+pub mod certificate;
 pub mod config;
 pub mod issuer;
 pub mod metadata;

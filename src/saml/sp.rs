@@ -221,7 +221,7 @@ impl ServiceProvider {
             if !gaps.is_empty() {
                 tracing::warn!(
                     missing = %gaps.join("; "),
-                    "the SP certificate does not follow the SPID profile (AgID Avviso 29): SPID identity providers may refuse our requests"
+                    "the SP certificate does not follow the SPID profile (AgID Avviso 29): SPID identity providers may refuse our requests; `varco saml certificate --kind public|private ...` makes a key and certificate that do"
                 );
             }
         }
