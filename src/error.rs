@@ -286,21 +286,25 @@ pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
     let body = format!(
         "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title}</title>\
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}\
-h1{{font-size:1.5rem}}.en{{color:#555}}code{{background:#eee;padding:0 .2rem}}</style></head>\
+<title>{title}</title><style>{style}</style></head>\
 <body><main><h1>{title}</h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>{action}\
 <p><small>Codice richiesta / Request id: <code>{rid}</code></small></p></main></body></html>\n",
         title = escape_html(&title),
         it = escape_html(it),
         en = escape_html(en),
         rid = escape_html(request_id),
+        style = crate::pages::STYLE,
         action = match err {
             GatewayError::PinRefused(r) => format!(
                 "<p><a href=\"{}\">Accedi con SPID, CIE o CNS</a> · <a lang=\"en\" href=\"{0}\">Log in with SPID, CIE or CNS</a></p>",
                 escape_html(&r.login_url)
             ),
-            _ => String::new(),
+            // What to do next: start again (the chooser, when the start needs a login).
+            _ if status.is_client_error() => "<p><a href=\"/\">Torna all'inizio</a> · \
+<a lang=\"en\" href=\"/\">Back to the start</a></p>"
+                .to_string(),
+            _ => "<p>Riprova tra qualche minuto. <span class=\"en\" lang=\"en\">Please try again in a few minutes.</span></p>"
+                .to_string(),
         },
     );
     Page {

@@ -29,7 +29,7 @@ fn the_demo_walks_in_headless_chromium() {
         "browser walks failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("2 passed, 0 failed") || stdout.contains("1 skipped"),
+        stdout.contains("3 passed, 0 failed") || stdout.contains("1 skipped"),
         "{stdout}"
     );
 }

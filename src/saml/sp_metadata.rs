@@ -335,7 +335,8 @@ mod tests {
         assert!(cie.contains("contactType=\"administrative\""));
         assert!(
             cie.contains("<cie:Public/>")
-                && cie.contains("<cie:Municipality>H501</cie:Municipality>")
+                && cie.contains("<cie:Municipality>058091</cie:Municipality>")
+                && cie.contains("<md:Company>")
         );
         // Only the eIDAS minimum set, whatever the configured sets say.
         assert!(!cie.contains("spidCode") && !cie.contains("\"email\""));

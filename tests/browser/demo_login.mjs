@@ -16,8 +16,15 @@ const VOLUNTEER = /VRDLCU90L20F205[A-Z]/; // Luca Verdi, patronato volunteer
 const idpUrl = /^http:\/\/127\.0\.0\.1:\d+\/sso\?/;
 const isChooser = (base, url) => url.startsWith(`${base}/_varco/login?`);
 
+// "Entra con SPID" opens the list of identity providers (a <details>, no JavaScript).
+async function openSpid(page) {
+  const menu = page.locator('details', { has: page.locator('summary', { hasText: 'Entra con SPID' }) });
+  if ((await menu.getAttribute('open')) === null) await menu.locator('summary').click();
+}
+
 // From a protected page's chooser through the development IdP as `user` back to `path`.
 async function samlLogin(page, base, check, user, path) {
+  await openSpid(page);
   await page.getByRole('button', { name: /IdP di sviluppo varco/ }).click();
   await page.waitForURL(idpUrl);
   const landed = page.waitForResponse((r) => r.url() === `${base}${path}` && r.request().method() === 'GET');
@@ -46,7 +53,12 @@ await walk('saml', [
     const t = await text(page);
     check(t.includes('Accedi al servizio'), 'chooser title "Accedi al servizio"');
     check(t.includes('Entra con SPID'), 'SPID section "Entra con SPID"');
-    check(await page.getByRole('button', { name: /IdP di sviluppo varco/ }).isVisible(), 'SPID button of the development IdP');
+    check(!(await page.getByRole('button', { name: /IdP di sviluppo varco/ }).isVisible()), 'the IdP list is closed at first');
+    for (const l of ['Maggiori informazioni', 'Non hai SPID?', 'Serve aiuto?']) {
+      check(await page.getByRole('link', { name: l }).isVisible(), `SPID link "${l}"`);
+    }
+    await openSpid(page);
+    check(await page.getByRole('button', { name: /IdP di sviluppo varco/ }).isVisible(), '"Entra con SPID" opens the list: the development IdP');
     check(await page.getByRole('button', { name: /OP di sviluppo/ }).isVisible(), 'OpenID Connect button');
   }],
   ['spid-button-to-idp', async ({ page, check }) => {
@@ -76,6 +88,7 @@ await walk('saml', [
     check((await text(page)).includes('richiede un accesso di livello più alto'), 'chooser says a higher level is needed');
   }],
   ['step-up-idp-asks-l3', async ({ page, check }) => {
+    await openSpid(page);
     await page.getByRole('button', { name: /IdP di sviluppo varco/ }).click();
     await page.waitForURL(idpUrl);
     check(/Richiesta di livello\s+SpidL3/.test(await text(page)), 'the IdP was asked for SpidL3');
@@ -128,6 +141,7 @@ await walk('saml', [
     check((await text(page)).includes('Entra con SPID'), 'the chooser again');
   }],
   ['cancel-at-idp', async ({ page, base, check }) => {
+    await openSpid(page);
     await page.getByRole('button', { name: /IdP di sviluppo varco/ }).click();
     await page.waitForURL(idpUrl);
     const acs = page.waitForResponse((r) => r.url() === `${base}/_varco/saml/acs`);

@@ -15,7 +15,7 @@ dir=tests/browser
 VARCO_BIN="${VARCO_BIN:-target/debug/varco}"
 export SHOTS_DIR="${SHOTS_DIR:-target/browser-shots}"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
-walks=(demo_login demo_oidc)
+walks=(demo_login demo_oidc login_page)
 
 skip() {
   echo

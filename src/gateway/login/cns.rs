@@ -14,7 +14,7 @@ use crate::gateway::endpoints::return_param;
 use crate::gateway::pipeline::RequestCtx;
 use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::{Identity, Level};
-use crate::pages::{LoginChoice, LoginSection};
+use crate::pages::{LoginChoice, LoginSection, SectionStyle};
 use crate::proxy::GatewayBody;
 use crate::server::ConnInfo;
 use crate::session::SessionLink;
@@ -54,12 +54,13 @@ impl LoginMethod for Cns {
     fn chooser(&self, gw: &Gateway, ask: &Ask) -> Vec<LoginSection> {
         vec![LoginSection {
             title_it: "Carta Nazionale dei Servizi",
+            style: SectionStyle::Cns,
             title_en: "National Services Card",
             choices: vec![LoginChoice {
                 action: gw.reserved(LOGIN),
                 fields: vec![("return", ask.return_to.clone())],
-                label_it: "Entra con CNS (inserisci la carta nel lettore)".into(),
-                label_en: "Log in with CNS (insert the card in the reader)".into(),
+                label_it: "Entra con CNS".into(),
+                label_en: "Log in with CNS".into(),
                 logo: None,
                 unavailable: None,
             }],

@@ -8,7 +8,7 @@ use super::{Answer, Ask, Login, LoginMethod, MAX_FORM_BYTES};
 use crate::demo::users::{TestUser, test_users};
 use crate::error::GatewayError;
 use crate::gateway::{Exchange, Gateway};
-use crate::pages::{LoginChoice, LoginSection};
+use crate::pages::{LoginChoice, LoginSection, SectionStyle};
 use crate::proxy::GatewayBody;
 use crate::server::ConnInfo;
 use crate::session::SessionLink;
@@ -53,6 +53,7 @@ impl LoginMethod for Dev {
         let action = gw.reserved(LOGIN);
         vec![LoginSection {
             title_it: "Accesso di sviluppo (senza IdP)",
+            style: SectionStyle::Plain,
             title_en: "Development login (no IdP)",
             choices: self
                 .users

@@ -29,7 +29,7 @@ use crate::identity::Level;
 use crate::oidc::config::ProviderProfile;
 use crate::oidc::pkce::{Pkce, random_value};
 use crate::oidc::provider::{AuthRequest, Provider, RelyingParty};
-use crate::pages::{LoginChoice, LoginSection, logged_out_page};
+use crate::pages::{LoginChoice, LoginSection, SectionStyle, logged_out_page};
 use crate::proxy::GatewayBody;
 use crate::server::ConnInfo;
 use crate::session::return_url::safe_return;
@@ -102,16 +102,27 @@ impl LoginMethod for Oidc {
         };
         let action = gw.reserved("oidc/login");
         let mut sections: Vec<LoginSection> = Vec::new();
-        for (profile, title_it, title_en) in [
+        for (profile, title_it, title_en, style) in [
             // The SAML method's section titles: the chooser merges sections of the same
             // title, so SPID over OpenID Connect is listed under the SPID button.
-            (ProviderProfile::Spid, "Entra con SPID", "Log in with SPID"),
+            (
+                ProviderProfile::Spid,
+                "SPID, Sistema Pubblico di Identità Digitale",
+                "Public Digital Identity System",
+                SectionStyle::Spid,
+            ),
             (
                 ProviderProfile::Cie,
                 "Carta d'Identità Elettronica",
                 "Electronic identity card",
+                SectionStyle::Cie,
             ),
-            (ProviderProfile::Generic, "Altri accessi", "Other logins"),
+            (
+                ProviderProfile::Generic,
+                "Altri accessi",
+                "Other logins",
+                SectionStyle::Plain,
+            ),
         ] {
             let choices: Vec<LoginChoice> = rp
                 .providers
@@ -139,6 +150,7 @@ impl LoginMethod for Oidc {
                 sections.push(LoginSection {
                     title_it,
                     title_en,
+                    style,
                     choices,
                 });
             }

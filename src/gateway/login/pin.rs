@@ -17,7 +17,7 @@ use crate::gateway::endpoints::respond;
 use crate::gateway::pipeline::{RequestCtx, Stop};
 use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::{Date, FiscalCode, Identity, Level, Method as AuthMethod};
-use crate::pages::{LoginChoice, LoginSection, escape_html, page_shell};
+use crate::pages::{LoginChoice, LoginSection, SectionStyle, escape_html, page_shell};
 use crate::pin::telephone::{Check, Lifetime};
 use crate::pin::{self, Admission, Holder, Pin, PinGrant, PinService, Refusal};
 use crate::proxy::GatewayBody;
@@ -91,6 +91,7 @@ impl LoginMethod for LegacyPin {
         };
         vec![LoginSection {
             title_it,
+            style: SectionStyle::Plain,
             title_en,
             choices: vec![LoginChoice {
                 action: gw.reserved(FORM),

@@ -15,7 +15,7 @@ use crate::error::{AcsError, GatewayError, LoginFailure};
 use crate::gateway::endpoints::{found, respond, see_other};
 use crate::gateway::{Exchange, Gateway, Services};
 use crate::identity::Level;
-use crate::pages::{LoginChoice, LoginSection};
+use crate::pages::{LoginChoice, LoginSection, SectionStyle};
 use crate::proxy::GatewayBody;
 use crate::saml::prefilter;
 use crate::saml::redirect::{self, MessageKind};
@@ -111,12 +111,14 @@ impl LoginMethod for Saml {
         rand::seq::SliceRandom::shuffle(spid.as_mut_slice(), &mut rand::rng());
         vec![
             LoginSection {
-                title_it: "Entra con SPID",
-                title_en: "Log in with SPID",
+                title_it: "SPID, Sistema Pubblico di Identità Digitale",
+                style: SectionStyle::Spid,
+                title_en: "Public Digital Identity System",
                 choices: spid,
             },
             LoginSection {
                 title_it: "Carta d'Identità Elettronica",
+                style: SectionStyle::Cie,
                 title_en: "Electronic identity card",
                 choices: cie,
             },
