@@ -287,9 +287,11 @@ pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
         "<!DOCTYPE html>\n<html lang=\"it\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{title}</title><style>{style}</style></head>\
-<body><main><h1>{title}</h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>{action}\
+<body><main><h1>{code} <span lang=\"en\">{reason}</span></h1><p>{it}</p><p class=\"en\" lang=\"en\">{en}</p>{action}\
 <p><small>Codice richiesta / Request id: <code>{rid}</code></small></p></main></body></html>\n",
         title = escape_html(&title),
+        code = status.as_u16(),
+        reason = escape_html(status.canonical_reason().unwrap_or("Error")),
         it = escape_html(it),
         en = escape_html(en),
         rid = escape_html(request_id),
@@ -298,6 +300,10 @@ pub fn error_page(err: &GatewayError, request_id: &str, json: bool) -> Page {
             GatewayError::PinRefused(r) => format!(
                 "<p><a href=\"{}\">Accedi con SPID, CIE o CNS</a> · <a lang=\"en\" href=\"{0}\">Log in with SPID, CIE or CNS</a></p>",
                 escape_html(&r.login_url)
+            ),
+            GatewayError::LoginRequired { login_url } => format!(
+                "<p><a href=\"{}\">Accedi</a> · <a lang=\"en\" href=\"{0}\">Log in</a></p>",
+                escape_html(login_url)
             ),
             // What to do next: start again (the chooser, when the start needs a login).
             _ if status.is_client_error() => "<p><a href=\"/\">Torna all'inizio</a> · \

@@ -470,7 +470,7 @@ struct CertificateArgs {
     /// Private SPs: the VAT number (VATIT-<11 digits>) ...
     #[arg(long)]
     vat_number: Option<String>,
-    /// ... or the fiscal code (CF:IT-<16 characters>).
+    /// ... or the fiscal code (CF:IT-<16 characters, or an organization's 11 digits>).
     #[arg(long)]
     fiscal_code: Option<String>,
     /// organizationName: the organization's name.
@@ -537,24 +537,43 @@ fn saml_certificate(a: CertificateArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&a.out_dir) {
         return fail(&e);
     }
+    // Each file is written new beside its place (the key readable by its owner alone,
+    // whatever an older file's mode), then all three are renamed into place: a link is
+    // replaced, never followed, and a failure leaves the old files as they were.
+    let mut written = Vec::new();
     for (path, text, private) in [
         (&files[0], &generated.key_pem, true),
         (&files[1], &generated.cert_pem, false),
         (&files[2], &generated.csr_pem, false),
     ] {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.new-{}", std::process::id()));
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
-        if private {
+        {
             use std::os::unix::fs::OpenOptionsExt as _;
-            opts.mode(0o600);
+            opts.mode(if private { 0o600 } else { 0o644 });
         }
         #[cfg(not(unix))]
         let _ = private;
-        let written = opts
-            .open(path)
+        let made = opts
+            .open(&tmp)
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
-        if let Err(e) = written {
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            for (t, _) in &written {
+                let _ = std::fs::remove_file(t);
+            }
+            return fail(&format!("{}: {e}", tmp.display()));
+        }
+        written.push((tmp, path));
+    }
+    for (tmp, path) in &written {
+        if let Err(e) = std::fs::rename(tmp, path) {
             return fail(&format!("{}: {e}", path.display()));
         }
     }

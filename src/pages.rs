@@ -57,6 +57,7 @@ border-radius:4px;background:#fff;color:#0066cc;cursor:pointer;text-align:left}\
 .primary,.primary:visited{background:#0066cc;color:#fff}.primary:hover{background:#004d99}\
 button:hover{border-color:#004d99}button:disabled{opacity:.6;cursor:not-allowed}\
 summary{list-style:none}summary::-webkit-details-marker{display:none}\
+summary::after{content:'\\25BE';margin-left:auto}details[open] summary::after{content:'\\25B4'}\
 .idps{border:2px solid #0066cc;border-radius:4px;max-width:22rem;margin:.2rem 0;padding:0 .4rem}\
 .idps button{border:0;border-bottom:1px solid #e6e6e6;border-radius:0;margin:0;max-width:none;color:#1a1a1a}\
 .idps li:last-child button{border-bottom:0}\
@@ -225,8 +226,10 @@ pub fn login_page(
                 body.push_str("</ul>");
                 if section.style == SectionStyle::Cns {
                     body.push_str(
-                        "<p class=\"hint\">Inserisci la carta nel lettore: il browser ti chiederà il certificato e il PIN della carta. \
-<span lang=\"en\">Insert the card in the reader: the browser asks for its certificate and PIN.</span></p>",
+                        "<p class=\"hint\">Inserisci la carta nel lettore prima di aprire il sito: il browser ti chiederà il certificato e il PIN della carta. \
+Se non te li chiede, chiudi e riapri il browser con la carta inserita. \
+<span lang=\"en\">Insert the card before opening the site: the browser asks for its certificate and PIN. \
+If it does not, close and reopen the browser with the card inserted.</span></p>",
                     );
                 }
             }

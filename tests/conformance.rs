@@ -222,5 +222,33 @@ fn the_sp_certificate_command_follows_avviso_29() {
         let again = run();
         assert!(!again.status.success());
         assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+        // --force replaces the files; the new key is the owner's alone even when the old
+        // one was readable by others.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let key = out_dir.join("saml-sp-key.pem");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let before = std::fs::read(&key).unwrap();
+            let forced = Command::new(env!("CARGO_BIN_EXE_varco"))
+                .args(["saml", "certificate", "--force", "--kind", sector])
+                .args(id)
+                .args([
+                    "--org-name",
+                    "P",
+                    "--entity-id",
+                    "https://sp/",
+                    "--locality",
+                    "Roma",
+                ])
+                .arg("--out-dir")
+                .arg(&out_dir)
+                .output()
+                .unwrap();
+            assert!(forced.status.success());
+            assert_ne!(std::fs::read(&key).unwrap(), before);
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "a replaced key is the owner's alone");
+        }
     }
 }

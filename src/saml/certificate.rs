@@ -78,11 +78,19 @@ pub fn organization_identifier(
                 }
                 return bad("--vat-number: an Italian VAT number, 11 digits");
             }
+            // A person's fiscal code has 16 characters; an organization's (an association,
+            // a patronato without a VAT number) 11 digits. (AgID's validator knows only the
+            // first form.)
             match fiscal_code {
-                Some(f) if f.len() == 16 && f.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Some(f)
+                    if (f.len() == 16 && f.bytes().all(|b| b.is_ascii_alphanumeric()))
+                        || (f.len() == 11 && f.bytes().all(|b| b.is_ascii_digit())) =>
+                {
                     Ok(format!("CF:IT-{}", f.to_ascii_uppercase()))
                 }
-                _ => bad("a private SP needs --vat-number or --fiscal-code (16 characters)"),
+                _ => bad(
+                    "a private SP needs --vat-number or --fiscal-code (16 characters, or 11 digits)",
+                ),
             }
         }
     }
@@ -173,7 +181,11 @@ pub fn generate(s: &Subject) -> Result<Generated, CertificateError> {
         DnType::CustomDnType(vec![2, 5, 4, 97]),
         s.organization_identifier.as_str(),
     );
-    dn.push(DnType::CountryName, "IT");
+    // countryName is a PrintableString (RFC 5280).
+    dn.push(
+        DnType::CountryName,
+        rcgen::DnValue::PrintableString(rcgen::string::PrintableString::try_from("IT")?),
+    );
     dn.push(DnType::LocalityName, s.locality.as_str());
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::minutes(5);
@@ -231,6 +243,11 @@ mod tests {
             id(Sector::Private, None, None, Some("rssmra80a01h501u")).unwrap(),
             "CF:IT-RSSMRA80A01H501U"
         );
+        assert_eq!(
+            id(Sector::Private, None, None, Some("80012345678")).unwrap(),
+            "CF:IT-80012345678"
+        );
+        assert!(id(Sector::Private, None, None, Some("8001234567X")).is_err());
         assert!(id(Sector::Public, None, Some("IT12345678901"), None).is_err());
         assert!(id(Sector::Private, None, Some("IT123"), None).is_err());
         assert!(id(Sector::Private, None, None, None).is_err());

@@ -128,7 +128,9 @@ impl Billing {
     fn validate(&self, bad: &mut impl FnMut(String, String)) {
         let key = |k: &str| format!("saml.contact.billing.{k}");
         let latin = |s: &str, max: usize| {
-            !s.is_empty() && s.chars().count() <= max && s.chars().all(|c| (c as u32) < 256)
+            !s.is_empty()
+                && s.chars().count() <= max
+                && s.chars().all(|c| (c as u32) < 256 && !c.is_control())
         };
         if !latin(&self.denomination, 80) {
             bad(key("denomination"), "1 to 80 Latin characters".into());
@@ -142,8 +144,9 @@ impl Billing {
         if let Some(v) = &self.vat_number
             && !(v.len() > 2
                 && v.len() <= 30
+                && v.is_char_boundary(2)
                 && v[..2].bytes().all(|b| b.is_ascii_uppercase())
-                && v.is_char_boundary(2))
+                && v[2..].bytes().all(|b| b.is_ascii_alphanumeric()))
         {
             bad(
                 key("vat_number"),
@@ -151,9 +154,9 @@ impl Billing {
             );
         }
         if let Some(f) = &self.fiscal_code
-            && !(11..=16).contains(&f.len())
+            && !((11..=16).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_alphanumeric()))
         {
-            bad(key("fiscal_code"), "11 to 16 characters".into());
+            bad(key("fiscal_code"), "11 to 16 letters and digits".into());
         }
         if !latin(&self.address, 60) {
             bad(key("address"), "1 to 60 Latin characters".into());
@@ -563,7 +566,7 @@ mod tests {
         c.contact.vat_number = Some("IT12345678901".into());
         assert_eq!(problems(&c), vec!["saml.contact.billing"]);
         c.contact.billing = Some(Billing {
-            denomination: "Patronato Esempio S.r.l.".into(),
+            denomination: "Patronato\u{1}Esempio".into(),
             vat_number: Some("12345678901".into()),
             fiscal_code: None,
             address: "Via Nazionale".into(),
@@ -577,6 +580,7 @@ mod tests {
         assert_eq!(
             problems(&c),
             vec![
+                "saml.contact.billing.denomination",
                 "saml.contact.billing.vat_number",
                 "saml.contact.billing.postal_code",
                 "saml.contact.billing.province",

@@ -320,6 +320,14 @@ impl Gateway {
                 None => sections.push(section),
             }
         }
+        // SPID's identity providers in a random order at each rendering (AgID's rule),
+        // whichever protocol each speaks.
+        for s in sections
+            .iter_mut()
+            .filter(|s| s.style == crate::pages::SectionStyle::Spid)
+        {
+            rand::seq::SliceRandom::shuffle(s.choices.as_mut_slice(), &mut rand::rng());
+        }
         let status = if sections.iter().all(|s| s.choices.is_empty()) {
             StatusCode::SERVICE_UNAVAILABLE
         } else {

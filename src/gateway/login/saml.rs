@@ -108,7 +108,6 @@ impl LoginMethod for Saml {
                 }
             }
         }
-        rand::seq::SliceRandom::shuffle(spid.as_mut_slice(), &mut rand::rng());
         vec![
             LoginSection {
                 title_it: "SPID, Sistema Pubblico di Identità Digitale",
