@@ -667,7 +667,12 @@ fn verify(a: VerifyArgs) -> ExitCode {
     };
     match verify(token, &jwks, &expected) {
         Ok(claims) => {
-            match serde_json::to_string_pretty(&claims) {
+            // The claims, and what the header is bound to (request or session).
+            let mut v = serde_json::to_value(&claims).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("binding".into(), claims.binding().into());
+            }
+            match serde_json::to_string_pretty(&v) {
                 Ok(text) => println!("{text}"),
                 Err(_) => println!("valid"),
             }

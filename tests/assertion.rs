@@ -195,6 +195,25 @@ fn identity_header_configuration_is_checked() {
     let (ok, err) = check("[assertion]\nactive_kid = \"nope\"\nttl = \"10m\"\n");
     assert!(!ok && err.contains("assertion.active_kid"), "{err}");
     assert!(err.contains("assertion.ttl"), "{err}");
+    // Session binding: headers reused at most 60 s.
+    let (ok, err) = check("[assertion]\nbinding = \"session\"\nttl = \"90s\"\n");
+    assert!(
+        !ok && err.contains("assertion.ttl") && err.contains("session-bound"),
+        "{err}"
+    );
+    // Unsafe methods on session binding only where asked, and only with session binding.
+    let (ok, err) = check(
+        "[[route]]\npath = \"/x\"\nupstream = \"app\"\npublic = false\nsession_binding_unsafe_methods = true\n",
+    );
+    assert!(
+        !ok && err.contains("route[1].session_binding_unsafe_methods"),
+        "{err}"
+    );
+    // A public route sends no identity header to bind.
+    let (ok, err) = check(
+        "[[route]]\npath = \"/p\"\nupstream = \"app\"\npublic = true\nheader_binding = \"session\"\n",
+    );
+    assert!(!ok && err.contains("route[1].header_binding"), "{err}");
 }
 
 /// `htu` is one rule a backend applies to the request it received (issue 11, item 7):
@@ -304,4 +323,112 @@ public = false
             "{out}"
         );
     }
+}
+
+/// The payload of a JWT, decoded.
+fn payload(jwt: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let p = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// A route with `header_binding = "session"`: safe requests of a session reuse one header
+/// (no `htm`/`htu`) until shortly before it expires, then get a new one; unsafe methods
+/// keep a request-bound header, as does a route without the setting; another login has its
+/// own; `varco verify` says which binding a header has and refuses a session-bound header
+/// where a request binding is expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_bound_headers_are_reused_renewed_and_reported() {
+    let up = upstreams::echo().await;
+    let k1 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let gw = Gateway::start_with(
+        &format!(
+            r#"
+mode = "demo"
+[server]
+workers = 1
+[[server.listener]]
+address = "127.0.0.1:0"
+[log]
+format = "json"
+[session]
+secure = false
+cookie_name = "varco"
+[assertion]
+issuer = "https://gw.test/"
+ttl = "3s"
+[[assertion.key]]
+kid = "k1"
+private_key = "@DIR@/k1.pem"
+[upstream.app]
+url = "http://{up}"
+[[route]]
+path = "/legacy"
+upstream = "app"
+public = false
+[[route]]
+path = "/"
+upstream = "app"
+public = false
+header_binding = "session"
+"#
+        ),
+        &[("k1.pem", &k1)],
+    );
+    let cookie = common::dev_login(&gw, "cittadino").await;
+    let header = |r: &common::Resp| r.echoed("x-varco-assertion").pop().expect("a header");
+    let send = |method: &'static str, path: &'static str, cookie: String| {
+        let url = gw.url(path);
+        async move {
+            request(
+                method,
+                &url,
+                &[("cookie", cookie.as_str()), ("accept", "application/json")],
+                "",
+            )
+            .await
+        }
+    };
+    let first = header(&send("GET", "/a", cookie.clone()).await);
+    let again = header(&send("GET", "/b?x=1", cookie.clone()).await);
+    assert_eq!(first, again, "one header per session and upstream");
+    let claims = payload(&first);
+    assert!(
+        claims.get("htm").is_none() && claims.get("htu").is_none(),
+        "{claims}"
+    );
+    assert_eq!(claims["aud"], "app");
+    // Unsafe methods, and routes without the setting, keep request binding.
+    let post = header(&send("POST", "/a", cookie.clone()).await);
+    assert_eq!(payload(&post)["htm"], "POST");
+    let legacy = header(&send("GET", "/legacy/x", cookie.clone()).await);
+    assert_eq!(payload(&legacy)["htm"], "GET");
+
+    // varco verify: the binding is reported; request binding is not faked.
+    let jwks = gw.url("/_varco/jwks.json");
+    let base = ["--jwks", jwks.as_str(), "--aud", "app"];
+    let (ok, out, err) = verify_cli(&base, &first);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"binding\": \"session\""), "{out}");
+    let (ok, out, _) = verify_cli(&base, &legacy);
+    assert!(ok && out.contains("\"binding\": \"request\""), "{out}");
+    let mut bound = base.to_vec();
+    bound.extend(["--method", "GET", "--url", "http://x/a"]);
+    let (ok, _, err) = verify_cli(&bound, &first);
+    assert!(!ok && err.contains("session-bound"), "{err}");
+
+    // Shortly before it expires (the last sixth of 3 s: 1 s), a new one.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let renewed = header(&send("GET", "/a", cookie.clone()).await);
+    assert_ne!(renewed, first);
+    assert!(payload(&renewed)["exp"].as_u64() > claims["exp"].as_u64());
+    // Another login: its own header (its own sid).
+    let other = common::dev_login(&gw, "cittadino").await;
+    let theirs = header(&send("GET", "/a", other).await);
+    assert_ne!(payload(&theirs)["sid"], payload(&renewed)["sid"]);
 }

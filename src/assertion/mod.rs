@@ -78,6 +78,25 @@ pub struct AssertionConfig {
     pub key: Vec<KeyConfig>,
     /// Also publish the JWKS at `/.well-known/jwks.json`.
     pub well_known_jwks: bool,
+    /// What a header is bound to on routes that do not say (`route.header_binding`):
+    /// `request` (default) or `session`.
+    pub binding: HeaderBinding,
+}
+
+/// What the identity header is bound to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderBinding {
+    /// One header per request, bound to its method and URL (`htm`, `htu`) with its own
+    /// `jti`: it cannot be replayed on another request.
+    #[default]
+    Request,
+    /// One header per (session, upstream), without `htm`/`htu`, reused until shortly
+    /// before it expires (at most 60 s): cheaper for the gateway and cacheable by the
+    /// backend, but whoever sees it can replay it on other URLs of the same upstream until
+    /// it expires. Requests with unsafe methods keep request binding unless the route
+    /// says `session_binding_unsafe_methods = true`.
+    Session,
 }
 
 impl AssertionConfig {
@@ -126,6 +145,7 @@ impl Default for AssertionConfig {
             active_kid: None,
             key: Vec::new(),
             well_known_jwks: false,
+            binding: HeaderBinding::Request,
         }
     }
 }
@@ -418,6 +438,32 @@ impl Minter {
 
     pub fn keys(&self) -> &Arc<KeySet> {
         &self.keys
+    }
+
+    /// A session-bound JWT for `audience` at time `now` (no `htm`/`htu`; its own `jti`),
+    /// and when it expires.
+    pub fn mint_session(
+        &self,
+        session: &SessionClaims,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<(String, u64), AssertionError> {
+        let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let exp = iat + self.ttl.as_secs();
+        let jti = format!("{:032x}", rand::random::<u128>());
+        let mut json = String::with_capacity(session.json_members.len() + 120);
+        json.push_str("{\"aud\":");
+        push_json_str(&mut json, audience);
+        json.push_str(&format!(",\"iat\":{iat},\"exp\":{exp},\"jti\":\"{jti}\","));
+        json.push_str(&session.json_members);
+        json.push('}');
+        let payload = URL_SAFE_NO_PAD.encode(json.as_bytes());
+        Ok((self.keys.sign(&payload)?, exp))
+    }
+
+    /// The lifetime of a minted header.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The JWT for one request at time `now`.

@@ -23,8 +23,23 @@ pub struct Claims {
     pub family_name: String,
     pub roles: Vec<String>,
     pub sid: String,
-    pub htm: String,
-    pub htu: String,
+    /// The request binding: present in a request-bound header, absent in a
+    /// session-bound one (`binding = "session"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htu: Option<String>,
+}
+
+impl Claims {
+    /// `request` or `session`: what the header is bound to.
+    pub fn binding(&self) -> &'static str {
+        if self.htm.is_some() || self.htu.is_some() {
+            "request"
+        } else {
+            "session"
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +68,9 @@ pub enum VerifyError {
     Url { expected: String, got: String },
     #[error("claims are missing or malformed: {0}")]
     Claims(String),
+    /// A request binding was expected, the header is session-bound (no `htm`/`htu`).
+    #[error("the header is session-bound (no htm/htu) where request binding is expected")]
+    SessionBound,
 }
 
 /// What the verifier expects.
@@ -101,20 +119,23 @@ pub fn verify(token: &str, jwks: &JwkSet, expected: &Expected<'_>) -> Result<Cla
         }
     })?;
     let c = data.claims;
+    if (expected.method.is_some() || expected.url.is_some()) && c.htm.is_none() && c.htu.is_none() {
+        return Err(VerifyError::SessionBound);
+    }
     if let Some(m) = expected.method
-        && !c.htm.eq_ignore_ascii_case(m)
+        && !c.htm.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(m))
     {
         return Err(VerifyError::Method {
             expected: m.to_string(),
-            got: c.htm,
+            got: c.htm.unwrap_or_default(),
         });
     }
     if let Some(u) = expected.url
-        && c.htu != u
+        && c.htu.as_deref() != Some(u)
     {
         return Err(VerifyError::Url {
             expected: u.to_string(),
-            got: c.htu,
+            got: c.htu.unwrap_or_default(),
         });
     }
     Ok(c)

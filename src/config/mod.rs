@@ -202,6 +202,18 @@ impl Config {
         }
         self.session.validate(&mut bad);
         crate::routes::config::validate(&self.route, &s.reserved_prefix, &mut bad);
+        let session_bound = self.route.iter().any(|r| {
+            r.public != Some(true)
+                && r.header_binding.unwrap_or(self.assertion.binding)
+                    == crate::assertion::HeaderBinding::Session
+        });
+        if session_bound && self.assertion.ttl > std::time::Duration::from_secs(60) {
+            bad(
+                "assertion.ttl".into(),
+                "at most 60s when a route's header is session-bound (it is reused until then)"
+                    .into(),
+            );
+        }
         for (i, r) in self.route.iter().enumerate() {
             if !self.upstream.contains_key(&r.upstream) {
                 bad(

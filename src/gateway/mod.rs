@@ -200,6 +200,16 @@ pub struct Gateway {
     oidc_binding: Option<CookieSpec>,
     no_route_metrics: RouteMetrics,
     internal_metrics: RouteMetrics,
+    /// Session-bound identity headers by (session hash, upstream): minted once, reused
+    /// until `SessionHeader::renew_at` (this worker's; a header is public by nature).
+    session_headers: moka::sync::Cache<(Arc<str>, Arc<str>), SessionHeader>,
+}
+
+/// A session-bound identity header and when to mint the next one.
+#[derive(Clone)]
+struct SessionHeader {
+    value: HeaderValue,
+    renew_at: u64,
 }
 
 /// Why a gateway could not be built from a validated configuration.
@@ -264,6 +274,10 @@ impl Gateway {
             cns_header,
             no_route_metrics: metrics.route(&Arc::from("none")),
             internal_metrics: metrics.route(&Arc::from("internal")),
+            session_headers: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.assertion.ttl)
+                .build(),
             routes,
             identity_prefix: IdentityPrefix::new(&cfg.server.identity_header_prefix),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
@@ -616,6 +630,41 @@ impl Gateway {
         }
     }
 
+    /// The session-bound header of session `sid` for `upstream`: the one minted before
+    /// while it is not near its expiry (the last sixth of its lifetime), else a new one.
+    fn session_header(
+        &self,
+        minter: &Minter,
+        claims: &SessionClaims,
+        sid: &str,
+        upstream: &str,
+    ) -> Result<HeaderValue, GatewayError> {
+        let now = std::time::SystemTime::now();
+        let now_secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let key: (Arc<str>, Arc<str>) = (sid.into(), upstream.into());
+        if let Some(h) = self.session_headers.get(&key)
+            && now_secs < h.renew_at
+        {
+            return Ok(h.value);
+        }
+        let (jwt, exp) = minter
+            .mint_session(claims, upstream, now)
+            .map_err(|_| GatewayError::Minting)?;
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(jwt))
+            .map_err(|_| GatewayError::Minting)?;
+        let ttl = minter.ttl().as_secs();
+        self.session_headers.insert(
+            key,
+            SessionHeader {
+                value: value.clone(),
+                renew_at: exp.saturating_sub(ttl.div_ceil(6).max(1)),
+            },
+        );
+        Ok(value)
+    }
+
     /// Adds the signed identity header (and the plain ones when the route asks) for
     /// `session` to the upstream request.
     fn identify(
@@ -642,19 +691,30 @@ impl Gateway {
                 &rebuilt
             }
         };
-        let jwt = minter
-            .mint(
-                claims,
-                &RequestBinding {
-                    audience: upstream,
-                    method: method.as_str(),
-                    url: htu,
-                },
-                std::time::SystemTime::now(),
-            )
-            .map_err(|_| GatewayError::Minting)?;
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(jwt))
-            .map_err(|_| GatewayError::Minting)?;
+        let binding = route.header_binding.unwrap_or(self.cfg.assertion.binding);
+        let safe = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let value = if binding == crate::assertion::HeaderBinding::Session
+            && (safe || route.session_binding_unsafe_methods)
+        {
+            self.session_header(minter, claims, &session.sid, upstream)?
+        } else {
+            let jwt = minter
+                .mint(
+                    claims,
+                    &RequestBinding {
+                        audience: upstream,
+                        method: method.as_str(),
+                        url: htu,
+                    },
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|_| GatewayError::Minting)?;
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(jwt))
+                .map_err(|_| GatewayError::Minting)?
+        };
         headers.insert(self.assertion_header.clone(), value);
         if route.identity_headers {
             let id = &session.identity;

@@ -33,6 +33,14 @@ pub struct RouteConfig {
     /// chooser. Needs `[cns]`.
     #[serde(default)]
     pub cns_login: bool,
+    /// What the identity header is bound to here (default `assertion.binding`):
+    /// `request` or `session` (docs/backend-verification.md).
+    #[serde(default)]
+    pub header_binding: Option<crate::assertion::HeaderBinding>,
+    /// With session binding: also for unsafe methods (POST, PUT, PATCH, DELETE...), which
+    /// otherwise keep a request-bound header.
+    #[serde(default)]
+    pub session_binding_unsafe_methods: bool,
 }
 
 fn default_host() -> String {
@@ -74,6 +82,22 @@ pub fn validate(
             if let Err((k, m)) = p.compile() {
                 bad(format!("route[{i}].policy.{k}"), m);
             }
+        }
+        if (r.header_binding.is_some() || r.session_binding_unsafe_methods)
+            && r.public == Some(true)
+        {
+            bad(
+                format!("route[{i}].header_binding"),
+                "a public route sends no identity header".into(),
+            );
+        }
+        if r.session_binding_unsafe_methods
+            && r.header_binding != Some(crate::assertion::HeaderBinding::Session)
+        {
+            bad(
+                format!("route[{i}].session_binding_unsafe_methods"),
+                "only with header_binding = \"session\"".into(),
+            );
         }
         if r.min_level.is_some() && r.public == Some(true) {
             bad(

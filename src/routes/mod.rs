@@ -34,6 +34,9 @@ pub struct Route {
     pub min_level: Option<Level>,
     /// `cns_login`: a CNS card logs in on the spot.
     pub cns_login: bool,
+    /// `route.header_binding` (`None`: `assertion.binding`).
+    pub header_binding: Option<crate::assertion::HeaderBinding>,
+    pub session_binding_unsafe_methods: bool,
     /// The compiled `policy`, if the route has one.
     pub policy: Option<RoutePolicy>,
     pub metrics: RouteMetrics,
@@ -205,6 +208,8 @@ impl RouteTable {
                 identity_headers: r.identity_headers,
                 min_level: r.min_level,
                 cns_login: r.cns_login,
+                header_binding: r.header_binding,
+                session_binding_unsafe_methods: r.session_binding_unsafe_methods,
                 policy,
             };
             table.push((HostPattern::parse(&r.host), Arc::new(route)));
