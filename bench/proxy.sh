@@ -108,6 +108,12 @@ url = "http://127.0.0.1:$UP_PORT"
 path = "/"
 upstream = "echo"
 public = false
+# The session-bound case: the header minted once per session and reused (no htm/htu).
+[[route]]
+path = "/sessione"
+upstream = "echo"
+public = false
+header_binding = "session"
 # The delegation case: a volunteer opening a client's file (policy + delegation lookup).
 [directory]
 delegations_file = "$OUT/deleghe.csv"
@@ -186,6 +192,7 @@ echo "== whole-proxy benchmark: wrk -t$THREADS -c$CONNS -d$DURATION, GET $PATH_U
 run nginx "$NGINX_PORT"
 run varco "$VARCO_PORT"
 run protected "$PROTECTED_PORT" "Cookie: $COOKIE"
+run session "$PROTECTED_PORT" "Cookie: $COOKIE" "/sessione$PATH_UNDER_TEST"
 run delegated "$PROTECTED_PORT" "Cookie: $VOLUNTEER" "$DELEGATED_PATH"
 run pinbasic "$PROTECTED_PORT" "$PIN_AUTH" "/api/legacy/x"
 ratio() { # label rps p50 p99
@@ -195,5 +202,7 @@ ratio() { # label rps p50 p99
 }
 ratio "varco(public)" "$varco_rps" "$varco_p50" "$varco_p99"
 ratio "varco(protected,$PROTECTED_ALG)" "$protected_rps" "$protected_p50" "$protected_p99"
+ratio "varco(session-bound,$PROTECTED_ALG)" "$session_rps" "$session_p50" "$session_p99"
+awk -v s="$session_rps" -v p="$varco_rps" 'BEGIN { printf "ratio varco(session-bound)/varco(public): throughput %.2fx\n", s/p }'
 ratio "varco(delegation,$PROTECTED_ALG)" "$delegated_rps" "$delegated_p50" "$delegated_p99"
 ratio "varco(PIN Basic,$PROTECTED_ALG)" "$pinbasic_rps" "$pinbasic_p50" "$pinbasic_p99"

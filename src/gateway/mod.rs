@@ -202,12 +202,16 @@ pub struct Gateway {
     internal_metrics: RouteMetrics,
     /// Session-bound identity headers by (session hash, upstream): minted once, reused
     /// until `SessionHeader::renew_at` (this worker's; a header is public by nature).
-    session_headers: moka::sync::Cache<(Arc<str>, Arc<str>), SessionHeader>,
+    session_headers: moka::sync::Cache<u64, SessionHeader>,
+    /// Keys the hash of `session_headers` (random per process).
+    session_header_hasher: std::collections::hash_map::RandomState,
 }
 
-/// A session-bound identity header and when to mint the next one.
+/// A session-bound identity header, whose it is, and when to mint the next one.
 #[derive(Clone)]
 struct SessionHeader {
+    sid: Arc<str>,
+    upstream: Arc<str>,
     value: HeaderValue,
     renew_at: u64,
 }
@@ -278,6 +282,7 @@ impl Gateway {
                 .max_capacity(100_000)
                 .time_to_live(cfg.assertion.ttl)
                 .build(),
+            session_header_hasher: std::collections::hash_map::RandomState::new(),
             routes,
             identity_prefix: IdentityPrefix::new(&cfg.server.identity_header_prefix),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
@@ -643,9 +648,21 @@ impl Gateway {
         let now_secs = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let key: (Arc<str>, Arc<str>) = (sid.into(), upstream.into());
+        // Looked up by a hash of (session, upstream) without allocating; a hit counts only
+        // when it is this session's header for this upstream (never another's on a
+        // collision).
+        let key = {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            let mut h = self.session_header_hasher.build_hasher();
+            h.write(sid.as_bytes());
+            h.write_u8(0xff);
+            h.write(upstream.as_bytes());
+            h.finish()
+        };
         if let Some(h) = self.session_headers.get(&key)
             && now_secs < h.renew_at
+            && &*h.sid == sid
+            && &*h.upstream == upstream
         {
             return Ok(h.value);
         }
@@ -658,6 +675,8 @@ impl Gateway {
         self.session_headers.insert(
             key,
             SessionHeader {
+                sid: sid.into(),
+                upstream: upstream.into(),
                 value: value.clone(),
                 renew_at: exp.saturating_sub(ttl.div_ceil(6).max(1)),
             },
