@@ -274,11 +274,28 @@ struct Demo {
 }
 
 impl Demo {
-    /// Starts the demo and waits until `ready_file` exists in its certificate directory.
+    /// Starts the demo and waits until `ready_file` exists in its certificate directory
+    /// and the gateway answers TLS. The port is chosen free, but the demo's own servers
+    /// (IdPs, OP, echo) take random ports too and may take it first: then the demo is
+    /// started again on another port.
     async fn start(dir: &std::path::Path, ready_file: &str) -> Demo {
+        for attempt in 1..=5 {
+            match Self::try_start(dir, ready_file).await {
+                Ok(demo) => return demo,
+                Err(why) if attempt < 5 => {
+                    eprintln!("demo start {attempt}: {why}; again on another port");
+                    let _ = std::fs::remove_dir_all(dir.join("certs"));
+                }
+                Err(why) => panic!("the demo did not start: {why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn try_start(dir: &std::path::Path, ready_file: &str) -> Result<Demo, String> {
         let certs = dir.join("certs");
         let port = free_port();
-        let child = Child(
+        let mut child = Child(
             Command::new(env!("CARGO_BIN_EXE_varco"))
                 .args([
                     "demo",
@@ -294,7 +311,12 @@ impl Demo {
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while !certs.join(ready_file).is_file() {
-            assert!(Instant::now() < deadline, "no {ready_file}");
+            if Instant::now() > deadline {
+                return Err(format!("no {ready_file}"));
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                return Err(format!("the demo exited: {status}"));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let ca = std::fs::read(certs.join("ca.pem")).unwrap();
@@ -310,29 +332,37 @@ impl Demo {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-        let tcp = loop {
+        let tls = loop {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                return Err(format!("the demo exited: {status}"));
+            }
             match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                Ok(t) => break t,
+                Ok(tcp) => {
+                    match connector
+                        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                        .await
+                    {
+                        Ok(tls) => break tls,
+                        // Not the gateway on this port (one of the demo's own servers).
+                        Err(e) => return Err(format!("port {port} does not answer TLS: {e}")),
+                    }
+                }
                 Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
-                Err(e) => panic!("demo not listening: {e}"),
+                Err(e) => return Err(format!("demo not listening: {e}")),
             }
         };
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
         let (gw, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .unwrap();
         tokio::spawn(conn);
-        Demo {
+        Ok(Demo {
             _child: child,
             gw,
             port,
             base: format!("https://localhost:{port}"),
-        }
+        })
     }
 
     async fn send(
