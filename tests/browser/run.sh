@@ -84,15 +84,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
-"$VARCO_BIN" demo --listen "127.0.0.1:$port" --certs-dir "$tmp/certs" >"$tmp/demo.log" 2>&1 &
-demo_pid=$!
-health="https://127.0.0.1:$port/_varco/healthz"
+# The port is chosen free, but the demo's own servers (IdPs, OP, echo) take random ports
+# too and may take it first: then the demo exits and is started again on another port.
 up=0
-for _ in $(seq 1 150); do # 30 s
-  if ! kill -0 "$demo_pid" 2>/dev/null; then break; fi
-  if "$VARCO_BIN" healthcheck --url "$health" --timeout 1s >/dev/null 2>&1; then up=1; break; fi
-  sleep 0.2
+for attempt in 1 2 3; do
+  port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+  rm -rf "$tmp/certs"
+  "$VARCO_BIN" demo --listen "127.0.0.1:$port" --certs-dir "$tmp/certs" >"$tmp/demo.log" 2>&1 &
+  demo_pid=$!
+  health="https://127.0.0.1:$port/_varco/healthz"
+  for _ in $(seq 1 150); do # 30 s
+    if ! kill -0 "$demo_pid" 2>/dev/null; then break; fi
+    if "$VARCO_BIN" healthcheck --url "$health" --timeout 1s >/dev/null 2>&1; then up=1; break; fi
+    sleep 0.2
+  done
+  [ "$up" = 1 ] && break
+  echo "-- varco demo did not start on port $port (attempt $attempt)"
+  kill -KILL "$demo_pid" 2>/dev/null
+  wait "$demo_pid" 2>/dev/null
 done
 if [ "$up" != 1 ]; then
   echo "FAIL: varco demo did not answer at $health; its log:"
