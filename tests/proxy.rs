@@ -559,6 +559,17 @@ async fn request_ids_are_generated_passed_and_returned() {
     let r = get_json(&gw.url("/"), &[("x-request-id", "client-chosen")]).await;
     let returned = r.headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(returned.len(), 32, "{returned}");
+    assert!(
+        returned
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "lower-case hex: {returned}"
+    );
+    let second = get_json(&gw.url("/"), &[]).await.headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(second, returned, "each request gets its own id");
     assert_ne!(
         returned, "client-chosen",
         "untrusted clients cannot pick the id"

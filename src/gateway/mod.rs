@@ -422,9 +422,16 @@ impl Gateway {
             return v.clone();
         }
         // Built once; the upstream request, the response and the log share the bytes.
-        let id = format!("{:032x}", rand::random::<u128>());
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
-            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 32];
+        for (pair, byte) in id
+            .chunks_exact_mut(2)
+            .zip(rand::random::<u128>().to_be_bytes())
+        {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 

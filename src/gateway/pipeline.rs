@@ -191,18 +191,28 @@ impl Gateway {
             &self.cfg.server,
             conn.framing_violation(),
         )?;
+        // The phases that wait on logins, stores and directories hold large futures: they
+        // are boxed, so that the future of every request (moved whole into the
+        // connection's slot) stays the size of a proxied one.
         let mut ctx = match self.resolve(&req, ex)? {
             Target::Jwks => return Ok(self.jwks_response()),
-            Target::Internal(path) => return Ok(self.internal(req, &path, ex, conn).await?),
-            Target::PinForm => return Ok(self.pin_form_login(req, ex).await?),
+            Target::Internal(path) => {
+                return Ok(Box::pin(self.internal(req, &path, ex, conn)).await?);
+            }
+            Target::PinForm => return Ok(Box::pin(self.pin_form_login(req, ex)).await?),
             Target::Route(ctx) => ctx,
         };
         if !ctx.route.public {
-            self.authenticate(&mut req, conn, &mut ctx, ex).await?;
-            self.legacy_pin_gate(&req, &ctx, ex).await?;
-            self.authorize_phase(&mut req, &mut ctx).await?;
+            Box::pin(async {
+                self.authenticate(&mut req, conn, &mut ctx, ex).await?;
+                self.legacy_pin_gate(&req, &ctx, ex).await?;
+                self.authorize_phase(&mut req, &mut ctx).await
+            })
+            .await?;
         }
-        self.commit_session(&req, &mut ctx).await?;
+        if ctx.new_login.is_some() {
+            Box::pin(self.commit_session(&req, &mut ctx)).await?;
+        }
         let prepared = self.upstream_request(req, conn, &ctx, ex)?;
         let upgrade = prepared.upgrade;
         let resp = self.forward(prepared.request, &ctx).await?;

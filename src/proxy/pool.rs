@@ -112,7 +112,9 @@ impl Pool {
                 return Ok((s, true));
             }
             if let Ok(permit) = self.open.clone().try_acquire_owned() {
-                return self.connect(permit).await.map(|s| (s, false));
+                // Boxed: a TLS handshake's future is large, and the future of every
+                // request (a reused connection's too) would carry its size.
+                return Box::pin(self.connect(permit)).await.map(|s| (s, false));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

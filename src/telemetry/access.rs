@@ -37,7 +37,27 @@ fn push_timestamp(buf: &mut Vec<u8>) {
         }
         buf.extend_from_slice(c.1.as_bytes());
     });
-    let _ = write!(buf, ".{:06}Z", d.subsec_micros());
+    buf.push(b'.');
+    push_padded(buf, u64::from(d.subsec_micros()), 6);
+    buf.push(b'Z');
+}
+
+/// Appends `n` in decimal (no formatting machinery: this runs once per request).
+fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    push_padded(buf, n, 1);
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (at most 20).
+fn push_padded(buf: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    while n > 0 {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = i.min(digits.len() - width.clamp(1, 20));
+    buf.extend_from_slice(&digits[start..]);
 }
 
 /// Sets the line format (once, at start-up; JSON otherwise).
@@ -122,8 +142,17 @@ pub fn emit(line: &AccessLine<'_>) {
 }
 
 fn json_str(buf: &mut Vec<u8>, s: &str) {
-    // serde_json escapes control characters and quotes; writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
+    // Most values need no escaping: copied as they are. Otherwise serde_json escapes
+    // control characters and quotes; writing to a Vec cannot fail.
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
 }
 
 fn version_str(v: http::Version) -> &'static str {
@@ -149,22 +178,29 @@ fn render(buf: &mut Vec<u8>, l: &AccessLine<'_>, format: LogFormat) {
             json_str(buf, l.method);
             buf.extend_from_slice(b",\"path\":");
             json_str(buf, l.path);
-            let _ = write!(
-                buf,
-                ",\"status\":{},\"bytes\":{},\"complete\":{},\"duration_ms\":{ms}.{frac:03},\"route\":",
-                l.status, l.bytes, l.complete
-            );
+            buf.extend_from_slice(b",\"status\":");
+            push_u64(buf, u64::from(l.status));
+            buf.extend_from_slice(b",\"bytes\":");
+            push_u64(buf, l.bytes);
+            buf.extend_from_slice(if l.complete {
+                b",\"complete\":true,\"duration_ms\":"
+            } else {
+                b",\"complete\":false,\"duration_ms\":"
+            });
+            push_u64(buf, u64::try_from(ms).unwrap_or(u64::MAX));
+            buf.push(b'.');
+            push_padded(buf, frac as u64, 3);
+            buf.extend_from_slice(b",\"route\":");
             json_str(buf, l.route);
             buf.extend_from_slice(b",\"upstream\":");
             json_str(buf, l.upstream);
             buf.extend_from_slice(b",\"request_id\":");
             json_str(buf, l.request_id);
-            let _ = writeln!(
-                buf,
-                ",\"peer\":\"{}\",\"version\":\"{}\",\"target\":\"varco::access\"}}",
-                l.peer,
-                version_str(l.version)
-            );
+            buf.extend_from_slice(b",\"peer\":");
+            json_str(buf, l.peer);
+            buf.extend_from_slice(b",\"version\":\"");
+            buf.extend_from_slice(version_str(l.version).as_bytes());
+            buf.extend_from_slice(b"\",\"target\":\"varco::access\"}\n");
         }
         LogFormat::Pretty => {
             push_timestamp(buf);
@@ -237,5 +273,46 @@ mod tests {
         assert_eq!(v["path"], "/a\"b\n");
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["target"], "varco::access");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["bytes"], 5);
+        assert_eq!(v["complete"], true);
+        assert_eq!(v["request_id"], "r1");
+        assert_eq!(v["peer"], "127.0.0.1");
+        assert_eq!(v["version"], "HTTP/1.1");
+        let ts = v["timestamp"].as_str().unwrap();
+        assert_eq!((ts.len(), &ts[19..20], &ts[26..]), (27, ".", "Z"), "{ts}");
+    }
+
+    #[test]
+    fn numbers_are_written_in_full() {
+        let mut buf = Vec::new();
+        for (n, width) in [(0, 1), (7, 3), (1234, 3), (5, 6), (u64::MAX, 1), (0, 6)] {
+            buf.clear();
+            push_padded(&mut buf, n, width);
+            assert_eq!(
+                String::from_utf8(buf.clone()).unwrap(),
+                format!("{n:0width$}")
+            );
+        }
+        let mut buf = Vec::new();
+        let line = AccessLine {
+            method: "POST",
+            path: "/",
+            status: 503,
+            bytes: 0,
+            complete: false,
+            duration: Duration::from_micros(12_003_045),
+            route: "internal",
+            upstream: "-",
+            request_id: "r2",
+            peer: "::1",
+            version: http::Version::HTTP_2,
+        };
+        render(&mut buf, &line, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["duration_ms"], 12003.045);
+        assert_eq!(v["complete"], false);
+        assert_eq!(v["bytes"], 0);
+        assert_eq!(v["status"], 503);
     }
 }
