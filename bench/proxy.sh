@@ -206,3 +206,19 @@ ratio "varco(session-bound,$PROTECTED_ALG)" "$session_rps" "$session_p50" "$sess
 awk -v s="$session_rps" -v p="$varco_rps" 'BEGIN { printf "ratio varco(session-bound)/varco(public): throughput %.2fx\n", s/p }'
 ratio "varco(delegation,$PROTECTED_ALG)" "$delegated_rps" "$delegated_p50" "$delegated_p99"
 ratio "varco(PIN Basic,$PROTECTED_ALG)" "$pinbasic_rps" "$pinbasic_p50" "$pinbasic_p99"
+
+# The limit one signature per request allows (issue 16): the public route's cost per
+# request plus one signature (criterion's mint/ALG on one core, shared by the cores).
+# MINT_US=21.3 skips the criterion run.
+if [ -z "${MINT_US:-}" ]; then
+  MINT_US=$(cargo bench --bench hot_paths -- "mint/$PROTECTED_ALG\$" --warm-up-time 1 --measurement-time 3 2>/dev/null \
+    | awk '/time:/ {v=$5; u=$6; if (u=="ns") v/=1000; if (u=="ms") v*=1000; print v; exit}')
+fi
+if [ -n "$MINT_US" ]; then
+  awk -v pub="$varco_rps" -v prot="$protected_rps" -v mint="$MINT_US" -v cores="$(nproc)" -v alg="$PROTECTED_ALG" 'BEGIN {
+    limit = 1 / (1/pub + mint/1e6/cores)
+    printf "signature limit (%s, mint %.1f us, %d cores): %.0f req/s; protected route at %.2f of it\n", alg, mint, cores, limit, prot/limit
+  }'
+else
+  echo "signature limit: criterion's mint/$PROTECTED_ALG could not be run (set MINT_US)"
+fi

@@ -179,6 +179,19 @@ fn minting(c: &mut Criterion) {
             b.iter(|| minter.mint(&claims, &binding, SystemTime::now()))
         });
     }
+    // The signature alone, with aws-lc-rs directly over a token-sized input: what
+    // `mint/ES256` costs beyond it is jsonwebtoken's signer, the claims and base64.
+    {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pair.serialize_der())
+            .expect("pkcs8");
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let input = vec![b'a'; 620];
+        c.bench_function("sign/ES256_aws_lc_rs_only", |b| {
+            b.iter(|| key.sign(&rng, black_box(&input)).expect("sign"))
+        });
+    }
 }
 
 /// What a protected request adds to a public one: cookie → session lookup → minting.

@@ -22,6 +22,7 @@ pub mod escape;
 pub mod gateway;
 pub mod healthcheck;
 pub mod identity;
+pub mod ids;
 pub mod oidc;
 pub mod pages;
 pub mod pem;

@@ -450,7 +450,7 @@ impl Minter {
     ) -> Result<(String, u64), AssertionError> {
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let exp = iat + self.ttl.as_secs();
-        let jti = format!("{:032x}", rand::random::<u128>());
+        let jti = crate::ids::random_hex128_string();
         let mut json = String::with_capacity(session.json_members.len() + 120);
         json.push_str("{\"aud\":");
         push_json_str(&mut json, audience);
@@ -475,13 +475,17 @@ impl Minter {
     ) -> Result<String, AssertionError> {
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let exp = iat + self.ttl.as_secs();
-        let jti = format!("{:032x}", rand::random::<u128>());
+        let jti = crate::ids::random_hex128_string();
         let mut json = String::with_capacity(session.json_members.len() + binding.url.len() + 160);
         json.push_str("{\"aud\":");
         push_json_str(&mut json, binding.audience);
-        json.push_str(&format!(
-            ",\"iat\":{iat},\"exp\":{exp},\"jti\":\"{jti}\",\"htm\":"
-        ));
+        {
+            use std::fmt::Write as _;
+            let _ = write!(
+                json,
+                ",\"iat\":{iat},\"exp\":{exp},\"jti\":\"{jti}\",\"htm\":"
+            );
+        }
         push_json_str(&mut json, binding.method);
         json.push_str(",\"htu\":");
         push_json_str(&mut json, binding.url);

@@ -422,15 +422,7 @@ impl Gateway {
             return v.clone();
         }
         // Built once; the upstream request, the response and the log share the bytes.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = [0u8; 32];
-        for (pair, byte) in id
-            .chunks_exact_mut(2)
-            .zip(rand::random::<u128>().to_be_bytes())
-        {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
+        let id = crate::ids::random_hex128();
         HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
@@ -700,7 +692,7 @@ impl Gateway {
         route: &Route,
         upstream: &str,
         method: &Method,
-        htu: &str,
+        htu: impl FnOnce() -> String,
     ) -> Result<(), GatewayError> {
         let minter = self
             .services
@@ -733,7 +725,7 @@ impl Gateway {
                     &RequestBinding {
                         audience: upstream,
                         method: method.as_str(),
-                        url: htu,
+                        url: &htu(),
                     },
                     std::time::SystemTime::now(),
                 )

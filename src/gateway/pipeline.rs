@@ -547,8 +547,9 @@ impl Gateway {
             // htu: the URL the upstream receives, which it can rebuild from its own
             // request — the scheme it accepted, its `Host`, its request target
             // (docs/backend-verification.md).
-            let htu = format!("{}://{host}{uri}", upstream.scheme());
-            self.identify(headers, session, route, &upstream.name, &parts.method, &htu)?;
+            // (Built only for a request-bound header.)
+            let htu = || format!("{}://{host}{uri}", upstream.scheme());
+            self.identify(headers, session, route, &upstream.name, &parts.method, htu)?;
         }
         if let Some(up) = upgrade_value {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

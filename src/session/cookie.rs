@@ -88,20 +88,20 @@ impl CookieSpec {
     /// ASCII case (ASP.NET), and as PHP files cookie names (leading spaces trimmed, `.` and
     /// space as `_`, an array suffix `[...]` dropped: `NAME[]` is `NAME`).
     pub fn is_named(&self, name: &str) -> bool {
-        fn php(name: &str) -> String {
+        // Compared as the two forms are produced, without building them: this runs for
+        // every cookie of every request.
+        fn php(name: &str) -> impl Iterator<Item = u8> + '_ {
             let name = name.trim_start_matches(' ');
             let base = match name.find('[') {
                 Some(i) if name[i..].contains(']') => &name[..i],
                 _ => name,
             };
-            base.chars()
-                .map(|c| match c {
-                    '.' | ' ' | '[' => '_',
-                    c => c.to_ascii_lowercase(),
-                })
-                .collect()
+            base.bytes().map(|c| match c {
+                b'.' | b' ' | b'[' => b'_',
+                c => c.to_ascii_lowercase(),
+            })
         }
-        name.eq_ignore_ascii_case(&self.name) || php(name) == php(&self.name)
+        name.eq_ignore_ascii_case(&self.name) || php(name).eq(php(&self.name))
     }
 
     /// Whether the request carries this cookie under any spelling a server would read.
@@ -114,13 +114,9 @@ impl CookieSpec {
     /// Removes the session cookie from `Cookie` headers before a request goes upstream:
     /// the session id is a bearer credential the backend has no use for. Other cookies stay.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        let values: Vec<http::HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
-        if values.is_empty() {
-            return;
-        }
-        let mut kept: Vec<String> = Vec::new();
+        let mut kept: Vec<&str> = Vec::new();
         let mut changed = false;
-        for v in &values {
+        for v in headers.get_all(COOKIE) {
             let Ok(text) = v.to_str() else {
                 // Not text: cannot be rewritten safely, so it is not forwarded.
                 changed = true;
@@ -140,17 +136,18 @@ impl CookieSpec {
                 if names_it {
                     changed = true;
                 } else {
-                    kept.push(pair.to_string());
+                    kept.push(pair);
                 }
             }
         }
         if !changed {
             return;
         }
+        let rest = (!kept.is_empty())
+            .then(|| http::HeaderValue::from_str(&kept.join("; ")).ok())
+            .flatten();
         headers.remove(COOKIE);
-        if !kept.is_empty()
-            && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
-        {
+        if let Some(v) = rest {
             headers.insert(COOKIE, v);
         }
     }

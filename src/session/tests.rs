@@ -150,6 +150,15 @@ fn session_ids_are_random_and_their_hash_reveals_nothing_usable() {
     assert_ne!(a.hash(), a.to_cookie_value());
     assert!(!format!("{a:?}").contains(&a.to_cookie_value()));
     assert_eq!(SessionId::parse("short"), None);
+    // 43 characters that are not the unpadded URL-safe form of 32 bytes.
+    let v = a.to_cookie_value();
+    assert_eq!(SessionId::parse(&format!("{}+", &v[..42])), None);
+    assert_eq!(SessionId::parse(&format!("{}=", &v[..42])), None);
+    assert_eq!(SessionId::parse(&"_".repeat(43)), None, "trailing bits set");
+    let all_ones = format!("{}8", "_".repeat(42));
+    assert_eq!(SessionId::parse(&all_ones).map(|s| s.0), Some([0xff; 32]));
+    let last_bits = format!("{}B", &v[..42]); // non-zero trailing bits
+    assert_eq!(SessionId::parse(&last_bits), None);
 }
 
 /// At capacity a new session is always kept and the least recently used one makes room
