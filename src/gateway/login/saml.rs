@@ -207,9 +207,25 @@ impl Gateway {
         let now = self.services.clock.now();
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
         let relay = random_token();
-        let sent = sp
-            .authn_request(&fed, &idp, level, &relay, now_i)
+        // The request's RSA signature (milliseconds of CPU with a 3072-bit key) runs on the
+        // blocking pool like the answer's verification, a bounded number at a time: a burst
+        // of logins does not stall the request workers.
+        let permit = self
+            .services
+            .xml_verifications
+            .clone()
+            .acquire_owned()
+            .await
             .map_err(|_| GatewayError::Minting)?;
+        let signer = self.services.saml.clone().ok_or(GatewayError::NoRoute)?;
+        let (fed_owned, idp_owned, relay_owned) = (fed.clone(), idp.clone(), relay.clone());
+        let sent = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            signer.authn_request(&fed_owned, &idp_owned, level, &relay_owned, now_i)
+        })
+        .await
+        .map_err(|_| GatewayError::Minting)?
+        .map_err(|_| GatewayError::Minting)?;
         let mut data = BTreeMap::new();
         data.insert("federation".to_string(), fed.cfg.name.clone());
         data.insert("idp".to_string(), idp.entity_id.clone());

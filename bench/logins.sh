@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Logins never slow the proxy (issue 16): the p99 of proxied traffic alone, then under a
+# burst of SAML logins, in ONE run of `varco demo` (TLS listener, the verifying echo
+# upstream), reported as the ratio of the two p99s. A login is its two gateway requests: a
+# login start (the AuthnRequest's RSA signature) and a signed Response at the ACS (xmlsec
+# verification, replay check, a new session); both signatures run on the blocking pool, off
+# the request workers. The development IdP's part of each login (its own RSA signature)
+# is done before the clock starts: in production it is not on the gateway's machine.
+#
+#   bench/logins.sh                          # 200 logins/s for 15 s
+#   RATE=100 DURATION=20 bench/logins.sh
+#   VARCO=/tmp/varco-before bench/logins.sh
+#
+# The proxied traffic is wrk on the public page with a 1 ms pause between a connection's
+# requests (CONNS=8: a steady few thousand requests per second that leave the cores room,
+# so the p99 shows waiting, not a saturated machine). Logins: bench/logins.py (standard
+# library Python) with one loopback source address per client (the gateway limits logins
+# per address), keep-alive connections, latency counted from when each login was due.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATE=${RATE:-200}
+DURATION=${DURATION:-15}
+CONNS=${CONNS:-8}
+LOGIN_THREADS=${LOGIN_THREADS:-256}
+PORT=${PORT:-19443}
+
+. bench/lib.sh
+bench_needs wrk=wrk python3=python3
+bench_varco
+OUT=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+"$VARCO" demo --listen "127.0.0.1:$PORT" --certs-dir "$OUT/certs" > "$OUT/demo.log" 2>&1 &
+pids+=($!)
+BASE="https://localhost:$PORT"
+for _ in $(seq 200); do
+  curl -fsS -o /dev/null --cacert "$OUT/certs/ca.pem" "$BASE/pubblico" 2>/dev/null && break
+  sleep 0.1
+done
+curl -fsS -o /dev/null --cacert "$OUT/certs/ca.pem" "$BASE/pubblico" \
+  || { echo "the demo did not start"; cat "$OUT/demo.log"; exit 1; }
+
+cat > "$OUT/pace.lua" <<'LUA'
+function delay() return 1 end
+LUA
+proxied() { # name
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$OUT/pace.lua" "$BASE/pubblico" > "$OUT/$1.wrk"
+  local rps p50 p99 errs
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$1.wrk")
+  p50=$(awk '$1=="50%" {print $2}' "$OUT/$1.wrk" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' "$OUT/$1.wrk" | to_ms)
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' "$OUT/$1.wrk" | tr '\n' ' ')
+  printf "%-14s %10s req/s   p50 %7s ms   p99 %7s ms   %s\n" "$1" "$rps" "$p50" "$p99" "$errs"
+  eval "${1//-/_}_p99=$p99"
+}
+
+echo "== logins vs proxied traffic: wrk -t1 -c$CONNS (1 ms pause) on /pubblico for ${DURATION}s, $(nproc) cores"
+proxied alone
+mkfifo "$OUT/go"
+nice -n "${LOGIN_CLIENT_NICE:-0}" python3 bench/logins.py "$BASE" "$OUT/certs/ca.pem" "$RATE" "$DURATION" "$LOGIN_THREADS" --wait \
+  < "$OUT/go" > "$OUT/logins.txt" 2>&1 &
+LOGINS=$!
+exec 3> "$OUT/go"
+until grep -q '^prepared' "$OUT/logins.txt"; do
+  kill -0 "$LOGINS" 2>/dev/null || { cat "$OUT/logins.txt"; exit 1; }
+  sleep 0.5
+done
+echo go >&3
+proxied with-logins
+exec 3>&-
+wait "$LOGINS" || true
+cat "$OUT/logins.txt"
+awk -v a="$alone_p99" -v b="$with_logins_p99" -v r="$RATE" 'BEGIN {
+  printf "ratio p99 with %d logins/s / p99 alone: %.2fx (target <= 1.5x)\n", r, b/a
+}'
