@@ -110,10 +110,11 @@ mix() { # seconds
   wrk -t1 -c1 -d"${s}s" -s "$OUT/login.lua" "http://127.0.0.1:$GW_PORT/_varco/dev-login" > "$OUT/login.wrk" & w+=($!)
   wait "${w[@]}"
 }
-# The mix's sessions expire (idle timeout), then a margin; a request a second meanwhile, as
-# a quiet gateway would see (the store's housekeeping runs with its operations).
+# The mix's sessions expire and leave the store (it frees them 60 s after the idle
+# timeout), then a margin; a request a second meanwhile, as a quiet gateway would see (the
+# store's housekeeping runs with its operations).
 settle() {
-  local until=$((SECONDS + IDLE + 15)) cookie
+  local until=$((SECONDS + IDLE + 60 + 20)) cookie
   cookie=$(login)
   while [ "$SECONDS" -lt "$until" ]; do
     curl -s -o /dev/null -H "Cookie: $cookie" "http://127.0.0.1:$GW_PORT/pagina"
