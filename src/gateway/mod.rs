@@ -68,6 +68,10 @@ pub struct Services {
     pub ready: AtomicBool,
     /// SAML signature verifications running at once on the blocking pool (one per CPU).
     pub xml_verifications: Arc<tokio::sync::Semaphore>,
+    /// SAML request signatures running at once on the blocking pool (one per CPU), apart
+    /// from the verifications: a burst of login starts does not hold back the answers of
+    /// logins under way.
+    pub xml_signatures: Arc<tokio::sync::Semaphore>,
     /// SAML logins started per client address, when `[saml]` is configured.
     pub saml_logins: Option<crate::ratelimit::Limiter<crate::ratelimit::ClientAddress>>,
     /// The OpenID Connect relying party, when `[oidc]` is configured.
@@ -115,6 +119,9 @@ impl Services {
             tunnels: Arc::default(),
             ready: AtomicBool::new(false),
             xml_verifications: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            xml_signatures: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             saml_logins: None,

@@ -204,19 +204,20 @@ impl Gateway {
             .get("return")
             .and_then(|r| safe_return(r, reserved))
             .unwrap_or_else(|| "/".into());
-        let now = self.services.clock.now();
-        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
-        let relay = random_token();
         // The request's RSA signature (milliseconds of CPU with a 3072-bit key) runs on the
-        // blocking pool like the answer's verification, a bounded number at a time: a burst
-        // of logins does not stall the request workers.
+        // blocking pool like the answer's verification, a bounded number at a time (its own
+        // bound: login starts never queue ahead of answers): a burst of logins does not
+        // stall the request workers. The clock is read once a place is free.
         let permit = self
             .services
-            .xml_verifications
+            .xml_signatures
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| GatewayError::Minting)?;
+        let now = self.services.clock.now();
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let relay = random_token();
         let signer = self.services.saml.clone().ok_or(GatewayError::NoRoute)?;
         let (fed_owned, idp_owned, relay_owned) = (fed.clone(), idp.clone(), relay.clone());
         let sent = tokio::task::spawn_blocking(move || {
