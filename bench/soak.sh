@@ -128,7 +128,13 @@ mix 30
 settle
 start=$(rss)
 echo "  start (after a 30 s warm-up and its sessions' expiry): RSS $((start / 1024)) MiB"
+# RSS every minute of the load: a leak climbs for the whole run, an allocator's working
+# set levels off.
+( while kill -0 "$gw" 2>/dev/null; do sleep 60; echo "$(rss)"; done ) > "$OUT/series" &
+sampler=$!
 mix "$DURATION"
+kill "$sampler" 2>/dev/null || true
+echo "  RSS each minute of the load (MiB): $(awk '{printf "%.1f ", $1/1024}' "$OUT/series")"
 peak=$(awk '/^VmHWM/ {print $2}' "/proc/$gw/status")
 for f in public protected session upload notfound login; do
   printf "  %-9s %s requests\n" "$f" "$(awk '/requests in/ {print $1}' "$OUT/$f.wrk")"
