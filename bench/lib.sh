@@ -26,3 +26,17 @@ bench_varco() {
 
 # wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+
+# bench_workdir: a temporary directory in $OUT and a list `pids` of the processes a script
+# starts; at exit those processes (and an nginx that wrote $OUT/nginx.pid) are stopped and
+# the directory removed.
+bench_workdir() {
+  OUT=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
+  rm -rf "$OUT"
+}

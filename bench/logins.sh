@@ -28,13 +28,7 @@ PORT=${PORT:-19443}
 . bench/lib.sh
 bench_needs wrk=wrk python3=python3
 bench_varco
-OUT=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$OUT"
-}
-trap cleanup EXIT
+bench_workdir
 
 "$VARCO" demo --listen "127.0.0.1:$PORT" --certs-dir "$OUT/certs" > "$OUT/demo.log" 2>&1 &
 pids+=($!)

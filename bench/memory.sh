@@ -21,14 +21,7 @@ SIZE=${SIZE:-1G}
 UP_PORT=${UP_PORT:-19200}
 FILE_PORT=${FILE_PORT:-19201}
 GW_PORT=${GW_PORT:-19202}
-OUT=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
-  rm -rf "$OUT"
-}
-trap cleanup EXIT
+bench_workdir
 
 "$VARCO" echo --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
 pids+=($!)

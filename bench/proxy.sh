@@ -26,14 +26,7 @@ PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/small}
 . bench/lib.sh
 bench_needs nginx=nginx-light wrk=wrk argon2=argon2
 bench_varco
-OUT=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
-  rm -rf "$OUT"
-}
-trap cleanup EXIT
+bench_workdir
 
 "$VARCO" echo --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
 pids+=($!)

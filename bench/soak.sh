@@ -22,13 +22,7 @@ DURATION=${DURATION:-600}
 UP_PORT=${UP_PORT:-19300}
 GW_PORT=${GW_PORT:-19301}
 IDLE=${IDLE:-60}
-OUT=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$OUT"
-}
-trap cleanup EXIT
+bench_workdir
 
 "$VARCO" echo --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
 pids+=($!)
