@@ -11,8 +11,16 @@ burst then sends, at RATE per second, each login's two gateway requests: a new l
 start and a prepared Response to the ACS.
 
     logins.py BASE_URL CA_FILE RATE SECONDS THREADS [--wait]
+    logins.py --burn CORES SECONDS
 
-With --wait, the burst starts when a line arrives on standard input.
+With --wait, the burst starts when a line arrives on standard input. The burst's line
+also gives the CPU this client used during it.
+
+--burn is the control: CORES of CPU spent by processes that have nothing to do with the
+gateway (busy loops in 3 ms slices, about what one login's signature takes, spread over
+every CPU as the gateway's blocking threads are), for SECONDS.
+What the same CPU does to the proxied p99 when it is not a login tells the machine's
+share of the burst's effect from the gateway's.
 
 Spread over THREADS clients, each with its own loopback source address (127.0.1.2, ...:
 the gateway limits logins per address) and keep-alive connections. Prints one line:
@@ -111,7 +119,34 @@ class Client:
         self.gw, self.idp = None, {}
 
 
+def burn(cores, seconds):
+    """Busy loops worth `cores` CPUs, in 3 ms slices, one process per CPU."""
+    import os
+
+    procs = os.cpu_count() or 1
+    duty = min(1.0, cores / procs)
+    slice_s = 0.003
+    children = []
+    for _ in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = time.perf_counter()
+                while time.perf_counter() - t < slice_s * duty:
+                    pass
+                if duty < 1.0:
+                    time.sleep(slice_s * (1 - duty))
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
 def main():
+    if sys.argv[1] == "--burn":
+        burn(float(sys.argv[2]), float(sys.argv[3]))
+        return
     base, ca, rate, seconds, threads = sys.argv[1:6]
     rate, seconds, threads = float(rate), float(seconds), int(threads)
     ctx = ssl.create_default_context(cafile=ca)
@@ -189,6 +224,7 @@ def main():
     most = max(len(p) for p in prepared)
     items = [(i, prepared[i][j]) for j in range(most) for i in range(threads) if j < len(prepared[i])]
     start = time.monotonic()
+    cpu0 = time.process_time()
     for k, (i, item) in enumerate(items):
         due = start + k / rate
         delay = due - time.monotonic()
@@ -200,6 +236,7 @@ def main():
     for t in pool:
         t.join(timeout=60)
     took = time.monotonic() - start
+    cpu = time.process_time() - cpu0
     lat.sort()
 
     def pct(p):
@@ -207,8 +244,8 @@ def main():
 
     print(
         "logins: sent %d, completed %d, failed %d in %.1f s (%.0f/s); "
-        "latency p50 %.1f ms p99 %.1f ms"
-        % (len(items), done[0], failed[0], took, done[0] / took, pct(0.5), pct(0.99))
+        "latency p50 %.1f ms p99 %.1f ms; client CPU %.2f s"
+        % (len(items), done[0], failed[0], took, done[0] / took, pct(0.5), pct(0.99), cpu)
     )
     for e, k in errors.items():
         print("  failure x%d: %s" % (k, e))
