@@ -460,6 +460,39 @@ public = false
         String::from_utf8(body.to_vec()).expect("utf-8")
     }
 
+    /// Login starts and answers have separate bounds on the blocking pool: a burst of
+    /// login starts holding every signing place leaves the answers' verifications free to
+    /// run, and the other way round (one shared bound let starts hold back logins already
+    /// under way at the IdP).
+    #[test]
+    fn login_starts_and_answers_have_separate_bounds() {
+        let gw = gateway(DEMO);
+        let (sign, verify) = (&gw.services.xml_signatures, &gw.services.xml_verifications);
+        let places = u32::try_from(sign.available_permits()).expect("count");
+        assert!(places >= 1);
+        let starts = sign
+            .clone()
+            .try_acquire_many_owned(places)
+            .expect("every signing place");
+        assert!(
+            sign.try_acquire().is_err(),
+            "the signing places are all taken"
+        );
+        assert!(
+            verify.try_acquire().is_ok(),
+            "an answer is verified meanwhile"
+        );
+        drop(starts);
+        let places = u32::try_from(verify.available_permits()).expect("count");
+        let answers = verify
+            .clone()
+            .try_acquire_many_owned(places)
+            .expect("every place");
+        assert!(verify.try_acquire().is_err());
+        assert!(sign.try_acquire().is_ok(), "a login starts meanwhile");
+        drop(answers);
+    }
+
     /// Only configured methods are listed: the demo configuration without SAML, CNS or PIN
     /// has the development login alone, whose endpoint is found and the others' are not.
     #[test]
