@@ -6,6 +6,7 @@
 #   bench/soak.sh                        # 10 minutes
 #   DURATION=120 bench/soak.sh
 #   CYCLES=5 DURATION=45 IDLE=10 bench/soak.sh   # RSS after each of five load/settle cycles
+#   ARENAS=2 bench/soak.sh         # the gateway with MALLOC_ARENA_MAX=2
 #
 # The mix, all at once, each a wrk with its own connections: public GETs, protected GETs
 # with a request-bound ES256 header, GETs on a session-bound route, 64 KiB uploads, 404s,
@@ -65,7 +66,14 @@ path = "/"
 upstream = "echo"
 public = false
 TOML
-"$VARCO" demo --config "$OUT/varco.toml" --certs-dir "$OUT/certs" > /dev/null 2> "$OUT/varco.err" &
+# glibc's malloc arenas: its default (up to 8 a core), or ARENAS=N for MALLOC_ARENA_MAX=N.
+ARENAS=${ARENAS:-default}
+if [ "$ARENAS" = default ]; then
+  arenas=(-u MALLOC_ARENA_MAX)
+else
+  arenas=("MALLOC_ARENA_MAX=$ARENAS")
+fi
+env "${arenas[@]}" "$VARCO" demo --config "$OUT/varco.toml" --certs-dir "$OUT/certs" > /dev/null 2> "$OUT/varco.err" &
 gw=$!
 pids+=($gw)
 for _ in $(seq 200); do
@@ -124,7 +132,7 @@ if [ -n "${CYCLES:-}" ]; then
   # Leak or allocator? CYCLES loads of DURATION seconds, each followed by its sessions'
   # expiry: a leak adds the same amount at every cycle, an allocator's retained memory
   # levels off after the first few.
-  echo "== soak: $CYCLES cycles of ${DURATION}s mixed load and settle (fresh process: RSS $((fresh / 1024)) MiB)"
+  echo "== soak: $CYCLES cycles of ${DURATION}s mixed load and settle, malloc arenas: $ARENAS (fresh process: RSS $((fresh / 1024)) MiB)"
   for k in $(seq "$CYCLES"); do
     mix "$DURATION"
     settle
@@ -132,7 +140,7 @@ if [ -n "${CYCLES:-}" ]; then
   done
   exit 0
 fi
-echo "== soak: mixed load for ${DURATION}s on $(nproc) cores (fresh process: RSS $((fresh / 1024)) MiB)"
+echo "== soak: mixed load for ${DURATION}s on $(nproc) cores, malloc arenas: $ARENAS (fresh process: RSS $((fresh / 1024)) MiB)"
 warm=$((IDLE + 60))
 mix "$warm"
 settle
