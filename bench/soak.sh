@@ -6,7 +6,8 @@
 #   bench/soak.sh                        # 10 minutes
 #   DURATION=120 bench/soak.sh
 #   CYCLES=5 DURATION=45 IDLE=10 bench/soak.sh   # RSS after each of five load/settle cycles
-#   ARENAS=2 bench/soak.sh         # the gateway with MALLOC_ARENA_MAX=2
+#   VARCO=/tmp/varco-glibc bench/soak.sh   # a build with glibc's malloc (--no-default-features)
+#   ARENAS=2 VARCO=/tmp/varco-glibc bench/soak.sh   # ... with MALLOC_ARENA_MAX=2
 #
 # The mix, all at once, each a wrk with its own connections: public GETs, protected GETs
 # with a request-bound ES256 header, GETs on a session-bound route, 64 KiB uploads, 404s,
@@ -66,8 +67,15 @@ path = "/"
 upstream = "echo"
 public = false
 TOML
-# glibc's malloc arenas: its default (up to 8 a core), or ARENAS=N for MALLOC_ARENA_MAX=N.
+# The binary's allocator: jemalloc (the default build), or glibc's malloc (a build without
+# the `jemalloc` feature), whose arenas are its default (up to 8 a core) or ARENAS=N for
+# MALLOC_ARENA_MAX=N.
 ARENAS=${ARENAS:-default}
+if grep -qa -m1 _rjem_malloc "$VARCO"; then
+  allocator=jemalloc
+else
+  allocator="glibc malloc, arenas: $ARENAS"
+fi
 if [ "$ARENAS" = default ]; then
   arenas=(-u MALLOC_ARENA_MAX)
 else
@@ -132,7 +140,7 @@ if [ -n "${CYCLES:-}" ]; then
   # Leak or allocator? CYCLES loads of DURATION seconds, each followed by its sessions'
   # expiry: a leak adds the same amount at every cycle, an allocator's retained memory
   # levels off after the first few.
-  echo "== soak: $CYCLES cycles of ${DURATION}s mixed load and settle, malloc arenas: $ARENAS (fresh process: RSS $((fresh / 1024)) MiB)"
+  echo "== soak: $CYCLES cycles of ${DURATION}s mixed load and settle, allocator: $allocator (fresh process: RSS $((fresh / 1024)) MiB)"
   for k in $(seq "$CYCLES"); do
     mix "$DURATION"
     settle
@@ -140,7 +148,7 @@ if [ -n "${CYCLES:-}" ]; then
   done
   exit 0
 fi
-echo "== soak: mixed load for ${DURATION}s on $(nproc) cores, malloc arenas: $ARENAS (fresh process: RSS $((fresh / 1024)) MiB)"
+echo "== soak: mixed load for ${DURATION}s on $(nproc) cores, allocator: $allocator (fresh process: RSS $((fresh / 1024)) MiB)"
 warm=$((IDLE + 60))
 mix "$warm"
 settle
