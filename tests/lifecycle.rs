@@ -333,3 +333,29 @@ async fn the_healthcheck_subcommand_probes_a_running_gateway() {
         started.elapsed()
     );
 }
+
+/// The binary's allocator hands freed memory back to the system (issue 16, memory after a
+/// long load): jemalloc with its background purging threads, the build's default. The
+/// figures are `bench/soak.sh`'s; this guards the build (a binary built without the
+/// `jemalloc` feature, or without background threads, keeps the high-water mark of a load).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allocator_purges_freed_memory_in_the_background() {
+    let up = upstreams::echo().await;
+    let gw = Gateway::start(&simple_config(up, ""));
+    let r = get_json(&gw.url("/page"), &[]).await;
+    assert_eq!(r.status, 200);
+    let threads = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    // jemalloc starts its first purging thread as it initializes, before the listeners.
+    let names = threads();
+    assert!(
+        names.iter().any(|n| n == "jemalloc_bg_thd"),
+        "no jemalloc background thread among {names:?}"
+    );
+}
