@@ -10,6 +10,7 @@
 #   bench/logins.sh                          # 200 logins/s for 15 s
 #   RATE=100 DURATION=20 bench/logins.sh
 #   VARCO=/tmp/varco-before bench/logins.sh
+#   SPLIT=1 bench/logins.sh                  # the gateway on CPU 0, everything else on the rest
 #
 # The proxied traffic is wrk on the public page with a 1 ms pause between a connection's
 # requests (CONNS=8: a steady few thousand requests per second that leave the cores room,
@@ -26,6 +27,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# SPLIT=1: the gateway (with its in-process upstream) pinned to CPU 0 and the load
+# generators, the login client and the control's busy loops to the other CPUs, so that
+# they no longer compete with it: the p99s then show what the logins cost the gateway.
+GW_PIN=()
+LOAD_PIN=()
+if [ -n "${SPLIT:-}" ]; then
+  GW_PIN=(taskset -c 0)
+  LOAD_PIN=(taskset -c "1-$(($(nproc) - 1))")
+fi
 RATE=${RATE:-200}
 DURATION=${DURATION:-15}
 CONNS=${CONNS:-8}
@@ -37,7 +47,7 @@ bench_needs wrk=wrk python3=python3
 bench_varco
 bench_workdir
 
-"$VARCO" demo --listen "127.0.0.1:$PORT" --certs-dir "$OUT/certs" > "$OUT/demo.log" 2>&1 &
+"${GW_PIN[@]}" "$VARCO" demo --listen "127.0.0.1:$PORT" --certs-dir "$OUT/certs" > "$OUT/demo.log" 2>&1 &
 gw=$!
 pids+=($gw)
 ticks=$(getconf CLK_TCK)
@@ -64,7 +74,7 @@ proxied() { # name
   local c0 l0 own
   c0=$(gw_cpu)
   l0=$(($(wc -l < "$OUT/demo.log") + 1))
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$OUT/pace.lua" "$BASE/pubblico" > "$OUT/$1.wrk"
+  "${LOAD_PIN[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$OUT/pace.lua" "$BASE/pubblico" > "$OUT/$1.wrk"
   local rps p50 p99 errs
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$1.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$OUT/$1.wrk" | to_ms)
@@ -80,7 +90,7 @@ proxied() { # name
 echo "== logins vs proxied traffic: wrk -t1 -c$CONNS (1 ms pause) on /pubblico for ${DURATION}s, $(nproc) cores"
 proxied alone
 mkfifo "$OUT/go"
-nice -n "${LOGIN_CLIENT_NICE:-0}" python3 bench/logins.py "$BASE" "$OUT/certs/ca.pem" "$RATE" "$DURATION" "$LOGIN_THREADS" --wait \
+"${LOAD_PIN[@]}" nice -n "${LOGIN_CLIENT_NICE:-0}" python3 bench/logins.py "$BASE" "$OUT/certs/ca.pem" "$RATE" "$DURATION" "$LOGIN_THREADS" --wait \
   < "$OUT/go" > "$OUT/logins.txt" 2>&1 &
 LOGINS=$!
 exec 3> "$OUT/go"
@@ -97,7 +107,7 @@ client=$(awk '/client CPU/ {for (i = 1; i < NF; i++) if ($i == "CPU") print $(i 
 control=$(awk -v g="$with_logins_cores" -v a="$alone_cores" -v c="$client" -v d="$DURATION" \
   'BEGIN {x = g - a + c / d; printf "%.2f", x < 0.05 ? 0.05 : x}')
 echo "the burst's CPU: gateway $alone_cores cores alone, $with_logins_cores with the logins; login client ${client} s; control burns $control cores"
-python3 bench/logins.py --burn "$control" "$((DURATION + 1))" &
+"${LOAD_PIN[@]}" python3 bench/logins.py --burn "$control" "$((DURATION + 1))" &
 burner=$!
 proxied control
 wait "$burner"

@@ -47,13 +47,17 @@ fn config_errors_name_the_key_and_the_file() {
     let bad = good
         .replace("url = \"http://127.0.0.1:9\"", "url = \"ftp://x\"")
         .replace("public = true", "")
-        .replace("[server]", "[server]\nreserved_prefix = \"nope\"");
+        .replace(
+            "[server]",
+            "[server]\nreserved_prefix = \"nope\"\nlogin_threads_nice = 20",
+        );
     let (ok, out) = check_config(&bad);
     assert!(!ok);
     for key in [
         "upstream.app.url",
         "route[0].public",
         "server.reserved_prefix",
+        "server.login_threads_nice",
     ] {
         assert!(out.contains(key), "{key} not named in:\n{out}");
     }

@@ -296,6 +296,29 @@ async fn a_spid_login_reaches_the_upstream_with_the_verified_identity() {
     assert_eq!(r.headers["location"], "/app?x=1");
     let cookie = cookie_of(&r);
     assert!(cookie.starts_with("__Host-varco="));
+    // The login's signatures ran on the workers' blocking threads, which yield to the
+    // workers: nice 19 (`server.login_threads_nice`), the workers 0.
+    let nice_of = |comm_prefix: &str| -> Vec<i64> {
+        std::fs::read_dir(format!("/proc/{}/task", s.gw.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| {
+                let (head, rest) = stat.rsplit_once(')')?;
+                let comm = head.split_once('(')?.1;
+                // Fields after the name start at the third (state); nice is the 19th.
+                let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+                comm.starts_with(comm_prefix).then_some(nice)
+            })
+            .collect()
+    };
+    let login_threads = nice_of("varco-login-");
+    assert!(!login_threads.is_empty(), "no login thread after a login");
+    assert!(login_threads.iter().all(|&n| n == 19), "{login_threads:?}");
+    let workers = nice_of("varco-worker-");
+    assert!(
+        !workers.is_empty() && workers.iter().all(|&n| n == 0),
+        "{workers:?}"
+    );
 
     let r = request(
         "GET",

@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Worker threads (each with its own event loop); 0 = one per CPU.
     pub workers: usize,
+    /// The nice value (0–19) of the threads that do a login's cryptography off the
+    /// workers (SAML signatures and their verification, PIN hashes): at 19, the default,
+    /// a proxied request waiting for a core goes before a login's signature; 0 runs them
+    /// as the workers. Linux only (a per-thread nice value).
+    pub login_threads_nice: u8,
     /// A relayed WebSocket ends after this long (on protected routes also when the
     /// session would end).
     #[serde(with = "humantime_serde")]
@@ -87,6 +92,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             max_connections: 10_000,
             workers: 0,
+            login_threads_nice: 19,
             tunnel_max_lifetime: Duration::from_secs(3600),
             tunnel_check_interval: Duration::from_secs(5),
             body_read_timeout: Duration::from_secs(10),
@@ -219,6 +225,12 @@ impl ServerConfig {
             bad(
                 "server.workers".into(),
                 "must be at most 1024 (0 = one per CPU)".into(),
+            );
+        }
+        if s.login_threads_nice > 19 {
+            bad(
+                "server.login_threads_nice".into(),
+                "must be between 0 (as the workers) and 19 (the lowest priority)".into(),
             );
         }
         if s.max_connections == 0 {
