@@ -84,9 +84,11 @@ cookie_b=$(login "$B_PORT")
 echo "== A/B: $ROUNDS rounds of ${SECONDS_EACH}s each (wrk -t2 -c64), $(nproc) cores"
 echo "   A = $A"
 echo "   B = $B"
-for _ in $(seq "$ROUNDS"); do
+for r in $(seq "$ROUNDS"); do
+  order="a b"
+  [ $((r % 2)) = 0 ] && order="b a"   # which build goes first alternates too
   for c in $CASES; do
-    for v in a b; do
+    for v in $order; do
       if [ "$v" = a ]; then port=$A_PORT; cookie=$cookie_a; else port=$B_PORT; cookie=$cookie_b; fi
       case $c in
         public) url=/pubblico/bench/small; hdr=() ;;

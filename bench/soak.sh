@@ -71,7 +71,7 @@ TOML
 # the `jemalloc` feature), whose arenas are its default (up to 8 a core) or ARENAS=N for
 # MALLOC_ARENA_MAX=N.
 ARENAS=${ARENAS:-default}
-if grep -qa -m1 _rjem_malloc "$VARCO"; then
+if _RJEM_MALLOC_CONF=bench:probe "$VARCO" --version 2>&1 | grep -q '<jemalloc>'; then
   allocator=jemalloc
 else
   allocator="glibc malloc, arenas: $ARENAS"

@@ -342,9 +342,9 @@ async fn the_healthcheck_subcommand_probes_a_running_gateway() {
 /// long load): jemalloc with its background purging threads, the build's default. The
 /// figures are `bench/soak.sh`'s; this guards the build (a binary built without the
 /// `jemalloc` feature, or without background threads, keeps the high-water mark of a load).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "jemalloc"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_allocator_purges_freed_memory_in_the_background() {
+async fn the_binary_runs_jemalloc_with_its_background_thread() {
     let up = upstreams::echo().await;
     let gw = Gateway::start(&simple_config(up, ""));
     let r = get_json(&gw.url("/page"), &[]).await;

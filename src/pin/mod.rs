@@ -80,10 +80,10 @@ pub const DUMMY_HASH: &str =
 /// queues here instead of exhausting memory.
 static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
-/// Runs an argon2 job on the blocking pool within [`ARGON2_SLOTS`].
+/// Runs an argon2 job on the login threads within [`ARGON2_SLOTS`].
 pub async fn argon2_job<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let _slot = ARGON2_SLOTS.acquire().await.ok()?;
-    tokio::task::spawn_blocking(job).await.ok()
+    crate::server::login_pool::spawn(job).await.ok()
 }
 
 /// The switch-off dates.

@@ -36,11 +36,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Worker threads (each with its own event loop); 0 = one per CPU.
     pub workers: usize,
-    /// The nice value (0–19) of the workers' blocking threads, which do a login's
-    /// cryptography off the workers (SAML signatures and their verification, PIN hashes)
-    /// and the DNS lookups of new upstream connections: at 19, the default, a proxied
-    /// request waiting for a core goes before a login's signature; 0 runs them as the
-    /// workers. Linux only (a per-thread nice value).
+    /// How many steps of nice (0–19) below the process the login threads run: the pool
+    /// that does a login's cryptography off the workers (SAML signatures and their
+    /// verification, PIN hashes) and nothing else. At 19, the default, a proxied request
+    /// waiting for a core goes before a login's signature; 0 runs them as the workers.
+    /// Linux only (a per-thread nice value).
     pub login_threads_nice: u8,
     /// A relayed WebSocket ends after this long (on protected routes also when the
     /// session would end).

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod framing;
+pub mod login_pool;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -195,24 +196,6 @@ pub struct Server<H> {
     shutdown_tx: Arc<watch::Sender<bool>>,
 }
 
-/// Gives the calling thread the nice value `nice` (`server.login_threads_nice`): a
-/// worker's blocking threads, which do the logins' cryptography, then yield a core to the
-/// workers. On Linux the nice value is the thread's own (setpriority on the calling
-/// thread). Raising it needs no privilege; a failure (a sandbox that forbids the call)
-/// leaves the thread as it was and is reported once.
-fn lower_priority(nice: u8) {
-    if nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, i32::from(nice)) {
-        static REPORTED: std::sync::Once = std::sync::Once::new();
-        REPORTED.call_once(|| {
-            tracing::warn!(error = %e, nice, "cannot lower the priority of the login threads");
-        });
-    }
-}
-
 fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -261,6 +244,7 @@ impl<H: Handler> Server<H> {
             metrics,
             shutdown_tx,
         } = self;
+        login_pool::configure(cfg.login_threads_nice);
         // One budget of connections for the whole process.
         let permits = Arc::new(Semaphore::new(cfg.max_connections));
         let mut done = Vec::new();
@@ -281,18 +265,12 @@ impl<H: Handler> Server<H> {
                 shutdown: shutdown_tx.subscribe(),
             });
             let permits = permits.clone();
-            let nice = cfg.login_threads_nice;
             let (tx, rx) = tokio::sync::oneshot::channel::<usize>();
             let spawned = std::thread::Builder::new()
                 .name(format!("varco-worker-{w}"))
                 .spawn(move || {
-                    // The worker's blocking pool runs a login's cryptography; its threads
-                    // run at a lower priority than the workers (issue 16: logins never
-                    // slow the proxy).
                     let left = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
-                        .thread_name(format!("varco-login-{w}"))
-                        .on_thread_start(move || lower_priority(nice))
                         .build()
                     {
                         Ok(rt) => rt.block_on(worker(socks, shared, permits)),

@@ -220,7 +220,7 @@ impl Gateway {
         let relay = random_token();
         let signer = self.services.saml.clone().ok_or(GatewayError::NoRoute)?;
         let (fed_owned, idp_owned, relay_owned) = (fed.clone(), idp.clone(), relay.clone());
-        let sent = tokio::task::spawn_blocking(move || {
+        let sent = crate::server::login_pool::spawn(move || {
             let _permit = permit;
             signer.authn_request(&fed_owned, &idp_owned, level, &relay_owned, now_i)
         })
@@ -435,7 +435,7 @@ impl Gateway {
             idp.signing_certs.clone(),
         );
         let irt_owned = irt.clone();
-        let validated = tokio::task::spawn_blocking(move || {
+        let validated = crate::server::login_pool::spawn(move || {
             let _permit = permit;
             let exp = Expected {
                 profile,
