@@ -273,6 +273,42 @@ async fn login(s: &Setup, level: Level) -> String {
     cookie_of(&r)
 }
 
+/// The nice value of each thread of process `pid` whose name starts with `comm_prefix`
+/// (from `/proc/<pid>/task/*/stat`).
+fn thread_nice(pid: u32, comm_prefix: &str) -> Vec<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            // Fields after the name start at the third (state); nice is the 19th.
+            let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+            comm.starts_with(comm_prefix).then_some(nice)
+        })
+        .collect()
+}
+
+/// `server.login_threads_nice = 0`: the login threads run as the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_threads_at_nice_zero_run_as_the_workers() {
+    let up = upstreams::echo().await;
+    let s = start_text(&format!(
+        "server.login_threads_nice = 0\n{}",
+        config(up, SPID_FILE, "")
+    ));
+    let cookie = login(&s, Level::SpidL2).await;
+    assert!(cookie.starts_with("__Host-varco="));
+    let workers = thread_nice(s.gw.pid(), "varco-worker-");
+    let login_threads = thread_nice(s.gw.pid(), "varco-login");
+    assert!(!workers.is_empty() && !login_threads.is_empty());
+    assert!(
+        login_threads.iter().all(|&n| n == workers[0]),
+        "{login_threads:?}, workers at {}",
+        workers[0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spid_login_reaches_the_upstream_with_the_verified_identity() {
     let up = upstreams::echo().await;
@@ -298,19 +334,7 @@ async fn a_spid_login_reaches_the_upstream_with_the_verified_identity() {
     assert!(cookie.starts_with("__Host-varco="));
     // The login's signatures ran on the login threads, which yield to the workers: 19
     // steps of nice below them (`server.login_threads_nice`'s default; at most 19).
-    let nice_of = |comm_prefix: &str| -> Vec<i64> {
-        std::fs::read_dir(format!("/proc/{}/task", s.gw.pid()))
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
-            .filter_map(|stat| {
-                let (head, rest) = stat.rsplit_once(')')?;
-                let comm = head.split_once('(')?.1;
-                // Fields after the name start at the third (state); nice is the 19th.
-                let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
-                comm.starts_with(comm_prefix).then_some(nice)
-            })
-            .collect()
-    };
+    let nice_of = |prefix: &str| thread_nice(s.gw.pid(), prefix);
     let workers = nice_of("varco-worker-");
     assert!(!workers.is_empty(), "no worker thread");
     assert!(workers.iter().all(|&n| n == workers[0]), "{workers:?}");
