@@ -43,6 +43,24 @@ fn config_errors_name_the_key_and_the_file() {
     assert!(!ok);
     assert!(out.contains("server.idle_timeout"), "{out}");
 
+    // A wrong type from the environment says where it came from.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.toml");
+    std::fs::write(&path, &good).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("VARCO__SERVER__LOGIN_THREADS_NICE", "-1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("key `server.login_threads_nice`: invalid type")
+            && text.contains("(from the environment)"),
+        "{text}"
+    );
+
     // Several semantic problems, all listed.
     let bad = good
         .replace("url = \"http://127.0.0.1:9\"", "url = \"ftp://x\"")

@@ -184,7 +184,7 @@ impl Config {
                 } else {
                     key
                 },
-                reason: e.into_inner().to_string(),
+                reason: type_reason(e.into_inner()),
             }
         })
     }
@@ -320,6 +320,27 @@ impl Config {
     }
 }
 
+/// The config crate's reason without the key and the file it appends (the error names both
+/// already, the file by the name the operator gave); a value that came from the environment
+/// (`VARCO__...`) says so.
+fn type_reason(e: config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            ..
+        } => {
+            let from = match origin.as_deref() {
+                Some("the environment") => " (from the environment)",
+                _ => "",
+            };
+            format!("invalid type: {unexpected}, expected {expected}{from}")
+        }
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +381,25 @@ mod tests {
         );
         let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
         assert!(err.contains("server.idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_count_is_a_type_error_naming_the_key_once() {
+        let text = MINIMAL.replace(
+            "[[server.listener]]",
+            "[server]\nlogin_threads_nice = -1\n[[server.listener]]",
+        );
+        let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.toml: key `server.login_threads_nice`: invalid type:"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`-1`") && err.contains("expected an unsigned"),
+            "{err}"
+        );
+        assert_eq!(err.matches("login_threads_nice").count(), 1, "{err}");
+        assert!(!err.contains(" in "), "the file again: {err}");
     }
 
     #[test]

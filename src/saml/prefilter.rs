@@ -33,7 +33,8 @@ pub enum PrefilterError {
 /// Decodes the base64 `SAMLResponse` of the HTTP-POST binding (line breaks tolerated)
 /// and checks the XML text. The size is checked before decoding.
 pub fn decode_post(b64: &str) -> Result<String, PrefilterError> {
-    let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let mut compact = Vec::with_capacity(b64.len());
+    compact.extend(b64.bytes().filter(|b| !b.is_ascii_whitespace()));
     if compact.is_empty() {
         return Err(PrefilterError::Empty);
     }
@@ -41,7 +42,7 @@ pub fn decode_post(b64: &str) -> Result<String, PrefilterError> {
         return Err(PrefilterError::TooLarge(MAX_MESSAGE_BYTES));
     }
     let bytes = STANDARD
-        .decode(compact.as_bytes())
+        .decode(&compact)
         .map_err(|_| PrefilterError::Base64)?;
     check_xml(bytes)
 }
@@ -209,6 +210,13 @@ mod tests {
     fn size_encoding_and_emptiness_are_checked() {
         assert_eq!(decode_post(""), Err(PrefilterError::Empty));
         assert_eq!(decode_post("%%%"), Err(PrefilterError::Base64));
+        // Only ASCII whitespace is dropped: a non-ASCII space or letter is not base64.
+        let xml = b64("<r/>");
+        for odd in ["\u{a0}", "\u{2003}", "é"] {
+            let text = format!("{}{odd}{}", &xml[..4], &xml[4..]);
+            assert_eq!(decode_post(&text), Err(PrefilterError::Base64), "{odd:?}");
+        }
+        assert_eq!(decode_post(" \t\r\n"), Err(PrefilterError::Empty));
         assert_eq!(
             decode_post(&STANDARD.encode([0xff, 0xfe, 0x3c])),
             Err(PrefilterError::NotUtf8)
