@@ -52,6 +52,18 @@ gw=$!
 pids+=($gw)
 ticks=$(getconf CLK_TCK)
 gw_cpu() { awk '{print $14 + $15}' "/proc/$gw/stat"; }  # the gateway's CPU so far, in ticks
+# The request workers' time runnable but waiting for a CPU, and their number of runs, so far
+# (schedstat: ns on a CPU, ns waiting on a run queue, runs): what the login threads and
+# everything else on the gateway's CPUs made them wait.
+workers_wait() {
+  local t sum=0 runs=0 w r
+  for t in /proc/"$gw"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in varco-worker-*) ;; *) continue ;; esac
+    read -r _ w r < "$t/schedstat" || continue
+    sum=$((sum + w)); runs=$((runs + r))
+  done
+  echo "$sum $runs"
+}
 BASE="https://localhost:$PORT"
 for _ in $(seq 200); do
   curl -fsS -o /dev/null --cacert "$OUT/certs/ca.pem" "$BASE/pubblico" 2>/dev/null && break
@@ -71,8 +83,9 @@ own_p99() { # first log line of the phase
     | sort -n | awk '{a[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", a[i]}'
 }
 proxied() { # name
-  local c0 l0 own
+  local c0 l0 own w0 w1
   c0=$(gw_cpu)
+  w0=$(workers_wait)
   l0=$(($(wc -l < "$OUT/demo.log") + 1))
   "${LOAD_PIN[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$OUT/pace.lua" "$BASE/pubblico" > "$OUT/$1.wrk"
   local rps p50 p99 errs
@@ -81,7 +94,10 @@ proxied() { # name
   p99=$(awk '$1=="99%" {print $2}' "$OUT/$1.wrk" | to_ms)
   errs=$(awk '/Non-2xx|Socket errors/ {print}' "$OUT/$1.wrk" | tr '\n' ' ')
   own=$(own_p99 "$l0")
-  printf "%-14s %10s req/s   p50 %7s ms   p99 %7s ms   gateway's own p99 %7s ms   %s\n" "$1" "$rps" "$p50" "$p99" "$own" "$errs"
+  w1=$(workers_wait)
+  local wait
+  wait=$(awk -v a="$w0" -v b="$w1" 'BEGIN {split(a, x, " "); split(b, y, " "); n = y[2] - x[2]; printf "%.1f", (n > 0 ? (y[1] - x[1]) / n / 1000 : 0)}')
+  printf "%-14s %10s req/s   p50 %7s ms   p99 %7s ms   gateway's own p99 %7s ms   workers waited %6s us a run for a CPU   %s\n" "$1" "$rps" "$p50" "$p99" "$own" "$wait" "$errs"
   eval "${1//-/_}_p99=$p99"
   eval "${1//-/_}_own=$own"
   eval "${1//-/_}_cores=$(awk -v a="$c0" -v b="$(gw_cpu)" -v t="$ticks" -v d="$DURATION" 'BEGIN {printf "%.3f", (b - a) / t / d}')"
