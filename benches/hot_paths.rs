@@ -298,6 +298,14 @@ fn saml_acs(c: &mut Criterion) {
     c.bench_function("saml/validate_response", |b| {
         b.iter(|| validate_response(&form, &exp, std::slice::from_ref(&cert)))
     });
+    // As most IdPs send it: the Response signed too, around the signed Assertion.
+    let both = std::fs::read_to_string(format!("{dir}/ok-response-and-assertion-both-signed.xml"))
+        .unwrap();
+    let form = base64::engine::general_purpose::STANDARD.encode(&both);
+    assert!(validate_response(&form, &exp, std::slice::from_ref(&cert)).is_ok());
+    c.bench_function("saml/validate_response_both_signed", |b| {
+        b.iter(|| validate_response(&form, &exp, std::slice::from_ref(&cert)))
+    });
 }
 
 /// Policy evaluation on every request: `decide` for a volunteer opening a client's file
