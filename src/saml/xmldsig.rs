@@ -187,7 +187,7 @@ pub fn verify_signed_element(
     if trusted.is_empty() {
         return Err(SignatureError::NoTrustedCertificate);
     }
-    let (id, standalone) = {
+    let (id, standalone, top) = {
         let doc = Document::parse(xml).map_err(|_| SignatureError::Xml)?;
         let id = check_shape(&doc, ns, name)?;
         let root = doc.root_element();
@@ -203,7 +203,15 @@ pub fn verify_signed_element(
         } else {
             Some(standalone_element(xml, target)?)
         };
-        (id, standalone)
+        // What the reduced document's root must be: the document's root (itself the
+        // element, or a signed ancestor), or the element verified on its own.
+        let top = if standalone.is_some() { target } else { root };
+        let top = (
+            top.tag_name().namespace().map(str::to_string),
+            top.tag_name().name().to_string(),
+            top.attribute("ID").map(str::to_string),
+        );
+        (id, standalone, top)
     };
     let certs: Vec<CertificateDer> = trusted.iter().cloned().map(CertificateDer::from).collect();
     let reduce = |text: &str| {
@@ -230,8 +238,18 @@ pub fn verify_signed_element(
         None => reduce(xml)?,
         Some(text) => reduce(text)?,
     };
-    // The signed element must have survived the reduction, once, under its own ID.
+    // The reduced document is rooted where it was verified, and the signed element
+    // survived the reduction, once, under its own ID.
     let doc = Document::parse(&reduced).map_err(|_| SignatureError::Invalid)?;
+    let root = doc.root_element();
+    if (
+        root.tag_name().namespace(),
+        root.tag_name().name(),
+        root.attribute("ID"),
+    ) != (top.0.as_deref(), top.1.as_str(), top.2.as_deref())
+    {
+        return Err(SignatureError::Invalid);
+    }
     let kept = doc
         .descendants()
         .filter(|n| is(*n, ns, name) && n.attribute("ID") == Some(id.as_str()))
@@ -459,6 +477,34 @@ mod tests {
         // Content changed after both signatures: refused.
         let doc = signed_response(&a, &cert, &key).replace("mario", "luigi");
         assert_eq!(verify(&doc).unwrap_err(), SignatureError::Invalid);
+        // Only the Assertion's signature value changed (the Response's signature covers
+        // it too): refused.
+        let doc = signed_response(&a, &cert, &key);
+        let second = doc.rfind("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();
+        let flipped = if &doc[second..second + 1] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        let doc = format!("{}{flipped}{}", &doc[..second], &doc[second + 1..]);
+        assert_eq!(verify(&doc).unwrap_err(), SignatureError::Invalid);
+        // Content in the Response signature's own KeyInfo is signed by nothing: it is left
+        // out of what is returned, as is that signature.
+        let doc = signed_response(&a, &cert, &key);
+        let first_value = {
+            let at = doc.find("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();
+            doc[at..at + doc[at..].find('<').unwrap()].to_string()
+        };
+        let evil = "<saml:Attribute xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" Name=\"fiscalNumber\"><saml:AttributeValue>TINIT-EVIL</saml:AttributeValue></saml:Attribute>";
+        let at = doc.find("<ds:KeyInfo>").unwrap() + "<ds:KeyInfo>".len();
+        let doc = format!("{}{evil}{}", &doc[..at], &doc[at..]);
+        let v = verify(&doc).unwrap();
+        assert!(!v.xml.contains("TINIT-EVIL"), "{}", v.xml);
+        assert!(
+            !v.xml.contains(&first_value),
+            "the Response's signature kept"
+        );
+        assert!(v.xml.contains("mario"));
         // A signed Response does not stand in for the Assertion's own signature.
         let plain = format!(
             "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"_a2\"><saml:Subject>mario</saml:Subject></saml:Assertion>"
