@@ -398,6 +398,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
             s.0.login_threads_nice != s.1.login_threads_nice,
             "server.login_threads_nice",
         ),
+        (s.0.login_cpus != s.1.login_cpus, "server.login_cpus"),
         (
             s.0.max_header_count != s.1.max_header_count,
             "server.max_header_count",

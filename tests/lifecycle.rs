@@ -67,7 +67,7 @@ fn config_errors_name_the_key_and_the_file() {
         .replace("public = true", "")
         .replace(
             "[server]",
-            "[server]\nreserved_prefix = \"nope\"\nlogin_threads_nice = 20",
+            "[server]\nreserved_prefix = \"nope\"\nlogin_threads_nice = 20\nlogin_cpus = [4095]",
         );
     let (ok, out) = check_config(&bad);
     assert!(!ok);
@@ -76,6 +76,7 @@ fn config_errors_name_the_key_and_the_file() {
         "route[0].public",
         "server.reserved_prefix",
         "server.login_threads_nice",
+        "server.login_cpus",
     ] {
         assert!(out.contains(key), "{key} not named in:\n{out}");
     }

@@ -289,6 +289,64 @@ fn thread_nice(pid: u32, comm_prefix: &str) -> Vec<i64> {
         .collect()
 }
 
+/// The CPUs a thread may run on (`Cpus_allowed_list` of its status: `0-3,6`), ascending.
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// The CPUs each thread whose name starts with `comm_prefix` may run on.
+fn thread_cpus(pid: u32, comm_prefix: &str) -> Vec<Vec<usize>> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Name:"))
+                .is_some_and(|n| n.trim().starts_with(comm_prefix))
+        })
+        .map(|st| cpus_allowed(&st))
+        .collect()
+}
+
+/// `server.login_cpus`: the login threads run on those CPUs only, the workers (one per
+/// CPU left) on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_cpus_keep_the_login_threads_and_the_workers_apart() {
+    let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let Some((&login_cpu, others)) = allowed.split_last().filter(|(_, o)| !o.is_empty()) else {
+        // One CPU: nothing to keep apart; the setting is refused (src/server/cpus.rs).
+        return;
+    };
+    let up = upstreams::echo().await;
+    let s = start_text(&format!(
+        "server.login_cpus = [{login_cpu}]\n{}",
+        config(up, SPID_FILE, "")
+    ));
+    let cookie = login(&s, Level::SpidL2).await;
+    assert!(cookie.starts_with("__Host-varco="));
+    let workers = thread_cpus(s.gw.pid(), "varco-worker-");
+    let login_threads = thread_cpus(s.gw.pid(), "varco-login");
+    assert_eq!(workers.len(), others.len(), "one worker per CPU left");
+    assert!(!login_threads.is_empty());
+    assert!(workers.iter().all(|c| c == others), "{workers:?}");
+    assert!(
+        login_threads.iter().all(|c| c == &[login_cpu]),
+        "{login_threads:?}"
+    );
+}
+
 /// `server.login_threads_nice = 0`: the login threads run as the workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_threads_at_nice_zero_run_as_the_workers() {

@@ -168,7 +168,8 @@ impl Config {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("server.trusted_proxies"),
+                    .with_list_parse_key("server.trusted_proxies")
+                    .with_list_parse_key("server.login_cpus"),
             )
             .build()
             .map_err(|e| ConfigError::Read {
@@ -324,18 +325,28 @@ impl Config {
 /// already, the file by the name the operator gave); a value that came from the environment
 /// (`VARCO__...`) says so.
 fn type_reason(e: config::ConfigError) -> String {
+    let from = |origin: Option<&str>| match origin {
+        Some("the environment") => " (from the environment)",
+        _ => "",
+    };
     match e {
         config::ConfigError::Type {
             origin,
             unexpected,
             expected,
             ..
-        } => {
-            let from = match origin.as_deref() {
-                Some("the environment") => " (from the environment)",
-                _ => "",
-            };
-            format!("invalid type: {unexpected}, expected {expected}{from}")
+        } => format!(
+            "invalid type: {unexpected}, expected {expected}{}",
+            from(origin.as_deref())
+        ),
+        config::ConfigError::At { error, origin, .. } => {
+            let inner = type_reason(*error);
+            let from = from(origin.as_deref());
+            if inner.ends_with(from) {
+                inner
+            } else {
+                format!("{inner}{from}")
+            }
         }
         other => other.to_string(),
     }
@@ -381,6 +392,39 @@ mod tests {
         );
         let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
         assert!(err.contains("server.idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn login_cpus_take_a_number_or_a_list() {
+        let with = |v: &str| {
+            let text = MINIMAL.replace(
+                "[[server.listener]]",
+                &format!("[server]\nlogin_cpus = {v}\n[[server.listener]]"),
+            );
+            Config::from_toml("t.toml", &text).map(|c| c.server.login_cpus)
+        };
+        // Parsed only: whether this machine has the CPUs is `validate`'s question.
+        let parse = |v: &str| {
+            let text = MINIMAL.replace(
+                "[[server.listener]]",
+                &format!("[server]\nlogin_cpus = {v}\n[[server.listener]]"),
+            );
+            let source = config::File::from_str(&text, config::FileFormat::Toml);
+            Config::from_sources("t.toml", source).map(|c| c.server.login_cpus)
+        };
+        assert_eq!(parse("3").unwrap(), vec![3]);
+        assert_eq!(parse("[0, 2]").unwrap(), vec![0, 2]);
+        assert_eq!(parse("[]").unwrap(), Vec::<usize>::new());
+        for bad in ["-1", "\"a\"", "[-1]"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("server.login_cpus"), "{bad}: {err}");
+        }
+        assert!(
+            with("4095")
+                .unwrap_err()
+                .to_string()
+                .contains("server.login_cpus")
+        );
     }
 
     #[test]

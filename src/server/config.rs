@@ -42,6 +42,12 @@ pub struct ServerConfig {
     /// waiting for a core goes before a login's signature; 0 runs them as the workers.
     /// Linux only (a per-thread nice value).
     pub login_threads_nice: u8,
+    /// CPUs the login threads run on, and the request workers do not (`taskset -c`
+    /// numbering); empty, the default, pins nothing. With `workers = 0` there is one
+    /// worker per CPU left. Linux only. One number stands for a list of one (so that
+    /// `VARCO__SERVER__LOGIN_CPUS=3` works as `=3,4` does).
+    #[serde(deserialize_with = "cpu_list")]
+    pub login_cpus: Vec<usize>,
     /// A relayed WebSocket ends after this long (on protected routes also when the
     /// session would end).
     #[serde(with = "humantime_serde")]
@@ -77,6 +83,38 @@ pub struct ServerConfig {
     pub case_insensitive_paths: bool,
 }
 
+/// A CPU number, or a list of them.
+fn cpu_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    struct Cpus;
+    impl<'de> serde::de::Visitor<'de> for Cpus {
+        type Value = Vec<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a CPU number or a list of CPU numbers")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            usize::try_from(v)
+                .map(|c| vec![c])
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            usize::try_from(v)
+                .map(|c| vec![c])
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut cpus = Vec::new();
+            while let Some(c) = seq.next_element()? {
+                cpus.push(c);
+            }
+            Ok(cpus)
+        }
+    }
+    d.deserialize_any(Cpus)
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -94,6 +132,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             workers: 0,
             login_threads_nice: 19,
+            login_cpus: Vec::new(),
             tunnel_max_lifetime: Duration::from_secs(3600),
             tunnel_check_interval: Duration::from_secs(5),
             body_read_timeout: Duration::from_secs(10),
@@ -234,6 +273,9 @@ impl ServerConfig {
                 "must be between 0 (as the workers) and 19 (the lowest priority)".into(),
             );
         }
+        if let Err(why) = super::cpus::check(&s.login_cpus) {
+            bad("server.login_cpus".into(), why);
+        }
         if s.max_connections == 0 {
             bad(
                 "server.max_connections".into(),
@@ -245,7 +287,10 @@ impl ServerConfig {
     /// Number of worker threads to run.
     pub fn worker_count(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(self.login_cpus.len())
+                .max(1),
             n => n,
         }
     }

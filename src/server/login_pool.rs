@@ -16,12 +16,15 @@ use tokio::task::JoinHandle;
 const MAX_THREADS: usize = 16;
 
 static NICE: AtomicU8 = AtomicU8::new(19);
+static CPUS: OnceLock<Vec<usize>> = OnceLock::new();
 static POOL: OnceLock<Option<Runtime>> = OnceLock::new();
 
-/// Sets how much lower the pool's threads run (`server.login_threads_nice`); read when the
-/// pool starts, at the first login, so set it before serving.
-pub fn configure(nice: u8) {
+/// Sets how much lower the pool's threads run (`server.login_threads_nice`) and on which
+/// CPUs (`server.login_cpus`, empty = anywhere); read when the pool starts, at the first
+/// login, so set it before serving (the CPUs once per process).
+pub fn configure(nice: u8, cpus: Vec<usize>) {
     NICE.store(nice, Ordering::Relaxed);
+    let _ = CPUS.set(cpus);
 }
 
 /// Runs `job` on the login pool (or, if the pool could not be started, on the caller's
@@ -40,7 +43,12 @@ fn pool() -> Option<&'static Handle> {
             .worker_threads(1)
             .max_blocking_threads(MAX_THREADS)
             .thread_name("varco-login")
-            .on_thread_start(move || lower_priority(nice))
+            .on_thread_start(move || {
+                lower_priority(nice);
+                if let Some(cpus) = CPUS.get() {
+                    super::cpus::pin_current_thread(cpus);
+                }
+            })
             .build()
         {
             Ok(rt) => Some(rt),

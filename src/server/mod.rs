@@ -14,6 +14,7 @@
 //! [`Handler`].
 
 pub mod config;
+pub mod cpus;
 pub mod framing;
 pub mod login_pool;
 pub mod tls;
@@ -244,7 +245,13 @@ impl<H: Handler> Server<H> {
             metrics,
             shutdown_tx,
         } = self;
-        login_pool::configure(cfg.login_threads_nice);
+        login_pool::configure(cfg.login_threads_nice, cfg.login_cpus.clone());
+        // With `login_cpus`, the workers keep off the login threads' CPUs.
+        let worker_cpus = if cfg.login_cpus.is_empty() {
+            Vec::new()
+        } else {
+            cpus::workers(&cfg.login_cpus)
+        };
         // One budget of connections for the whole process.
         let permits = Arc::new(Semaphore::new(cfg.max_connections));
         let mut done = Vec::new();
@@ -266,9 +273,11 @@ impl<H: Handler> Server<H> {
             });
             let permits = permits.clone();
             let (tx, rx) = tokio::sync::oneshot::channel::<usize>();
+            let worker_cpus = worker_cpus.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("varco-worker-{w}"))
                 .spawn(move || {
+                    cpus::pin_current_thread(&worker_cpus);
                     let left = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
