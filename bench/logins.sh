@@ -11,6 +11,8 @@
 #   RATE=100 DURATION=20 bench/logins.sh
 #   VARCO=/tmp/varco-before bench/logins.sh
 #   SPLIT=1 bench/logins.sh                  # the gateway on CPU 0, everything else on the rest
+#   LOGIN_CPUS=1 bench/logins.sh             # server.login_cpus = [1]: the workers on the
+#                                            # other CPUs; wrk and the login client on CPU 1
 #
 # The proxied traffic is wrk on the public page with a 1 ms pause between a connection's
 # requests (CONNS=8: a steady few thousand requests per second that leave the cores room,
@@ -35,6 +37,14 @@ LOAD_PIN=()
 if [ -n "${SPLIT:-}" ]; then
   GW_PIN=(taskset -c 0)
   LOAD_PIN=(taskset -c "1-$(($(nproc) - 1))")
+fi
+# LOGIN_CPUS=N: the gateway's login threads on CPU N (server.login_cpus, from the
+# environment), its workers on the others; the load generators share CPU N with the logins,
+# so the workers' CPUs carry only the proxied traffic (and the gateway's other threads).
+if [ -n "${LOGIN_CPUS:-}" ]; then
+  [ -z "${SPLIT:-}" ] || { echo "SPLIT and LOGIN_CPUS exclude each other"; exit 2; }
+  export VARCO__SERVER__LOGIN_CPUS=$LOGIN_CPUS
+  LOAD_PIN=(taskset -c "$LOGIN_CPUS")
 fi
 RATE=${RATE:-200}
 DURATION=${DURATION:-15}
