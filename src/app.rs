@@ -30,6 +30,8 @@ pub enum StartError {
     Oidc(String),
     #[error("{0}")]
     Store(String),
+    #[error("{0}")]
+    Cpus(String),
 }
 
 /// A gateway whose listeners are bound, ready to run.
@@ -70,6 +72,8 @@ pub async fn start_with_clock(
     cfg: Config,
     clock: Arc<crate::session::SystemClock>,
 ) -> Result<Running, StartError> {
+    server::cpus::check(&cfg.server.login_cpus)
+        .map_err(|why| StartError::Cpus(format!("key `server.login_cpus`: {why}")))?;
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let store = session_store(&cfg, &metrics, &clock).await?;
@@ -658,10 +662,14 @@ fn minter(cfg: &Config) -> Result<Option<Arc<Minter>>, StartError> {
     Ok(Some(Arc::new(Minter::new(Arc::new(keys), a.ttl))))
 }
 
-/// Everything `check-config` can find beyond `validate()`: unreadable TLS files and
-/// upstreams that cannot be set up.
+/// Everything `check-config` can find beyond `validate()`: unreadable TLS files,
+/// upstreams that cannot be set up, login CPUs this process may not run on.
 pub fn deep_check(cfg: &Config) -> Vec<String> {
     let mut problems = Vec::new();
+    // Judged on this machine, by this process's CPUs: run it where the gateway runs.
+    if let Err(why) = server::cpus::check(&cfg.server.login_cpus) {
+        problems.push(format!("key `server.login_cpus`: {why}"));
+    }
     for (i, l) in cfg.server.listener.iter().enumerate() {
         if let Some(tls) = &l.tls
             && let Err(e) = server::tls::server_config(tls)

@@ -43,6 +43,49 @@ fn config_errors_name_the_key_and_the_file() {
     assert!(!ok);
     assert!(out.contains("server.idle_timeout"), "{out}");
 
+    // Login CPUs this process may not run on: found by the deep check, from the file or
+    // the environment (a list), and `serve` refuses them at start.
+    let (ok, out) = check_config(&good.replace("[server]", "[server]\nlogin_cpus = [4095]"));
+    assert!(!ok);
+    assert!(
+        out.contains("server.login_cpus") && out.contains("CPU 4095 is not one"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpus.toml");
+    std::fs::write(&path, &good).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("VARCO__SERVER__LOGIN_CPUS", "4094,4095")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("CPU 4094 is not one"), "{text}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("VARCO__SERVER__LOGIN_CPUS", "4095")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = serve.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            serve.kill().unwrap();
+            panic!("serve started with login CPUs it may not run on");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("server.login_cpus"), "{err}");
+
     // A wrong type from the environment says where it came from.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.toml");
@@ -67,7 +110,7 @@ fn config_errors_name_the_key_and_the_file() {
         .replace("public = true", "")
         .replace(
             "[server]",
-            "[server]\nreserved_prefix = \"nope\"\nlogin_threads_nice = 20\nlogin_cpus = [4095]",
+            "[server]\nreserved_prefix = \"nope\"\nlogin_threads_nice = 20\nlogin_cpus = [1, 1]",
         );
     let (ok, out) = check_config(&bad);
     assert!(!ok);

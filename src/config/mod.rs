@@ -415,15 +415,25 @@ mod tests {
         assert_eq!(parse("3").unwrap(), vec![3]);
         assert_eq!(parse("[0, 2]").unwrap(), vec![0, 2]);
         assert_eq!(parse("[]").unwrap(), Vec::<usize>::new());
-        for bad in ["-1", "\"a\"", "[-1]"] {
+        // Digits in a string count (the environment's lists are strings).
+        assert_eq!(parse("[\"1\", 2]").unwrap(), vec![1, 2]);
+        // Nothing the config crate would convert: floats, booleans, words, nested lists,
+        // taskset's ranges.
+        for bad in [
+            "-1", "\"a\"", "[-1]", "1.6", "[1.6]", "true", "[true]", "[[1]]", "\"6-7\"",
+            "[\"on\"]", "[\"\"]",
+        ] {
             let err = parse(bad).unwrap_err().to_string();
             assert!(err.contains("server.login_cpus"), "{bad}: {err}");
         }
+        // Whether this machine has the CPUs is asked at start and by `check-config`, not
+        // here (a reload keeps the CPUs the gateway started with); a repeat is refused.
+        assert_eq!(with("4095").unwrap(), vec![4095]);
         assert!(
-            with("4095")
+            with("[1, 1]")
                 .unwrap_err()
                 .to_string()
-                .contains("server.login_cpus")
+                .contains("listed twice")
         );
     }
 

@@ -80,6 +80,15 @@ pub struct Services {
     pub oidc_logins: Option<crate::ratelimit::Limiter<crate::ratelimit::ClientAddress>>,
 }
 
+/// How many signatures of each kind run at once: one per CPU the login threads may use
+/// (`server.login_cpus`, or all of the process's).
+fn login_parallelism(cfg: &Config) -> usize {
+    match cfg.server.login_cpus.len() {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+}
+
 impl Services {
     /// Services for `cfg` with the given minter and a fresh in-memory session store.
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, minter: Option<Arc<Minter>>) -> Services {
@@ -118,12 +127,8 @@ impl Services {
             pin: None,
             tunnels: Arc::default(),
             ready: AtomicBool::new(false),
-            xml_verifications: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
-            xml_signatures: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            xml_verifications: Arc::new(tokio::sync::Semaphore::new(login_parallelism(cfg))),
+            xml_signatures: Arc::new(tokio::sync::Semaphore::new(login_parallelism(cfg))),
             saml_logins: None,
             oidc: None,
             oidc_logins: None,

@@ -106,10 +106,41 @@ fn cpu_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Err
             mut seq: A,
         ) -> Result<Self::Value, A::Error> {
             let mut cpus = Vec::new();
-            while let Some(c) = seq.next_element()? {
+            while let Some(One(c)) = seq.next_element()? {
                 cpus.push(c);
             }
             Ok(cpus)
+        }
+    }
+    /// One CPU number, strictly: not a float, a boolean, a list or a word that the config
+    /// crate would convert to one. Digits in a string count (a list from the environment
+    /// arrives as strings).
+    struct One(usize);
+    struct Number;
+    impl serde::de::Visitor<'_> for Number {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a CPU number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<usize, E> {
+            let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| v.parse().ok())
+                .flatten()
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for One {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Number).map(One)
         }
     }
     d.deserialize_any(Cpus)
@@ -273,8 +304,18 @@ impl ServerConfig {
                 "must be between 0 (as the workers) and 19 (the lowest priority)".into(),
             );
         }
-        if let Err(why) = super::cpus::check(&s.login_cpus) {
-            bad("server.login_cpus".into(), why);
+        // Against the CPUs this process may run on: at start and by `check-config`
+        // (`cpus::check`), not on a reload, which keeps the CPUs the gateway started with.
+        if let Some(cpu) = s
+            .login_cpus
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| s.login_cpus[..i].contains(c).then_some(c))
+        {
+            bad(
+                "server.login_cpus".into(),
+                format!("CPU {cpu} is listed twice"),
+            );
         }
         if s.max_connections == 0 {
             bad(
@@ -287,10 +328,18 @@ impl ServerConfig {
     /// Number of worker threads to run.
     pub fn worker_count(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .saturating_sub(self.login_cpus.len())
-                .max(1),
+            // One per CPU, within the process's CPU budget (a quota counts); with
+            // login CPUs, one per CPU left to the workers.
+            0 => {
+                let budget = std::thread::available_parallelism().map_or(1, |n| n.get());
+                if self.login_cpus.is_empty() {
+                    budget
+                } else {
+                    budget
+                        .min(super::cpus::workers(&self.login_cpus).len())
+                        .max(1)
+                }
+            }
             n => n,
         }
     }
