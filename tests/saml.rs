@@ -351,6 +351,31 @@ async fn login_cpus_keep_the_login_threads_and_the_workers_apart() {
         login_threads.iter().all(|c| c == &[login_cpu]),
         "{login_threads:?}"
     );
+
+    // More workers than the CPUs left: they share those CPUs, and the log says so.
+    let up = upstreams::echo().await;
+    let s = start_text(&format!(
+        "server.login_cpus = [{login_cpu}]\nserver.workers = {}\n{}",
+        others.len() + 1,
+        config(up, SPID_FILE, "")
+    ));
+    assert!(
+        s.gw.wait_log(|l| l.contains("more request workers than CPUs left"))
+            .is_some(),
+        "{}",
+        s.gw.logs().join("\n")
+    );
+    // The workers start one after another; wait for all of them.
+    let mut workers = thread_cpus(s.gw.pid(), "varco-worker-");
+    for _ in 0..100 {
+        if workers.len() > others.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        workers = thread_cpus(s.gw.pid(), "varco-worker-");
+    }
+    assert_eq!(workers.len(), others.len() + 1);
+    assert!(workers.iter().all(|c| c == others), "{workers:?}");
 }
 
 /// `server.login_threads_nice = 0`: the login threads run as the workers.

@@ -63,7 +63,8 @@ pub fn workers(login: &[usize]) -> Vec<usize> {
 }
 
 /// Keeps the calling thread (and the threads it starts) on `cpus`. A failure (a sandbox
-/// that forbids the call) leaves it where it was and is reported once.
+/// that forbids the call, CPUs gone from the cpuset) leaves it where it was and is
+/// reported once per kind of thread (the thread's name up to its number).
 pub fn pin_current_thread(cpus: &[usize]) {
     if cpus.is_empty() {
         return;
@@ -76,9 +77,17 @@ pub fn pin_current_thread(cpus: &[usize]) {
             set.set(c);
         }
         if let Err(e) = sched_setaffinity(None, &set) {
-            static REPORTED: std::sync::Once = std::sync::Once::new();
-            REPORTED.call_once(|| {
-                tracing::warn!(error = %e, ?cpus, "cannot keep a thread on its CPUs");
+            static WORKER: std::sync::Once = std::sync::Once::new();
+            static LOGIN: std::sync::Once = std::sync::Once::new();
+            let current = std::thread::current();
+            let name = current.name().unwrap_or("");
+            let once = if name.starts_with("varco-worker") {
+                &WORKER
+            } else {
+                &LOGIN
+            };
+            once.call_once(|| {
+                tracing::warn!(error = %e, ?cpus, thread = name, "cannot keep a thread on its CPUs");
             });
         }
     }

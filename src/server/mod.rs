@@ -252,6 +252,13 @@ impl<H: Handler> Server<H> {
         } else {
             cpus::workers(&cfg.login_cpus)
         };
+        if !worker_cpus.is_empty() && handlers.len() > worker_cpus.len() {
+            tracing::warn!(
+                workers = handlers.len(),
+                cpus = worker_cpus.len(),
+                "more request workers than CPUs left to them by server.login_cpus; they share"
+            );
+        }
         // One budget of connections for the whole process.
         let permits = Arc::new(Semaphore::new(cfg.max_connections));
         let mut done = Vec::new();
