@@ -9,12 +9,18 @@ use std::time::{Duration, Instant};
 use common::{Gateway, get_json, request, simple_config, upstreams};
 
 fn check_config(text: &str) -> (bool, String) {
+    check_config_env(text, &[])
+}
+
+/// `varco check-config` on `text`, with these environment variables set.
+fn check_config_env(text: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_varco"))
         .args(["check-config", "--config"])
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!(
@@ -51,18 +57,12 @@ fn config_errors_name_the_key_and_the_file() {
         out.contains("server.login_cpus") && out.contains("CPU 4095 is not one"),
         "{out}"
     );
+    let (ok, text) = check_config_env(&good, &[("VARCO__SERVER__LOGIN_CPUS", "4094,4095")]);
+    assert!(!ok);
+    assert!(text.contains("CPU 4094 is not one"), "{text}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cpus.toml");
     std::fs::write(&path, &good).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("VARCO__SERVER__LOGIN_CPUS", "4094,4095")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(text.contains("CPU 4094 is not one"), "{text}");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_varco"))
         .args(["serve", "--config"])
         .arg(&path)
@@ -87,17 +87,8 @@ fn config_errors_name_the_key_and_the_file() {
     assert!(err.contains("server.login_cpus"), "{err}");
 
     // A wrong type from the environment says where it came from.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("env.toml");
-    std::fs::write(&path, &good).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("VARCO__SERVER__LOGIN_THREADS_NICE", "-1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, text) = check_config_env(&good, &[("VARCO__SERVER__LOGIN_THREADS_NICE", "-1")]);
+    assert!(!ok);
     assert!(
         text.contains("key `server.login_threads_nice`: invalid type")
             && text.contains("(from the environment)"),

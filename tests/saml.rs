@@ -273,12 +273,19 @@ async fn login(s: &Setup, level: Level) -> String {
     cookie_of(&r)
 }
 
+/// `/proc/<pid>/task/<tid>/<file>` of each thread still there.
+fn task_files(pid: u32, file: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join(file)).ok())
+        .collect()
+}
+
 /// The nice value of each thread of process `pid` whose name starts with `comm_prefix`
 /// (from `/proc/<pid>/task/*/stat`).
 fn thread_nice(pid: u32, comm_prefix: &str) -> Vec<i64> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+    task_files(pid, "stat")
+        .into_iter()
         .filter_map(|stat| {
             let (head, rest) = stat.rsplit_once(')')?;
             let comm = head.split_once('(')?.1;
@@ -308,9 +315,8 @@ fn cpus_allowed(status: &str) -> Vec<usize> {
 
 /// The CPUs each thread whose name starts with `comm_prefix` may run on.
 fn thread_cpus(pid: u32, comm_prefix: &str) -> Vec<Vec<usize>> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+    task_files(pid, "status")
+        .into_iter()
         .filter(|st| {
             st.lines()
                 .find_map(|l| l.strip_prefix("Name:"))

@@ -384,12 +384,17 @@ mod tests {
         assert!(err.starts_with("t.toml"), "{err}");
     }
 
+    /// MINIMAL with these lines in its `[server]` table.
+    fn with_server(lines: &str) -> String {
+        MINIMAL.replace(
+            "[[server.listener]]",
+            &format!("[server]\n{lines}\n[[server.listener]]"),
+        )
+    }
+
     #[test]
     fn wrong_type_is_named() {
-        let text = MINIMAL.replace(
-            "[[server.listener]]",
-            "[server]\nidle_timeout = \"soon\"\n[[server.listener]]",
-        );
+        let text = with_server("idle_timeout = \"soon\"");
         let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
         assert!(err.contains("server.idle_timeout"), "{err}");
     }
@@ -397,18 +402,12 @@ mod tests {
     #[test]
     fn login_cpus_take_a_number_or_a_list() {
         let with = |v: &str| {
-            let text = MINIMAL.replace(
-                "[[server.listener]]",
-                &format!("[server]\nlogin_cpus = {v}\n[[server.listener]]"),
-            );
+            let text = with_server(&format!("login_cpus = {v}"));
             Config::from_toml("t.toml", &text).map(|c| c.server.login_cpus)
         };
-        // Parsed only: whether this machine has the CPUs is `validate`'s question.
+        // Parsed only, without `validate`.
         let parse = |v: &str| {
-            let text = MINIMAL.replace(
-                "[[server.listener]]",
-                &format!("[server]\nlogin_cpus = {v}\n[[server.listener]]"),
-            );
+            let text = with_server(&format!("login_cpus = {v}"));
             let source = config::File::from_str(&text, config::FileFormat::Toml);
             Config::from_sources("t.toml", source).map(|c| c.server.login_cpus)
         };
@@ -439,10 +438,7 @@ mod tests {
 
     #[test]
     fn a_negative_count_is_a_type_error_naming_the_key_once() {
-        let text = MINIMAL.replace(
-            "[[server.listener]]",
-            "[server]\nlogin_threads_nice = -1\n[[server.listener]]",
-        );
+        let text = with_server("login_threads_nice = -1");
         let err = Config::from_toml("t.toml", &text).unwrap_err().to_string();
         assert!(
             err.starts_with("t.toml: key `server.login_threads_nice`: invalid type:"),
