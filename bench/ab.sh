@@ -24,8 +24,7 @@ A_PORT=${A_PORT:-19601}
 B_PORT=${B_PORT:-19602}
 bench_workdir
 
-"$A" echo --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
-pids+=($!)
+bench_echo "$B" "$UP_PORT"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$OUT/key.pem" 2>/dev/null
 config() { # name port
   cat > "$OUT/$1.toml" <<TOML

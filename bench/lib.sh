@@ -24,6 +24,24 @@ bench_varco() {
   fi
 }
 
+# bench_echo BUILD PORT: starts `varco echo` of BUILD on PORT, answering every request with
+# a fixed body of BODY_BYTES (default 20) bytes, so that the upstream's work does not grow
+# with the headers each proxy adds (the identity header is ~600 bytes); BODY_BYTES=page
+# keeps the echo's page describing each request. A build without the option (before
+# --fixed-body-bytes) serves the page, and the script says so.
+bench_echo() {
+  local args=()
+  if [ "${BODY_BYTES:-20}" != page ]; then
+    if "$1" echo --help 2>/dev/null | grep -q -- --fixed-body-bytes; then
+      args=(--fixed-body-bytes "${BODY_BYTES:-20}")
+    else
+      echo "note: $1 echo has no --fixed-body-bytes: the upstream answers its page" >&2
+    fi
+  fi
+  "$1" echo --listen "127.0.0.1:$2" "${args[@]}" 2>/dev/null &
+  pids+=($!)
+}
+
 # wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 

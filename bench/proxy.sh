@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Whole-proxy load benchmark: nginx (plain reverse proxy) and varco (public route) in front
-# of the same upstream (`varco echo`), loaded in ONE run by the same generator (wrk,
-# keep-alive, 64 connections, 10 s each by default), reported as varco/nginx ratios.
+# of the same upstream (`varco echo --fixed-body-bytes 20`: a 20-byte answer to every
+# request; BODY_BYTES=page for the echo's page, which lists every header it received),
+# loaded in ONE run by the same generator (wrk, keep-alive, 64 connections, 10 s each by
+# default), reported as varco/nginx ratios. Then ROUNDS (default 8; 0 skips) paired rounds
+# of SECONDS_EACH (default 3) seconds, nginx and the varco cases one after the other in
+# alternating order, reported as the median of the per-round ratios: this machine's speed
+# drifts over minutes, so a ratio of runs seconds apart says more than one of 10 s runs.
 #
 #   bench/proxy.sh                 # defaults
 #   DURATION=20s CONNS=128 bench/proxy.sh
+#   ROUNDS=0 bench/proxy.sh        # the single runs only
 #   VARCO=/tmp/varco-before bench/proxy.sh   # another build
 #
 # Everything runs on loopback on this machine; the script starts and stops its own
@@ -28,8 +34,7 @@ bench_needs nginx=nginx-light wrk=wrk argon2=argon2
 bench_varco
 bench_workdir
 
-"$VARCO" echo --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
-pids+=($!)
+bench_echo "$VARCO" "$UP_PORT"
 
 cat > "$OUT/nginx.conf" <<NGINX
 worker_processes auto;
@@ -208,10 +213,64 @@ if [ -z "${MINT_US:-}" ]; then
     | awk '/time:/ {v=$5; u=$6; if (u=="ns") v/=1000; if (u=="ms") v*=1000; print v; exit}')
 fi
 if [ -n "$MINT_US" ]; then
+  echo "$MINT_US" > "$OUT/mint_us"
   awk -v pub="$varco_rps" -v prot="$protected_rps" -v mint="$MINT_US" -v cores="$(nproc)" -v alg="$PROTECTED_ALG" 'BEGIN {
     limit = 1 / (1/pub + mint/1e6/cores)
     printf "signature limit (%s, mint %.1f us, %d cores): %.0f req/s; protected route at %.2f of it\n", alg, mint, cores, limit, prot/limit
   }'
 else
   echo "signature limit: criterion's mint/$PROTECTED_ALG could not be run (set MINT_US)"
+fi
+
+# Paired rounds: each round runs nginx, the public route, the session-bound route and the
+# request-bound (protected) route for SECONDS_EACH seconds, in an order that alternates
+# from round to round; each ratio is taken within a round, then the median over rounds.
+ROUNDS=${ROUNDS:-8}
+SECONDS_EACH=${SECONDS_EACH:-3}
+if [ "$ROUNDS" -gt 0 ]; then
+  echo "== paired rounds: $ROUNDS rounds of ${SECONDS_EACH}s per case (wrk -t$THREADS -c$CONNS)"
+  : > "$OUT/rounds"
+  for r in $(seq "$ROUNDS"); do
+    order="nginx varco session protected"
+    [ $((r % 2)) = 0 ] && order="protected session varco nginx"
+    for c in $order; do
+      case $c in
+        nginx) port=$NGINX_PORT; hdr=(); url=$PATH_UNDER_TEST ;;
+        varco) port=$VARCO_PORT; hdr=(); url=$PATH_UNDER_TEST ;;
+        session) port=$PROTECTED_PORT; hdr=(-H "Cookie: $COOKIE"); url=/sessione$PATH_UNDER_TEST ;;
+        protected) port=$PROTECTED_PORT; hdr=(-H "Cookie: $COOKIE"); url=$PATH_UNDER_TEST ;;
+      esac
+      wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_EACH}s" --latency "${hdr[@]}" "http://127.0.0.1:$port$url" > "$OUT/round.wrk"
+      printf '%s %s %s %s\n' "$r" "$c" "$(awk '/^Requests\/sec:/ {print $2}' "$OUT/round.wrk")" \
+        "$(awk '$1=="99%" {print $2}' "$OUT/round.wrk" | to_ms)" >> "$OUT/rounds"
+    done
+  done
+  awk -v mint="$(cat "$OUT/mint_us" 2>/dev/null)" -v cores="$(nproc)" '
+    { rps[$1, $2] = $3; p99[$1, $2] = $4; if ($1 > n) n = $1 }
+    function median(x, k,   i, j, t) {
+      for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+      return k % 2 ? x[(k + 1) / 2] : (x[k / 2] + x[k / 2 + 1]) / 2
+    }
+    function report(label, num, den, field,   i, r, lo, hi) {
+      for (i = 1; i <= n; i++) {
+        r[i] = field == "p99" ? p99[i, num] / p99[i, den] : rps[i, num] / rps[i, den]
+        if (i == 1 || r[i] < lo) lo = r[i]; if (i == 1 || r[i] > hi) hi = r[i]
+      }
+      printf "paired %-46s median %.2fx (rounds %.2f-%.2f)\n", label, median(r, n), lo, hi
+    }
+    END {
+      for (i = 1; i <= n; i++) { a[i] = rps[i, "nginx"]; b[i] = rps[i, "varco"] }
+      printf "paired req/s medians: nginx %.0f, varco public %.0f\n", median(a, n), median(b, n)
+      report("varco(public)/nginx throughput", "varco", "nginx", "rps")
+      report("varco(public)/nginx p99", "varco", "nginx", "p99")
+      report("varco(session-bound)/varco(public) throughput", "session", "varco", "rps")
+      if (mint != "") {
+        for (i = 1; i <= n; i++) {
+          limit = 1 / (1 / rps[i, "varco"] + mint / 1e6 / cores)
+          f[i] = rps[i, "protected"] / limit
+          if (i == 1 || f[i] < lo) lo = f[i]; if (i == 1 || f[i] > hi) hi = f[i]
+        }
+        printf "paired %-46s median %.2f (rounds %.2f-%.2f)\n", "protected route / signature limit", median(f, n), lo, hi
+      }
+    }' "$OUT/rounds"
 fi

@@ -100,6 +100,11 @@ enum Command {
         /// With --jwks: the identity header's name.
         #[arg(long, default_value = "x-varco-assertion")]
         header: String,
+        /// Answer every request with this many bytes (text/plain, "varco echo...")
+        /// instead of the page describing it: a load test's upstream, whose work does not
+        /// grow with the headers the proxy adds.
+        #[arg(long, value_name = "BYTES")]
+        fixed_body_bytes: Option<usize>,
     },
 }
 
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             aud,
             iss,
             header,
+            fixed_body_bytes,
         } => runtime().map_or(ExitCode::FAILURE, |rt| {
             rt.block_on(async {
                 let verifier = jwks.map(|url| {
@@ -243,7 +249,7 @@ fn main() -> ExitCode {
                         url, None, aud, header, iss,
                     ))
                 });
-                match varco::demo::echo::spawn_with(listen, verifier).await {
+                match varco::demo::echo::spawn_with(listen, verifier, fixed_body_bytes).await {
                     Ok(addr) => {
                         eprintln!("echo upstream on http://{addr}");
                         let _ = tokio::signal::ctrl_c().await;

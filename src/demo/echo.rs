@@ -2,6 +2,10 @@
 //! headers, body size) as HTML, or JSON when asked. Used by the demo, the tests and the
 //! load benchmark. The body is counted while streaming, never buffered.
 //!
+//! For load tests it can instead answer every request with one fixed body
+//! (`varco echo --fixed-body-bytes 20`): then its work per request does not grow with the
+//! headers a proxy adds, and two proxies compared in front of it get the same answer.
+//!
 //! With a [`Verifier`] it also behaves like a well-written backend: it verifies the
 //! gateway's identity header against the gateway's JWKS (fetched over HTTPS, refreshed when
 //! an unknown key appears) and the request binding, and shows the verified claims or the
@@ -140,14 +144,25 @@ impl Verifier {
 
 /// Serves the echo upstream on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, verifier: Option<Arc<Verifier>>) {
+    serve_answering(listener, verifier, None).await
+}
+
+/// The same, answering every request with `fixed` (after reading its body) when given,
+/// instead of the page describing the request.
+pub async fn serve_answering(
+    listener: TcpListener,
+    verifier: Option<Arc<Verifier>>,
+    fixed: Option<Bytes>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let verifier = verifier.clone();
+        let fixed = fixed.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| echo(req, verifier.clone()));
+            let svc = service_fn(move |req| echo(req, verifier.clone(), fixed.clone()));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
                 .with_upgrades()
@@ -158,23 +173,61 @@ pub async fn serve(listener: TcpListener, verifier: Option<Arc<Verifier>>) {
 
 /// Binds `addr` and serves the echo upstream in a background task.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    spawn_with(addr, None).await
+    spawn_with(addr, None, None).await
 }
 
-/// The same, verifying identity headers with `verifier`.
+/// The same, verifying identity headers with `verifier`, and answering `fixed_bytes`
+/// bytes to every request when given (see [`fixed_body`]).
 pub async fn spawn_with(
     addr: SocketAddr,
     verifier: Option<Arc<Verifier>>,
+    fixed_bytes: Option<usize>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(serve(listener, verifier));
+    tokio::spawn(serve_answering(
+        listener,
+        verifier,
+        fixed_bytes.map(fixed_body),
+    ));
     Ok(local)
+}
+
+/// A fixed body of `len` bytes: "varco echo" padded with dots, ending in a newline (an
+/// empty body for 0).
+pub fn fixed_body(len: usize) -> Bytes {
+    let mut body: Vec<u8> = b"varco echo"
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(b'.'))
+        .take(len)
+        .collect();
+    if let Some(last) = body.last_mut() {
+        *last = b'\n';
+    }
+    Bytes::from(body)
+}
+
+/// Reads a body to its end, counting its bytes (an error ends the count).
+async fn drain(mut body: Incoming) -> u64 {
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    bytes += d.len() as u64;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    bytes
 }
 
 async fn echo(
     req: Request<Incoming>,
     verifier: Option<Arc<Verifier>>,
+    fixed: Option<Bytes>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let json = wants_json(req.headers());
     if let Some(v) = &verifier
@@ -198,6 +251,13 @@ async fn echo(
         }
         None => None,
     };
+    if let Some(fixed) = fixed {
+        drain(req.into_body()).await;
+        let mut resp = Response::new(Full::new(fixed));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return Ok(resp);
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -212,18 +272,7 @@ async fn echo(
             )
         })
         .collect();
-    let mut body = req.into_body();
-    let mut body_bytes: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Some(d) = f.data_ref() {
-                    body_bytes += d.len() as u64;
-                }
-            }
-            Err(_) => break,
-        }
-    }
+    let body_bytes = drain(req.into_body()).await;
     let (ctype, text) = if json {
         let headers: Vec<serde_json::Value> = headers
             .iter()
@@ -282,4 +331,39 @@ async fn echo(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn fixed_bodies_have_the_length_asked_for() {
+        assert_eq!(&fixed_body(20)[..], b"varco echo.........\n");
+        assert_eq!(&fixed_body(4)[..], b"var\n");
+        assert_eq!(&fixed_body(1)[..], b"\n");
+        assert!(fixed_body(0).is_empty());
+    }
+
+    /// With a fixed body the answer is the same whatever headers the request carries.
+    #[tokio::test]
+    async fn a_fixed_body_does_not_grow_with_the_request() {
+        let addr = spawn_with("127.0.0.1:0".parse().unwrap(), None, Some(20))
+            .await
+            .unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let big = "a".repeat(600);
+        let request = format!(
+            "POST /bench/small HTTP/1.1\r\nhost: x\r\nx-varco-assertion: {big}\r\n\
+content-length: 5\r\nconnection: close\r\n\r\nhello"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-length: 20"), "{head}");
+        assert_eq!(body, "varco echo.........\n");
+    }
 }
