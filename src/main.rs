@@ -102,9 +102,10 @@ enum Command {
         header: String,
         /// Answer every request with this many bytes (text/plain, "varco echo...")
         /// instead of the page describing it: a load test's upstream, whose work does not
-        /// grow with the headers the proxy adds.
-        #[arg(long, value_name = "BYTES")]
-        fixed_body_bytes: Option<usize>,
+        /// grow with the headers the proxy adds. At most 16 MiB.
+        #[arg(long, value_name = "BYTES",
+              value_parser = clap::value_parser!(u32).range(0..=16 * 1024 * 1024))]
+        fixed_body_bytes: Option<u32>,
     },
 }
 
@@ -249,7 +250,13 @@ fn main() -> ExitCode {
                         url, None, aud, header, iss,
                     ))
                 });
-                match varco::demo::echo::spawn_with(listen, verifier, fixed_body_bytes).await {
+                match varco::demo::echo::spawn_with(
+                    listen,
+                    verifier,
+                    fixed_body_bytes.map(|n| n as usize),
+                )
+                .await
+                {
                     Ok(addr) => {
                         eprintln!("echo upstream on http://{addr}");
                         let _ = tokio::signal::ctrl_c().await;

@@ -416,3 +416,53 @@ async fn the_binary_runs_jemalloc_with_its_background_thread() {
         "no jemalloc background thread among {names:?}"
     );
 }
+
+/// `varco echo --fixed-body-bytes` (the load benchmarks' upstream): a size past its bound is
+/// refused with a clear error before anything is allocated or bound, and a running echo
+/// answers the fixed body whatever headers the request carries.
+#[test]
+fn the_echo_upstream_answers_a_fixed_body_when_asked() {
+    let out = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args([
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--fixed-body-bytes",
+            "99999999999",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--fixed-body-bytes"), "{stderr}");
+
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let mut echo = Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args([
+            "echo",
+            "--listen",
+            &addr.to_string(),
+            "--fixed-body-bytes",
+            "20",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let request = format!(
+        "GET /bench/small HTTP/1.1\r\nhost: x\r\nx-varco-assertion: {}\r\nconnection: close\r\n\r\n",
+        "v".repeat(600)
+    );
+    let answer = common::raw(addr, request.as_bytes(), Duration::from_secs(5));
+    let _ = echo.kill();
+    let _ = echo.wait();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(body, "varco echo.........\n");
+}
