@@ -38,8 +38,20 @@ bench_echo() {
       echo "note: $1 echo has no --fixed-body-bytes: the upstream answers its page" >&2
     fi
   fi
-  "$1" echo --listen "127.0.0.1:$2" "${args[@]}" 2>/dev/null &
-  pids+=($!)
+  "$1" echo --listen "127.0.0.1:$2" "${args[@]}" 2>"$OUT/echo-$2.log" &
+  local pid=$!
+  pids+=("$pid")
+  # Up, and this echo (not a leftover on the same port) answering what was asked.
+  local body="" _
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || { echo "varco echo on port $2 did not start:" >&2; cat "$OUT/echo-$2.log" >&2; exit 1; }
+    body=$(curl -fsS "http://127.0.0.1:$2/bench/small" 2>/dev/null) && break
+    sleep 0.1
+  done
+  if [ "${#args[@]}" -gt 0 ] && [ "$(curl -fsS "http://127.0.0.1:$2/bench/small" | wc -c)" != "${BODY_BYTES:-20}" ]; then
+    echo "the upstream on port $2 does not answer ${BODY_BYTES:-20} bytes" >&2
+    exit 1
+  fi
 }
 
 # wrk prints latencies as 123.45us / 1.23ms / 1.02s; convert to ms.

@@ -224,7 +224,8 @@ fi
 
 # Paired rounds: each round runs nginx, the public route, the session-bound route and the
 # request-bound (protected) route for SECONDS_EACH seconds, in an order that alternates
-# from round to round; each ratio is taken within a round, then the median over rounds.
+# from round to round (keep ROUNDS even: each case then runs as often early as late in a
+# round); each ratio is taken within a round, then the median over rounds.
 ROUNDS=${ROUNDS:-8}
 SECONDS_EACH=${SECONDS_EACH:-3}
 if [ "$ROUNDS" -gt 0 ]; then
@@ -240,13 +241,21 @@ if [ "$ROUNDS" -gt 0 ]; then
         session) port=$PROTECTED_PORT; hdr=(-H "Cookie: $COOKIE"); url=/sessione$PATH_UNDER_TEST ;;
         protected) port=$PROTECTED_PORT; hdr=(-H "Cookie: $COOKIE"); url=$PATH_UNDER_TEST ;;
       esac
-      wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_EACH}s" --latency "${hdr[@]}" "http://127.0.0.1:$port$url" > "$OUT/round.wrk"
-      printf '%s %s %s %s\n' "$r" "$c" "$(awk '/^Requests\/sec:/ {print $2}' "$OUT/round.wrk")" \
-        "$(awk '$1=="99%" {print $2}' "$OUT/round.wrk" | to_ms)" >> "$OUT/rounds"
+      wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_EACH}s" --latency "${hdr[@]}" "http://127.0.0.1:$port$url" > "$OUT/round.wrk" || true
+      rps=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/round.wrk")
+      p99=$(awk '$1=="99%" {print $2}' "$OUT/round.wrk" | to_ms)
+      # A failed run, errors or non-2xx answers: the whole round is left out.
+      if [ -z "$rps" ] || [ -z "$p99" ] || grep -qE 'Non-2xx|Socket errors' "$OUT/round.wrk"; then
+        echo "round $r: $c left out: $(grep -E 'Non-2xx|Socket errors' "$OUT/round.wrk" | tr '\n' ' ')" >&2
+        rps=NA p99=NA
+      fi
+      printf '%s %s %s %s\n' "$r" "$c" "$rps" "$p99" >> "$OUT/rounds"
     done
   done
   awk -v mint="$(cat "$OUT/mint_us" 2>/dev/null)" -v cores="$(nproc)" '
-    { rps[$1, $2] = $3; p99[$1, $2] = $4; if ($1 > n) n = $1 }
+    BEGIN { cases[1] = "nginx"; cases[2] = "varco"; cases[3] = "session"; cases[4] = "protected" }
+    $3 == "NA" || $4 == "NA" || $3 + 0 <= 0 || $4 + 0 <= 0 { bad[$1] = 1 }
+    { rps[$1, $2] = $3; p99[$1, $2] = $4; if ($1 > last) last = $1 }
     function median(x, k,   i, j, t) {
       for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
       return k % 2 ? x[(k + 1) / 2] : (x[k / 2] + x[k / 2 + 1]) / 2
@@ -259,6 +268,14 @@ if [ "$ROUNDS" -gt 0 ]; then
       printf "paired %-46s median %.2fx (rounds %.2f-%.2f)\n", label, median(r, n), lo, hi
     }
     END {
+      # Only the rounds whose four runs all succeeded, renumbered 1..n.
+      n = 0
+      for (i = 1; i <= last; i++) if (!(i in bad)) {
+        n++
+        for (c in cases) { rps[n, cases[c]] = rps[i, cases[c]]; p99[n, cases[c]] = p99[i, cases[c]] }
+      }
+      if (n == 0) { print "paired rounds: none without errors"; exit 1 }
+      if (n < last) printf "paired rounds: %d of %d without errors\n", n, last
       for (i = 1; i <= n; i++) { a[i] = rps[i, "nginx"]; b[i] = rps[i, "varco"] }
       printf "paired req/s medians: nginx %.0f, varco public %.0f\n", median(a, n), median(b, n)
       report("varco(public)/nginx throughput", "varco", "nginx", "rps")

@@ -225,7 +225,15 @@ async fn build_services(
     let previous_cfg = previous.map(|p| &*p.cfg);
     let previous = previous.map(|p| &*p.services);
     let minter = match previous {
-        Some(p) if cfg.assertion.key.is_empty() && cfg.mode == Mode::Demo => p.minter.clone(),
+        // The demo's ephemeral key carries over, with this configuration's lifetime.
+        Some(p) if cfg.assertion.key.is_empty() && cfg.mode == Mode::Demo => {
+            p.minter.as_ref().map(|m| {
+                Arc::new(crate::assertion::Minter::new(
+                    m.keys().clone(),
+                    cfg.assertion.ttl,
+                ))
+            })
+        }
         _ => minter(cfg)?,
     };
     let mut services = Services::with_clock(cfg, metrics.clone(), minter, lasting.clock.clone())

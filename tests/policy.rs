@@ -722,3 +722,66 @@ async fn a_client_named_twice_is_refused_and_never_forwarded() {
         );
     }
 }
+
+/// A session-bound header is reused only while the session's claims stay the same: when
+/// the directory changes a user's roles, the next request carries the new roles at once
+/// (as a request-bound header would), not the header minted before the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_bound_header_follows_a_change_of_roles() {
+    let up = upstreams::echo().await;
+    // One worker: session-bound headers are kept per worker.
+    let directory = format!(
+        "{}\n[server]\nworkers = 1\n[[route]]\npath = \"/sessione\"\nupstream = \"app\"\npublic = false\n\
+header_binding = \"session\"\n[route.policy]\nmin_level = \"SpidL1\"\n",
+        files_directory()
+    );
+    let gw = Gateway::start_with(
+        &config(up, &directory),
+        &[
+            ("roles.csv", &roles_csv()),
+            ("deleghe.csv", &deleghe_csv("")),
+        ],
+    );
+    let op = login(&gw, "operatore").await;
+    let token = |r: &Resp| r.echoed("x-varco-assertion").pop().expect("a header");
+    let roles = |jwt: &str| -> serde_json::Value {
+        let payload = jwt.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["roles"].clone()
+    };
+    let first = token(&as_user(&gw, &op, "GET", "/sessione/a").await);
+    assert_eq!(roles(&first), serde_json::json!(["operatore"]));
+    assert_eq!(token(&as_user(&gw, &op, "GET", "/sessione/b").await), first);
+
+    // The operator becomes a volunteer in the roles file (reread every 200 ms, cached 1 s).
+    std::fs::write(
+        gw.dir.path().join("roles.csv"),
+        format!(
+            "fiscal_code,role,patronato,valid_from,valid_to\n{},volontario,P1,2020-01-01,\n",
+            operator()
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let changed = loop {
+        let t = token(&as_user(&gw, &op, "GET", "/sessione/a").await);
+        if t != first {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the header minted before the change is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(roles(&changed), serde_json::json!(["volontario"]));
+    // The new header is the one reused from then on.
+    assert_eq!(
+        token(&as_user(&gw, &op, "GET", "/sessione/b").await),
+        changed
+    );
+}

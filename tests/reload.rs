@@ -308,3 +308,46 @@ async fn the_watch_reloads_a_changed_file_and_names_what_needs_a_restart() {
     let cookie = dev_login(&gw, "cittadino").await;
     assert_eq!(kid(&get(&gw, "/fascicolo", &cookie).await), "k3");
 }
+
+/// In demo mode without configured keys the ephemeral signing key survives a reload (the
+/// sessions and the backends' cached JWKS stay valid), and the reloaded configuration's
+/// header lifetime applies at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demo_reload_keeps_its_ephemeral_key_and_applies_the_new_lifetime() {
+    let up = upstreams::echo().await;
+    let demo = |ttl: &str| {
+        config(up, "k1", false)
+            .replace("active_kid = \"k1\"\n", &format!("ttl = \"{ttl}\"\n"))
+            .split("[[assertion.key]]")
+            .next()
+            .unwrap()
+            .to_string()
+            + &format!(
+                "[upstream.app]\nurl = \"http://{up}\"\n[[route]]\npath = \"/\"\nupstream = \"app\"\npublic = false\n"
+            )
+    };
+    let gw = Gateway::start(&demo("300s"));
+    let cookie = dev_login(&gw, "cittadino").await;
+    let claims = |r: &common::Resp| -> serde_json::Value {
+        let jwt = r.echoed("x-varco-assertion").pop().expect("a header");
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwt.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let lifetime = |c: &serde_json::Value| c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap();
+    let jwks = || async { get(&gw, "/_varco/jwks.json", "").await.text() };
+    let before = claims(&get(&gw, "/a", &cookie).await);
+    assert_eq!(lifetime(&before), 300);
+    let keys = jwks().await;
+
+    write_config(&gw, &demo("60s"));
+    gw.signal("HUP");
+    wait_logs(&gw, "configuration reloaded", 1);
+    let after = claims(&get(&gw, "/a", &cookie).await);
+    assert_eq!(lifetime(&after), 60);
+    assert_eq!(after["sid"], before["sid"], "the session survives");
+    assert_eq!(jwks().await, keys, "the same ephemeral key");
+}

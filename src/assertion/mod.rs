@@ -365,6 +365,14 @@ pub struct SessionClaims {
     json_members: Arc<str>,
 }
 
+/// Equal when they would sign the same claims (the same encoding, or equal text).
+impl PartialEq for SessionClaims {
+    fn eq(&self, other: &SessionClaims) -> bool {
+        Arc::ptr_eq(&self.json_members, &other.json_members)
+            || self.json_members == other.json_members
+    }
+}
+
 #[derive(Serialize)]
 struct ConstantClaims<'a> {
     iss: &'a str,
@@ -503,4 +511,4 @@ pub fn read_pem(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

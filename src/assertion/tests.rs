@@ -4,7 +4,7 @@ use super::verify::{Expected, VerifyError, parse_jwks, verify};
 use super::*;
 use crate::identity::{FiscalCode, Level, Method, Role};
 
-fn identity() -> Identity {
+pub(crate) fn identity() -> Identity {
     Identity {
         subject: FiscalCode::parse("RSSMRA80A01H501U").unwrap(),
         given_name: "Mario".into(),

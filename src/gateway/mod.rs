@@ -219,11 +219,15 @@ pub struct Gateway {
     session_header_hasher: std::collections::hash_map::RandomState,
 }
 
-/// A session-bound identity header, whose it is, and when to mint the next one.
+/// A session-bound identity header, whose it is, what it says, and when to mint the next
+/// one.
 #[derive(Clone)]
 struct SessionHeader {
     sid: Arc<str>,
     upstream: Arc<str>,
+    /// The claims it was minted from: a session whose claims changed since (roles from the
+    /// directory) gets a new header at once, as a request-bound route would.
+    claims: SessionClaims,
     value: HeaderValue,
     renew_at: u64,
 }
@@ -647,15 +651,25 @@ impl Gateway {
     }
 
     /// The session-bound header of session `sid` for `upstream`: the one minted before
-    /// while it is not near its expiry (the last sixth of its lifetime), else a new one.
+    /// from the same claims while it is not near its expiry (the last sixth of its
+    /// lifetime), else a new one. A session that lives for one request (`reuse` false:
+    /// legacy PIN credentials in `Authorization`) gets a new one, not kept.
     fn session_header(
         &self,
         minter: &Minter,
         claims: &SessionClaims,
         sid: &str,
         upstream: &str,
+        reuse: bool,
     ) -> Result<HeaderValue, GatewayError> {
         let now = std::time::SystemTime::now();
+        if !reuse || sid.is_empty() {
+            let (jwt, _) = minter
+                .mint_session(claims, upstream, now)
+                .map_err(|_| GatewayError::Minting)?;
+            return HeaderValue::from_maybe_shared(bytes::Bytes::from(jwt))
+                .map_err(|_| GatewayError::Minting);
+        }
         let now_secs = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -674,6 +688,7 @@ impl Gateway {
             && now_secs < h.renew_at
             && &*h.sid == sid
             && &*h.upstream == upstream
+            && h.claims == *claims
         {
             return Ok(h.value);
         }
@@ -688,6 +703,7 @@ impl Gateway {
             SessionHeader {
                 sid: sid.into(),
                 upstream: upstream.into(),
+                claims: claims.clone(),
                 value: value.clone(),
                 renew_at: exp.saturating_sub(ttl.div_ceil(6).max(1)),
             },
@@ -696,11 +712,14 @@ impl Gateway {
     }
 
     /// Adds the signed identity header (and the plain ones when the route asks) for
-    /// `session` to the upstream request.
+    /// `session` to the upstream request; `stored` is false for a session that lives for
+    /// this request only (its session-bound header is not kept for reuse).
+    #[allow(clippy::too_many_arguments)]
     fn identify(
         &self,
         headers: &mut http::HeaderMap,
         session: &Session,
+        stored: bool,
         route: &Route,
         upstream: &str,
         method: &Method,
@@ -729,7 +748,7 @@ impl Gateway {
         let value = if binding == crate::assertion::HeaderBinding::Session
             && (safe || route.session_binding_unsafe_methods)
         {
-            self.session_header(minter, claims, &session.sid, upstream)?
+            self.session_header(minter, claims, &session.sid, upstream, stored)?
         } else {
             let jwt = minter
                 .mint(

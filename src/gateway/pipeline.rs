@@ -72,6 +72,9 @@ pub(super) struct RequestCtx {
     pub host: String,
     /// The session the request runs under (none on public routes).
     pub session: Option<Arc<Session>>,
+    /// The session lives for this request only (legacy PIN credentials in
+    /// `Authorization`): nothing minted for it is kept.
+    pub single_request: bool,
     /// A login made on the spot (a CNS card): stored by `commit_session` once authorized.
     pub new_login: Option<Login>,
     /// A body read before deciding (a form the policy inspects), forwarded as read.
@@ -305,6 +308,7 @@ impl Gateway {
             path,
             host,
             session: None,
+            single_request: false,
             new_login: None,
             body: None,
             set_cookie: None,
@@ -343,6 +347,7 @@ impl Gateway {
             }
             Some(OnTheSpot::ThisRequest(session)) => {
                 ctx.session = Some(session);
+                ctx.single_request = true;
                 Ok(())
             }
             None => Err(ctx.login(req, ctx.route.login_level())),
@@ -549,7 +554,15 @@ impl Gateway {
             // (docs/backend-verification.md).
             // (Built only for a request-bound header.)
             let htu = || format!("{}://{host}{uri}", upstream.scheme());
-            self.identify(headers, session, route, &upstream.name, &parts.method, htu)?;
+            self.identify(
+                headers,
+                session,
+                !ctx.single_request,
+                route,
+                &upstream.name,
+                &parts.method,
+                htu,
+            )?;
         }
         if let Some(up) = upgrade_value {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -790,6 +803,39 @@ min_level = "SpidL3"
             Ok(_) => panic!("not a route"),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// Session-bound headers are kept per (session, upstream) and claims: the same claims
+    /// get the kept header, changed claims a new one; a session that lives for one request
+    /// gets a new header each time and none is kept.
+    #[test]
+    fn session_bound_headers_are_kept_for_stored_sessions_and_their_claims() {
+        use crate::assertion::SessionClaims;
+        let gw = gateway(true);
+        let minter = gw.services.minter.clone().expect("minter");
+        let mut identity = crate::assertion::tests::identity();
+        let claims = SessionClaims::new("https://gw/", &identity, "s1").expect("claims");
+        let kept = |sid, claims: &SessionClaims, reuse| {
+            gw.session_header(&minter, claims, sid, "app", reuse)
+                .expect("header")
+        };
+        let first = kept("s1", &claims, true);
+        assert_eq!(kept("s1", &claims, true), first);
+        let rebuilt = SessionClaims::new("https://gw/", &identity, "s1").expect("claims");
+        assert_eq!(kept("s1", &rebuilt, true), first, "equal claims, rebuilt");
+        identity.roles.clear();
+        let changed = SessionClaims::new("https://gw/", &identity, "s1").expect("claims");
+        let second = kept("s1", &changed, true);
+        assert_ne!(second, first);
+        assert_eq!(kept("s1", &changed, true), second);
+
+        gw.session_headers.run_pending_tasks();
+        let entries = gw.session_headers.entry_count();
+        let once = kept("s2", &claims, false);
+        assert_ne!(kept("s2", &claims, false), once);
+        assert_ne!(kept("", &claims, true), kept("", &claims, true));
+        gw.session_headers.run_pending_tasks();
+        assert_eq!(gw.session_headers.entry_count(), entries);
     }
 
     #[test]
