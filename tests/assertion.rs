@@ -209,6 +209,11 @@ fn identity_header_configuration_is_checked() {
         !ok && err.contains("route[1].session_binding_unsafe_methods"),
         "{err}"
     );
+    // ... which the route may also take from [assertion]'s default.
+    let (_, err) = check(
+        "[assertion]\nbinding = \"session\"\n[[route]]\npath = \"/x\"\nupstream = \"app\"\npublic = false\nsession_binding_unsafe_methods = true\n",
+    );
+    assert!(!err.contains("session_binding_unsafe_methods"), "{err}");
     // A public route sends no identity header to bind.
     let (ok, err) = check(
         "[[route]]\npath = \"/p\"\nupstream = \"app\"\npublic = true\nheader_binding = \"session\"\n",
@@ -340,8 +345,9 @@ fn payload(jwt: &str) -> serde_json::Value {
 /// A route with `header_binding = "session"`: safe requests of a session reuse one header
 /// (no `htm`/`htu`) until shortly before it expires, then get a new one; unsafe methods
 /// keep a request-bound header, as does a route without the setting; another login has its
-/// own; `varco verify` says which binding a header has and refuses a session-bound header
-/// where a request binding is expected.
+/// own, and after a logout the session's header is no longer sent and the next login gets
+/// a new one; `varco verify` says which binding a header has and refuses a session-bound
+/// header where a request binding is expected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_bound_headers_are_reused_renewed_and_reported() {
     let up = upstreams::echo().await;
@@ -431,4 +437,18 @@ header_binding = "session"
     let other = common::dev_login(&gw, "cittadino").await;
     let theirs = header(&send("GET", "/a", other).await);
     assert_ne!(payload(&theirs)["sid"], payload(&renewed)["sid"]);
+
+    // After a logout the session's header is no longer sent; the next login's is new.
+    let out = send("POST", "/_varco/logout", cookie.clone()).await;
+    assert_eq!(out.status, 200);
+    let after = send("GET", "/a", cookie.clone()).await;
+    assert_eq!(
+        after.status, 401,
+        "refused at the gateway: nothing reaches the upstream"
+    );
+    let again = common::dev_login(&gw, "cittadino").await;
+    let fresh = header(&send("GET", "/a", again).await);
+    assert_ne!(fresh, renewed);
+    assert_ne!(payload(&fresh)["sid"], payload(&renewed)["sid"]);
+    assert_ne!(payload(&fresh)["jti"], payload(&renewed)["jti"]);
 }

@@ -216,6 +216,18 @@ impl Config {
             );
         }
         for (i, r) in self.route.iter().enumerate() {
+            // The route's binding, or the default of [assertion].
+            if r.session_binding_unsafe_methods
+                && r.header_binding.unwrap_or(self.assertion.binding)
+                    != crate::assertion::HeaderBinding::Session
+            {
+                bad(
+                    format!("route[{i}].session_binding_unsafe_methods"),
+                    "only on a session-bound route (header_binding = \"session\", or \
+                     [assertion] binding = \"session\")"
+                        .into(),
+                );
+            }
             if !self.upstream.contains_key(&r.upstream) {
                 bad(
                     format!("route[{i}].upstream"),

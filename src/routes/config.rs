@@ -91,14 +91,6 @@ pub fn validate(
                 "a public route sends no identity header".into(),
             );
         }
-        if r.session_binding_unsafe_methods
-            && r.header_binding != Some(crate::assertion::HeaderBinding::Session)
-        {
-            bad(
-                format!("route[{i}].session_binding_unsafe_methods"),
-                "only with header_binding = \"session\"".into(),
-            );
-        }
         if r.min_level.is_some() && r.public == Some(true) {
             bad(
                 format!("route[{i}].min_level"),
