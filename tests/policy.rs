@@ -459,6 +459,11 @@ roles_url = "http://{server}/ruoli/{{fiscal_code}}"
 delegations_file = "@DIR@/deleghe.csv"
 cache_ttl = "1s"
 negative_ttl = "1s"
+
+[[route]]
+path = "/semplice"
+upstream = "app"
+public = false
 "#
     );
     let gw = Gateway::start_with(
@@ -471,6 +476,7 @@ negative_ttl = "1s"
         as_user(&gw, &op, "POST", "/domande/nuova").await.status,
         200
     );
+    assert_eq!(as_user(&gw, &op, "GET", "/semplice/x").await.status, 200);
     let vol = login(&gw, "volontario").await;
     let r = as_user(&gw, &vol, "GET", "/domande/nuova").await;
     assert_eq!((r.status, code(&r)), (403, "role_not_allowed".into()));
@@ -483,6 +489,13 @@ negative_ttl = "1s"
     *records.lock().unwrap() = None;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let r = as_user(&gw, &op, "POST", "/domande/nuova").await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (503, "authorization_source_unavailable".into())
+    );
+    // A protected route without a policy too: its identity header would carry roles
+    // nobody can vouch for.
+    let r = as_user(&gw, &op, "GET", "/semplice/x").await;
     assert_eq!(
         (r.status, code(&r)),
         (503, "authorization_source_unavailable".into())
@@ -725,14 +738,16 @@ async fn a_client_named_twice_is_refused_and_never_forwarded() {
 
 /// A session-bound header is reused only while the session's claims stay the same: when
 /// the directory changes a user's roles, the next request carries the new roles at once
-/// (as a request-bound header would), not the header minted before the change.
+/// (as a request-bound header would), not the header minted before the change; and a
+/// protected route without a policy sends the directory's current roles too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_bound_header_follows_a_change_of_roles() {
     let up = upstreams::echo().await;
     // One worker: session-bound headers are kept per worker.
     let directory = format!(
         "{}\n[server]\nworkers = 1\n[[route]]\npath = \"/sessione\"\nupstream = \"app\"\npublic = false\n\
-header_binding = \"session\"\n[route.policy]\nmin_level = \"SpidL1\"\n",
+header_binding = \"session\"\n[route.policy]\nmin_level = \"SpidL1\"\n\
+[[route]]\npath = \"/semplice\"\nupstream = \"app\"\npublic = false\n",
         files_directory()
     );
     let gw = Gateway::start_with(
@@ -755,6 +770,8 @@ header_binding = \"session\"\n[route.policy]\nmin_level = \"SpidL1\"\n",
     };
     let first = token(&as_user(&gw, &op, "GET", "/sessione/a").await);
     assert_eq!(roles(&first), serde_json::json!(["operatore"]));
+    let plain = token(&as_user(&gw, &op, "GET", "/semplice/a").await);
+    assert_eq!(roles(&plain), serde_json::json!(["operatore"]));
     assert_eq!(token(&as_user(&gw, &op, "GET", "/sessione/b").await), first);
 
     // The operator becomes a volunteer in the roles file (reread every 200 ms, cached 1 s).
@@ -779,6 +796,9 @@ header_binding = \"session\"\n[route.policy]\nmin_level = \"SpidL1\"\n",
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(roles(&changed), serde_json::json!(["volontario"]));
+    // A route without a policy says the directory's roles too, not the login's.
+    let plain = token(&as_user(&gw, &op, "GET", "/semplice/a").await);
+    assert_eq!(roles(&plain), serde_json::json!(["volontario"]));
     // The new header is the one reused from then on.
     assert_eq!(
         token(&as_user(&gw, &op, "GET", "/sessione/b").await),

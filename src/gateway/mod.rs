@@ -578,6 +578,29 @@ impl Gateway {
         format!("{}?return={encoded}{level}", self.paths.login)
     }
 
+    /// `session` with the roles and patronato the directory gives its subject now (when a
+    /// directory with role sources is configured): a role revoked or granted since the
+    /// login counts at once, for the policy and in the identity header, on every protected
+    /// route. A changed set yields a session copy with rebuilt claims. Fails with 503 when
+    /// the directory does not answer.
+    pub(super) async fn with_current_roles(
+        &self,
+        session: Arc<Session>,
+    ) -> Result<Arc<Session>, GatewayError> {
+        Ok(match self.directory_roles(&session.identity).await? {
+            Some((roles, patronato))
+                if roles != session.identity.roles || patronato != session.identity.patronato =>
+            {
+                let mut s = (*session).clone();
+                s.identity.roles = roles;
+                s.identity.patronato = patronato;
+                s.claims = SessionClaims::new(&self.cfg.assertion.issuer, &s.identity, &s.sid).ok();
+                Arc::new(s)
+            }
+            _ => session,
+        })
+    }
+
     /// Applies the route's policy to `session`: the roles are refreshed from the directory
     /// (a changed set yields a session copy with rebuilt claims for the header), the
     /// delegation the request needs is fetched, then [`crate::policy::decide`].
@@ -592,20 +615,7 @@ impl Gateway {
         let (path, route) = (ctx.path.as_str(), &ctx.route);
         use crate::policy::{Decision, Prefetched, RequestFacts, decide, delegation_needed};
         let today = self.utc_today();
-        // Roles as the directory has them now: a role revoked since the login counts at
-        // once. A changed set yields a session copy with rebuilt claims for the header.
-        let session = match self.directory_roles(&session.identity).await? {
-            Some((roles, patronato))
-                if roles != session.identity.roles || patronato != session.identity.patronato =>
-            {
-                let mut s = (*session).clone();
-                s.identity.roles = roles;
-                s.identity.patronato = patronato;
-                s.claims = SessionClaims::new(&self.cfg.assertion.issuer, &s.identity, &s.sid).ok();
-                Arc::new(s)
-            }
-            _ => session,
-        };
+        let session = self.with_current_roles(session).await?;
         let facts = RequestFacts {
             method: req.method(),
             path,

@@ -9,8 +9,9 @@
 //! 4. [`Gateway::authenticate`] — the session, or a login on the spot (CNS card, legacy PIN
 //!    credentials), or the outcome "log in" ([`Stop::Login`]).
 //! 5. [`Gateway::legacy_pin_gate`] — a PIN session meets the switch-off's rules.
-//! 6. [`Gateway::authorize_phase`] — the route's policy (roles, delegation, level: a
-//!    step-up is [`Stop::Login`] at the level demanded).
+//! 6. [`Gateway::authorize_phase`] — the roles the directory gives now (for every
+//!    protected route: the identity header carries them), then the route's policy (roles,
+//!    delegation, level: a step-up is [`Stop::Login`] at the level demanded).
 //! 7. [`Gateway::commit_session`] — a login made on the spot is stored, its cookie set.
 //! 8. [`Gateway::upstream_request`] — the request rewritten for the upstream: credentials
 //!    and hop-by-hop headers removed, forwarded headers, `Host`, the minted identity header.
@@ -395,18 +396,25 @@ impl Gateway {
         }
     }
 
-    /// Phase 6, authorize. Runs after the PIN gate, on routes with a policy. Reads the
+    /// Phase 6, authorize. Runs after the PIN gate. On every route with a session, replaces
+    /// `ctx.session` with a copy carrying the directory's current roles when they changed
+    /// (the identity header says them). On routes with a policy it also reads the
     /// request (and a form body where the policy may find the client's fiscal code there:
     /// read whole, bounded, kept in `ctx.body` to be forwarded as read), the directory's
-    /// roles and delegations; may replace `ctx.session` with a copy carrying refreshed
-    /// roles. Stops with [`Stop::Login`] for a step-up, fails with 403 (denied), 413/408
+    /// roles and delegations. Stops with [`Stop::Login`] for a step-up, fails with 403 (denied), 413/408
     /// (an inspected body too large or too slow), 503 (a source down: never allowed).
     async fn authorize_phase(
         &self,
         req: &mut Request<Incoming>,
         ctx: &mut RequestCtx,
     ) -> Result<(), Stop> {
-        let (Some(policy), Some(session)) = (ctx.route.policy.as_ref(), ctx.session.clone()) else {
+        let Some(session) = ctx.session.clone() else {
+            return Ok(());
+        };
+        let Some(policy) = ctx.route.policy.as_ref() else {
+            // Nothing to decide, but the identity header still carries the roles the
+            // directory gives now, as on routes with a policy.
+            ctx.session = Some(self.with_current_roles(session).await?);
             return Ok(());
         };
         // Where the query names the client, so may a form body (to many frameworks): read
