@@ -436,25 +436,30 @@ fn the_echo_upstream_answers_a_fixed_body_when_asked() {
     assert!(!out.status.success());
     assert!(stderr.contains("--fixed-body-bytes"), "{stderr}");
 
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
+    // Port 0: the echo says where it listens on its first line.
     let mut echo = Command::new(env!("CARGO_BIN_EXE_varco"))
         .args([
             "echo",
             "--listen",
-            &addr.to_string(),
+            "127.0.0.1:0",
             "--fixed-body-bytes",
             "20",
         ])
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() && started.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(echo.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
     let request = format!(
         "GET /bench/small HTTP/1.1\r\nhost: x\r\nx-varco-assertion: {}\r\nconnection: close\r\n\r\n",
         "v".repeat(600)
