@@ -225,8 +225,13 @@ async fn build_services(
     let previous_cfg = previous.map(|p| &*p.cfg);
     let previous = previous.map(|p| &*p.services);
     let minter = match previous {
-        // The demo's ephemeral key carries over, with this configuration's lifetime.
-        Some(p) if cfg.assertion.key.is_empty() && cfg.mode == Mode::Demo => {
+        // The demo's ephemeral key carries over, with this configuration's lifetime (keys
+        // from files the configuration no longer names do not).
+        Some(p)
+            if cfg.assertion.key.is_empty()
+                && cfg.mode == Mode::Demo
+                && previous_cfg.is_some_and(|c| c.assertion.key.is_empty()) =>
+        {
             p.minter.as_ref().map(|m| {
                 Arc::new(crate::assertion::Minter::new(
                     m.keys().clone(),

@@ -311,7 +311,8 @@ async fn the_watch_reloads_a_changed_file_and_names_what_needs_a_restart() {
 
 /// In demo mode without configured keys the ephemeral signing key survives a reload (the
 /// sessions and the backends' cached JWKS stay valid), and the reloaded configuration's
-/// header lifetime applies at once.
+/// header lifetime applies at once; keys from files are not kept once the configuration
+/// drops them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_demo_reload_keeps_its_ephemeral_key_and_applies_the_new_lifetime() {
     let up = upstreams::echo().await;
@@ -326,7 +327,9 @@ async fn a_demo_reload_keeps_its_ephemeral_key_and_applies_the_new_lifetime() {
                 "[upstream.app]\nurl = \"http://{up}\"\n[[route]]\npath = \"/\"\nupstream = \"app\"\npublic = false\n"
             )
     };
-    let gw = Gateway::start(&demo("300s"));
+    let k1 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let k2 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let gw = Gateway::start_with(&demo("300s"), &[("k1.pem", &k1), ("k2.pem", &k2)]);
     let cookie = dev_login(&gw, "cittadino").await;
     let claims = |r: &common::Resp| -> serde_json::Value {
         let jwt = r.echoed("x-varco-assertion").pop().expect("a header");
@@ -350,4 +353,17 @@ async fn a_demo_reload_keeps_its_ephemeral_key_and_applies_the_new_lifetime() {
     assert_eq!(lifetime(&after), 60);
     assert_eq!(after["sid"], before["sid"], "the session survives");
     assert_eq!(jwks().await, keys, "the same ephemeral key");
+
+    // Keys from files, then none again: the file keys are not kept once the configuration
+    // no longer names them; a new ephemeral key signs.
+    write_config(&gw, &config(up, "k1", false));
+    gw.signal("HUP");
+    wait_logs(&gw, "configuration reloaded", 2);
+    assert_eq!(kid(&get(&gw, "/a", &cookie).await), "k1");
+    write_config(&gw, &demo("60s"));
+    gw.signal("HUP");
+    wait_logs(&gw, "configuration reloaded", 3);
+    assert_eq!(kid(&get(&gw, "/a", &cookie).await), "demo-ephemeral");
+    let fresh = jwks().await;
+    assert!(!fresh.contains("\"k1\"") && fresh != keys, "{fresh}");
 }
